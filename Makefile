@@ -1,0 +1,37 @@
+# Set-up and the two README commands.  `make demo` and `make test` create .venv when it is missing.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.spikec-installed
+
+.PHONY: demo test test-long bench install clean
+
+# torch==2.13.0 first (a CPU wheel here; anything else pulls a multi-GB CUDA build), then
+# spikingjelly / lava-nc with --no-deps (their pins pull CUDA torchvision or refuse Python 3.11),
+# then what their imports really need and spikec itself (editable).
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q --no-deps spikingjelly==2.0.0
+	$(PIP) install -q --no-deps --ignore-requires-python lava-nc==0.10.0
+	$(PIP) install -q -e '.[frameworks,nir,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+# bigger model configurations (minutes)
+test-long: $(STAMP)
+	SPIKEC_LONG_TESTS=1 $(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info out

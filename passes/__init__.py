@@ -1,0 +1,1 @@
+"""Graph passes (IR -> IR), one module per pass.  Shipped as ``spikec.passes``."""

@@ -1,0 +1,136 @@
+"""The ``spikec`` command line.
+
+    spikec show    CKPT [model options]                 # traced IR as a table
+    spikec compile CKPT --target {lava,nir,intref} -o OUT [model options]
+
+Errors in the user's input (files, shapes, unsupported modules) print one line and exit with
+code 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from . import __version__
+from .errors import SpikecError
+
+EXIT_USAGE = 2
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 3,32,32, got {text!r}") from None
+    if not dims or any(d < 1 for d in dims):
+        raise argparse.ArgumentTypeError(f"expected positive dimensions like 3,32,32, got {text!r}")
+    return dims
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="checkpoint: state_dict (.pt/.pth), pickled nn.Module, or torch.export program (.pt2); or a saved IR directory (show)")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", metavar="FACTORY", help="architecture of a state_dict: 'package.module:factory' or 'path/to/file.py:factory'")
+    g.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments for the factory, as a JSON object")
+    g.add_argument("--input-shape", type=_shape, metavar="C,H,W", help="per-sample input shape without batch, e.g. 3,32,32")
+    g.add_argument("--time-steps", type=int, metavar="T", help="the model takes a sequence [T, B, *input-shape] (default: a frame [B, *input-shape])")
+    g.add_argument("--trust-checkpoint", action="store_true", help="allow unpickling a whole nn.Module (runs code from the file: only for files you trust)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spikec",
+        description="Compile trained PyTorch spiking transformers to neuromorphic targets.",
+    )
+    parser.add_argument("--version", action="version", version=f"spikec {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("show", help="trace a model and print its IR as a table",
+                       description="Trace a checkpoint (or load a saved IR directory) and print the IR: node, op, source module, shape, kind, parameters.")
+    _add_model_options(p)
+    p.add_argument("--text", action="store_true", help="plain text dump instead of a table")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_show)
+
+    from .targets import TARGETS
+
+    p = sub.add_parser("compile", help="compile a model for a target",
+                       description="Trace a checkpoint, run the target's pass pipeline and write the target artifact. Targets: "
+                       + "; ".join(f"{k}: {v}" for k, v in TARGETS.items()))
+    _add_model_options(p)
+    p.add_argument("--target", required=True, choices=sorted(TARGETS), help="backend to compile for")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="artifact path (directory or file, per target)")
+    p.add_argument("--emit-ir", metavar="DIR", help="also save the traced IR (JSON + npz) to DIR")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_compile)
+    return parser
+
+
+def load_graph(args):
+    """Trace the model named by the common model options (or load a saved IR directory)."""
+    from . import ir
+    from .frontend import load_checkpoint, trace
+    from .frontend.load import parse_model_kwargs
+
+    path = Path(args.checkpoint)
+    if path.is_dir() and (path / "graph.json").exists():
+        return ir.load(path)
+    loaded = load_checkpoint(path, factory=args.model, model_kwargs=parse_model_kwargs(args.model_kwargs),
+                             trust_checkpoint=args.trust_checkpoint)
+    return trace(loaded, args.input_shape, args.time_steps, name=path.stem)
+
+
+def cmd_show(args) -> int:
+    from rich.console import Console
+
+    from .ir import format_graph, graph_table
+
+    graph = load_graph(args)
+    if args.text:
+        print(format_graph(graph))
+    else:
+        Console(width=200).print(graph_table(graph))
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from . import ir
+    from .targets import AVAILABLE, TARGETS
+
+    graph = load_graph(args)  # trace first: model errors are reported whatever the target
+    if args.emit_ir:
+        ir.save(graph, args.emit_ir)
+        print(f"wrote IR ({len(graph)} nodes) to {args.emit_ir}")
+    if args.target not in AVAILABLE:
+        raise SpikecError(
+            f"target '{args.target}' ({TARGETS[args.target]}) is not implemented in spikec {__version__} yet; "
+            f"available targets: {', '.join(sorted(AVAILABLE)) or 'none'} "
+            "(inspect the traced IR with `spikec show` or --emit-ir)"
+        )
+    raise SpikecError(f"target '{args.target}' has no compiler entry point")  # pragma: no cover
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except SpikecError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

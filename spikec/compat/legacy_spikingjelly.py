@@ -1,0 +1,163 @@
+"""A stand-in for the removed ``spikingjelly.clock_driven`` API (spikingjelly < 0.0.0.0.15).
+
+Published spiking-transformer code (Spikformer, Spike-Driven Transformer v1/v2) does
+``from spikingjelly.clock_driven.neuron import MultiStepLIFNode`` and builds neurons with
+``backend='cupy'``.  spikingjelly 2.x has no ``clock_driven``; :func:`install_if_missing`
+registers this module's pure-torch versions under that name so such model code imports and runs
+on a CPU.  The neurons follow spikingjelly's multi-step equations (see
+:class:`spikec.ir.NeuronNode`); ``backend`` is accepted and ignored.  For training, the spike
+function has the arctan surrogate gradient (the legacy default for these classes was
+``Sigmoid``; it only matters for training).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import types
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ..runtime.neuron_dynamics import neuron_forward
+
+
+class _ATanSpike(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, alpha):
+        ctx.save_for_backward(x)
+        ctx.alpha = alpha
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        a = ctx.alpha
+        return grad * (a / 2) / (1 + (math.pi / 2 * a * x) ** 2), None
+
+
+class ATan(nn.Module):
+    def __init__(self, alpha: float = 2.0, spiking: bool = True):
+        super().__init__()
+        self.alpha = alpha
+
+    def forward(self, x):
+        return _ATanSpike.apply(x, self.alpha)
+
+
+Sigmoid = ATan  # accepted for compatibility; see module docstring
+
+
+class _MultiStepNode(nn.Module):
+    """Common part: eager forward uses the exact float recurrence when not training, and a
+    differentiable loop with a surrogate gradient when training."""
+
+    model = "LIF"
+
+    def __init__(self, v_threshold=1.0, v_reset: Optional[float] = 0.0, surrogate_function=None,
+                 detach_reset=False, backend="torch", decay_input=True, **kwargs):
+        super().__init__()
+        self.v_threshold = float(v_threshold)
+        self.v_reset = None if v_reset is None else float(v_reset)
+        self.surrogate_function = surrogate_function if surrogate_function is not None else ATan()
+        self.detach_reset = detach_reset
+        self.backend = backend
+        self.decay_input = decay_input
+
+    def _leak(self):
+        return None, None  # (tau, rate)
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        tau, rate = self._leak()
+        if not torch.is_grad_enabled() or not x_seq.requires_grad:
+            r = None if rate is None else float(rate.detach().float())
+            return neuron_forward(x_seq, self.model, self.v_threshold, self.v_reset, tau,
+                                  self.decay_input, r, 0.0 if self.v_reset is None else self.v_reset)
+        vr = 0.0 if self.v_reset is None else self.v_reset
+        v = torch.full_like(x_seq[0], vr)
+        out = []
+        for x in x_seq:
+            if self.model == "IF":
+                h = v + x
+            elif rate is not None:
+                h = v + (x - (v - vr)) * rate if self.decay_input else v - (v - vr) * rate + x
+            else:
+                h = v + (x - (v - vr)) / tau if self.decay_input else v - (v - vr) / tau + x
+            s = self.surrogate_function(h - self.v_threshold)
+            sr = s.detach() if self.detach_reset else s
+            v = h - sr * self.v_threshold if self.v_reset is None else sr * vr + (1 - sr) * h
+            out.append(s)
+        return torch.stack(out)
+
+
+class MultiStepLIFNode(_MultiStepNode):
+    def __init__(self, tau: float = 2.0, decay_input: bool = True, v_threshold: float = 1.0,
+                 v_reset: Optional[float] = 0.0, surrogate_function=None, detach_reset=False,
+                 backend="torch", **kwargs):
+        super().__init__(v_threshold, v_reset, surrogate_function, detach_reset, backend, decay_input)
+        self.tau = float(tau)
+
+    def _leak(self):
+        return self.tau, None
+
+    def extra_repr(self):
+        return f"tau={self.tau}, v_threshold={self.v_threshold}, v_reset={self.v_reset}"
+
+
+class MultiStepParametricLIFNode(_MultiStepNode):
+    def __init__(self, init_tau: float = 2.0, decay_input: bool = True, v_threshold: float = 1.0,
+                 v_reset: Optional[float] = 0.0, surrogate_function=None, detach_reset=False,
+                 backend="torch", **kwargs):
+        super().__init__(v_threshold, v_reset, surrogate_function, detach_reset, backend, decay_input)
+        self.w = nn.Parameter(torch.tensor(-math.log(init_tau - 1.0)))
+
+    def _leak(self):
+        return None, self.w.sigmoid()
+
+
+class MultiStepIFNode(_MultiStepNode):
+    model = "IF"
+
+
+class SeqToANNContainer(nn.Sequential):
+    """Apply stateless layers to ``[T, B, ...]`` by merging T into the batch."""
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x_seq.flatten(0, 1))
+        return y.reshape(x_seq.shape[0], x_seq.shape[1], *y.shape[1:])
+
+
+def reset_net(net: nn.Module) -> None:
+    """Stateless here: every forward starts from the initial membrane."""
+
+
+def install_if_missing() -> bool:
+    """Register ``spikingjelly.clock_driven`` (and ``.neuron``, ``.surrogate``, ``.layer``,
+    ``.functional``) if the installed spikingjelly lacks it.  Returns True if installed."""
+    try:
+        import spikingjelly.clock_driven  # noqa: F401
+
+        return False
+    except ImportError:
+        pass
+    try:
+        import spikingjelly  # noqa: F401
+    except ImportError:
+        pkg = types.ModuleType("spikingjelly")
+        pkg.__path__ = []
+        sys.modules["spikingjelly"] = pkg
+    this = sys.modules[__name__]
+    cd = types.ModuleType("spikingjelly.clock_driven")
+    cd.__path__ = []
+    cd.__doc__ = "spikec stand-in for the legacy clock_driven API (see spikec.compat.legacy_spikingjelly)"
+    for sub in ("neuron", "surrogate", "layer", "functional"):
+        m = types.ModuleType(f"spikingjelly.clock_driven.{sub}")
+        for name in ("MultiStepLIFNode", "MultiStepParametricLIFNode", "MultiStepIFNode", "ATan",
+                     "Sigmoid", "SeqToANNContainer", "reset_net"):
+            setattr(m, name, getattr(this, name))
+        setattr(cd, sub, m)
+        sys.modules[m.__name__] = m
+    sys.modules["spikingjelly.clock_driven"] = cd
+    sys.modules["spikingjelly"].clock_driven = cd
+    return True

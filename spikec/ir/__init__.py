@@ -1,0 +1,35 @@
+"""The spikec IR: typed dataflow graphs over time-stepped tensors ``[T, B, *features]``."""
+
+from .graph import Graph, dead_code_elimination, topological_order
+from .nodes import (
+    NODE_TYPES,
+    AddNode,
+    AvgPoolNode,
+    BatchNormNode,
+    ConvNode,
+    InputNode,
+    LinearNode,
+    MatMulNode,
+    MaxPoolNode,
+    MulNode,
+    NeuronNode,
+    Node,
+    OutputNode,
+    PermuteNode,
+    ReduceNode,
+    RepeatTimeNode,
+    ReshapeNode,
+    ScaleNode,
+    SliceNode,
+)
+from .printer import format_graph, graph_table
+from .serialize import load, save
+from .types import Kind, TensorType, TimeBehaviour
+
+__all__ = [
+    "NODE_TYPES", "AddNode", "AvgPoolNode", "BatchNormNode", "ConvNode", "Graph", "InputNode",
+    "Kind", "LinearNode", "MatMulNode", "MaxPoolNode", "MulNode", "NeuronNode", "Node",
+    "OutputNode", "PermuteNode", "ReduceNode", "RepeatTimeNode", "ReshapeNode", "ScaleNode",
+    "SliceNode", "TensorType", "TimeBehaviour", "dead_code_elimination", "format_graph",
+    "graph_table", "load", "save", "topological_order",
+]

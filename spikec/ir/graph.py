@@ -1,0 +1,167 @@
+"""The IR graph: an ordered, immutable list of nodes forming a dataflow DAG.
+
+Nodes are stored in topological order (every input refers to an earlier node), which makes the
+graph acyclic by construction; :meth:`Graph.validate` checks that, the references, the names and
+the types.  Passes never mutate a graph: they build a new one (see :meth:`Graph.rewrite`).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Iterable, Optional
+
+from ..errors import IRError
+from .nodes import InputNode, Node, OutputNode
+from .types import TensorType
+
+
+class Graph:
+    """A typed dataflow graph over time-stepped tensors."""
+
+    def __init__(self, nodes: Iterable[Node], name: str = "model", metadata: Optional[dict] = None):
+        self.nodes: tuple[Node, ...] = tuple(nodes)
+        self.name = name
+        self.metadata: dict = dict(metadata or {})
+        self._by_name: dict[str, Node] = {}
+        for n in self.nodes:
+            if n.name in self._by_name:
+                raise IRError(f"duplicate node name '{n.name}'")
+            self._by_name[n.name] = n
+
+    # --- access ---------------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> Node:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise IRError(f"no node named '{name}'") from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._by_name
+
+    def __iter__(self):
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def inputs(self) -> list[InputNode]:
+        return [n for n in self.nodes if isinstance(n, InputNode)]
+
+    @property
+    def outputs(self) -> list[OutputNode]:
+        return [n for n in self.nodes if isinstance(n, OutputNode)]
+
+    def producer(self, value: str) -> Node:
+        """The node producing ``value`` (values are named after their producer)."""
+        return self[value]
+
+    @cached_property
+    def _users(self) -> dict[str, list[Node]]:
+        users: dict[str, list[Node]] = {n.name: [] for n in self.nodes}
+        for n in self.nodes:
+            for i in n.inputs:
+                if i in users and n not in users[i]:
+                    users[i].append(n)
+        return users
+
+    def users(self, value: str) -> list[Node]:
+        return list(self._users.get(value, []))
+
+    def count_ops(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for n in self.nodes:
+            counts[n.op] = counts.get(n.op, 0) + 1
+        return counts
+
+    # --- typing and validation ---------------------------------------------------------------------
+    @cached_property
+    def types(self) -> dict[str, TensorType]:
+        """Type of every value, inferred in order.  Raises IRError on the first bad node."""
+        types: dict[str, TensorType] = {}
+        for n in self.nodes:
+            missing = [i for i in n.inputs if i not in types]
+            if missing:
+                known = [i for i in missing if i in self._by_name]
+                if known:
+                    raise n.fail(f"input(s) {known} come later in the graph (cycle or bad order)")
+                raise n.fail(f"input(s) {missing} do not exist")
+            try:
+                types[n.name] = n.infer([types[i] for i in n.inputs])
+            except IRError:
+                raise
+            except (ValueError, TypeError, IndexError) as e:
+                raise n.fail(str(e)) from e
+        return types
+
+    def type_of(self, value: str) -> TensorType:
+        return self.types[value]
+
+    def validate(self) -> "Graph":
+        """Check names, references, acyclicity, types, and graph boundary; return self."""
+        if not self.inputs:
+            raise IRError("graph has no input node")
+        if not self.outputs:
+            raise IRError("graph has no output node")
+        for n in self.nodes:
+            if not n.name or any(c.isspace() for c in n.name):
+                raise IRError(f"invalid node name {n.name!r}")
+            if isinstance(n, OutputNode) and self.users(n.name):
+                raise n.fail("an output node cannot feed other nodes")
+        self.types  # noqa: B018 - infers every type, raising on the first error
+        return self
+
+    # --- building -----------------------------------------------------------------------------------
+    def rewrite(self, nodes: Iterable[Node], **metadata) -> "Graph":
+        """A new graph with ``nodes`` (re-ordered topologically if needed) and merged metadata."""
+        meta = dict(self.metadata)
+        meta.update(metadata)
+        return Graph(topological_order(list(nodes)), name=self.name, metadata=meta)
+
+    def same_as(self, other: "Graph") -> bool:
+        """Exact equality: same name, metadata and nodes (arrays bit for bit)."""
+        return (
+            self.name == other.name
+            and self.metadata == other.metadata
+            and len(self) == len(other)
+            and all(a.same_as(b) for a, b in zip(self.nodes, other.nodes))
+        )
+
+
+def topological_order(nodes: list[Node]) -> list[Node]:
+    """Stable topological sort (keeps the given order where it is already valid)."""
+    by_name = {n.name: n for n in nodes}
+    placed: set[str] = set()
+    visiting: set[str] = set()
+    order: list[Node] = []
+
+    def visit(n: Node) -> None:
+        if n.name in placed:
+            return
+        if n.name in visiting:
+            raise IRError(f"cycle through node '{n.name}'")
+        visiting.add(n.name)
+        for i in n.inputs:
+            if i in by_name:
+                visit(by_name[i])
+        visiting.discard(n.name)
+        placed.add(n.name)
+        order.append(n)
+
+    for n in nodes:
+        visit(n)
+    return order
+
+
+def dead_code_elimination(nodes: list[Node]) -> list[Node]:
+    """Keep only nodes that an output (or an input node) depends on."""
+    by_name = {n.name: n for n in nodes}
+    live: set[str] = set()
+    stack = [n.name for n in nodes if isinstance(n, (OutputNode, InputNode))]
+    while stack:
+        name = stack.pop()
+        if name in live:
+            continue
+        live.add(name)
+        stack.extend(i for i in by_name[name].inputs if i in by_name)
+    return [n for n in nodes if n.name in live]

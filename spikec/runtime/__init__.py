@@ -1,0 +1,1 @@
+"""Executors of the IR (float interpreter) and the shared float neuron recurrences."""

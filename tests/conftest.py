@@ -1,0 +1,46 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+LONG = bool(os.environ.get("SPIKEC_LONG_TESTS"))
+
+
+def neuron_outputs(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Run the eager model once from fresh state; return its output and every neuron layer's spikes."""
+    from examples.models.zoo import _reset
+    from spikec.frontend.neurons import neuron_spec
+
+    spikes: dict[str, torch.Tensor] = {}
+    hooks = []
+    for path, mod in model.named_modules():
+        if path and neuron_spec(mod, path) is not None:
+            hooks.append(mod.register_forward_hook(lambda m, i, o, p=path: spikes.__setitem__(p, o.detach().clone())))
+    try:
+        _reset(model)
+        with torch.no_grad():
+            y = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return y, spikes
+
+
+@pytest.fixture(scope="session")
+def zoo_models():
+    """Prepared tiny models of every family with an input batch, traced once per session."""
+    from examples.models import zoo
+    from spikec.frontend import trace
+
+    out = {}
+    for fam in zoo.FAMILIES:
+        model, x = zoo.build(fam)
+        T = zoo.SEQUENCE_INPUT.get(fam)
+        out[fam] = (model, x, trace(model, zoo.input_shape_of(fam), time_steps=T, name=fam))
+    return out

@@ -1,0 +1,95 @@
+"""CLI: help everywhere, show, compile option handling and error paths (one line, exit 2)."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT
+from spikec.cli import main
+
+DIGITS = f"{ROOT}/examples/models/spikformer.py:spikformer_digits"
+
+
+@pytest.fixture(scope="module")
+def digits_ckpt(tmp_path_factory, zoo_models):
+    p = tmp_path_factory.mktemp("ckpt") / "digits.pth"
+    torch.save({"model": zoo_models["spikformer_digits"][0].state_dict()}, p)
+    return p
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["show", "--help"], ["compile", "--help"]])
+def test_help_everywhere(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 0
+    assert "usage: spikec" in capsys.readouterr().out
+
+
+def test_show_prints_table_with_sources(digits_ckpt, capsys):
+    assert main(["show", str(digits_ckpt), "--model", DIGITS, "--input-shape", "1,8,8"]) == 0
+    out = capsys.readouterr().out
+    for col in ("node", "op", "source module", "shape", "kind", "parameters"):
+        assert col in out
+    assert "block.0.attn.attn_lif" in out and "LIF tau=2 th=0.5" in out
+
+
+def test_compile_emits_ir_and_names_unbuilt_target(tmp_path, digits_ckpt, capsys):
+    from spikec import ir
+    from spikec.targets import AVAILABLE
+
+    target = next(t for t in ("lava", "nir", "intref") if t not in AVAILABLE)
+    code = main(["compile", str(digits_ckpt), "--model", DIGITS, "--input-shape", "1,8,8",
+                 "--target", target, "-o", str(tmp_path / "out"), "--emit-ir", str(tmp_path / "ir")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"target '{target}'" in err and "not implemented" in err
+    assert not (tmp_path / "out").exists(), "no half-written artifact"
+    g = ir.load(tmp_path / "ir")
+    assert any(n.op == "neuron" for n in g.nodes)
+    # a saved IR directory can be shown again
+    assert main(["show", str(tmp_path / "ir"), "--text"]) == 0
+    assert "%block.0.attn.attn_lif" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--model", DIGITS], "--input-shape is required"),
+        ([], "--model package.module:factory"),
+        (["--model", DIGITS, "--input-shape", "3,8,8"], "does not accept input of shape [B, 3, 8, 8]"),
+        (["--model", DIGITS, "--input-shape", "1,8,8", "--model-kwargs", "{bad"], "--model-kwargs is not valid JSON"),
+    ],
+)
+def test_error_paths_one_line_exit_2(digits_ckpt, capsys, extra, message):
+    code = main(["show", str(digits_ckpt), *extra])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_missing_and_corrupt_files_exit_2(tmp_path, capsys):
+    assert main(["show", str(tmp_path / "missing.pt")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    assert main(["show", str(bad), "--model", DIGITS, "--input-shape", "1,8,8"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "corrupt.pt" in err and err.count("\n") == 1
+
+
+def test_debug_shows_traceback(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "spikec.cli", "--debug", "show", str(tmp_path / "missing.pt")],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode != 0 and "Traceback" in r.stderr and "CheckpointError" in r.stderr
+
+
+def test_console_script_installed():
+    import shutil
+
+    exe = shutil.which("spikec", path=str(ROOT / ".venv" / "bin")) or shutil.which("spikec")
+    assert exe, "the spikec console script is installed"
+    r = subprocess.run([exe, "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("spikec ")
