@@ -30,8 +30,8 @@ def _shape(text: str) -> tuple[int, ...]:
     return dims
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="checkpoint: state_dict (.pt/.pth), pickled nn.Module, or torch.export program (.pt2); or a saved IR directory (show)")
+def _add_model_options(p: argparse.ArgumentParser, optional: bool = False) -> None:
+    p.add_argument("checkpoint", nargs="?" if optional else None, help="checkpoint: state_dict (.pt/.pth), pickled nn.Module, or torch.export program (.pt2); or a saved IR directory (show)")
     g = p.add_argument_group("model")
     g.add_argument("--model", metavar="FACTORY", help="architecture of a state_dict: 'package.module:factory' or 'path/to/file.py:factory'")
     g.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments for the factory, as a JSON object")
@@ -61,10 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="compile a model for a target",
                        description="Trace a checkpoint, run the target's pass pipeline and write the target artifact. Targets: "
                        + "; ".join(f"{k}: {v}" for k, v in TARGETS.items()))
-    _add_model_options(p)
-    p.add_argument("--target", required=True, choices=sorted(TARGETS), help="backend to compile for")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="artifact path (directory or file, per target)")
+    _add_model_options(p, optional=True)
+    p.add_argument("--target", choices=sorted(TARGETS), help="backend to compile for")
+    p.add_argument("-o", "--output", metavar="OUT", help="artifact path (directory or file, per target)")
     p.add_argument("--emit-ir", metavar="DIR", help="also save the traced IR (JSON + npz) to DIR")
+    g = p.add_argument_group("passes")
+    g.add_argument("--list-passes", action="store_true", help="list the passes and each target's pipeline, then exit")
+    g.add_argument("--skip", action="append", default=[], metavar="PASS", help="skip a pass of the pipeline (repeatable)")
+    g.add_argument("--dump-ir-after", metavar="PASS", help="print the IR after this pass")
+    g.add_argument("-v", "--verbose", action="store_true", help="print what every pass did where (and where it did not fire, why)")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_compile)
     return parser
@@ -97,19 +102,52 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_list_passes() -> int:
+    from .passes.pipelines import PASSES, PIPELINES
+
+    print("passes:")
+    for name, fn in PASSES.items():
+        doc = (__import__(fn.__module__, fromlist=["_"]).__doc__ or "").strip().splitlines()[0]
+        print(f"  {name:40s} {doc.split(':', 1)[-1].strip()}")
+    print("pipelines:")
+    for target, names in PIPELINES.items():
+        print(f"  {target:8s} {' -> '.join(names)}")
+    return 0
+
+
 def cmd_compile(args) -> int:
     from . import ir
+    from .passes.pipelines import resolve, run_pipeline
     from .targets import AVAILABLE, TARGETS
 
+    if args.list_passes:
+        return cmd_list_passes()
+    missing = [opt for opt, v in (("CHECKPOINT", args.checkpoint), ("--target", args.target), ("-o/--output", args.output)) if not v]
+    if missing:
+        raise SpikecError(f"compile needs {', '.join(missing)} (see spikec compile --help)")
+    pipeline = "float" if args.target not in ("intref", "lava", "nir") else args.target
+    resolve(pipeline, args.skip)  # unknown pass names fail before the (slow) trace
     graph = load_graph(args)  # trace first: model errors are reported whatever the target
     if args.emit_ir:
         ir.save(graph, args.emit_ir)
-        print(f"wrote IR ({len(graph)} nodes) to {args.emit_ir}")
+        print(f"wrote traced IR ({len(graph)} nodes) to {args.emit_ir}")
+
+    def dump(name, g):
+        print(f"--- IR after {name} ---")
+        print(ir.format_graph(g))
+
+    result = run_pipeline(graph, pipeline, skip=args.skip, dump_after=args.dump_ir_after, on_dump=dump)
+    print(f"pipeline '{pipeline}':")
+    for line in result.summary_lines():
+        print("  " + line)
+    if args.verbose:
+        for rep in result.reports:
+            print("\n".join("    " + l for l in rep.lines()))
     if args.target not in AVAILABLE:
         raise SpikecError(
             f"target '{args.target}' ({TARGETS[args.target]}) is not implemented in spikec {__version__} yet; "
             f"available targets: {', '.join(sorted(AVAILABLE)) or 'none'} "
-            "(inspect the traced IR with `spikec show` or --emit-ir)"
+            "(inspect the IR with `spikec show`, --emit-ir or --dump-ir-after)"
         )
     raise SpikecError(f"target '{args.target}' has no compiler entry point")  # pragma: no cover
 

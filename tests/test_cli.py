@@ -93,3 +93,26 @@ def test_console_script_installed():
     assert exe, "the spikec console script is installed"
     r = subprocess.run([exe, "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("spikec ")
+
+
+def test_list_passes(capsys):
+    assert main(["compile", "--list-passes"]) == 0
+    out = capsys.readouterr().out
+    assert "fold_batchnorm" in out and "lava " in out and "->" in out
+
+
+def test_compile_prints_pass_summary_and_dump(tmp_path, digits_ckpt, capsys):
+    code = main(["compile", str(digits_ckpt), "--model", DIGITS, "--input-shape", "1,8,8", "--target", "lava",
+                 "-o", str(tmp_path / "o"), "--dump-ir-after", "fold_batchnorm", "-v"])
+    out = capsys.readouterr().out
+    assert "--- IR after fold_batchnorm ---" in out
+    assert "nodes: 60 -> " in out and "fold_batchnorm: fired 11x" in out
+    assert "+ block.0.attn:scale (block.0.attn): x0.125 merged into the threshold" in out
+    assert code == 2  # lava not built yet (see targets.AVAILABLE)
+
+
+def test_compile_rejects_unknown_pass_before_tracing(digits_ckpt, capsys):
+    assert main(["compile", str(digits_ckpt), "--target", "nir", "-o", "x", "--skip", "no_such_pass"]) == 2
+    assert "unknown pass(es) no_such_pass" in capsys.readouterr().err
+    assert main(["compile", "--target", "nir"]) == 2
+    assert "compile needs CHECKPOINT, -o/--output" in capsys.readouterr().err

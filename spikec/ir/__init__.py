@@ -4,6 +4,8 @@ from .graph import Graph, dead_code_elimination, topological_order
 from .nodes import (
     NODE_TYPES,
     AddNode,
+    AddressedAccumulationNode,
+    AndNode,
     AvgPoolNode,
     BatchNormNode,
     ConvNode,
@@ -27,7 +29,7 @@ from .serialize import load, save
 from .types import Kind, TensorType, TimeBehaviour
 
 __all__ = [
-    "NODE_TYPES", "AddNode", "AvgPoolNode", "BatchNormNode", "ConvNode", "Graph", "InputNode",
+    "NODE_TYPES", "AddNode", "AddressedAccumulationNode", "AndNode", "AvgPoolNode", "BatchNormNode", "ConvNode", "Graph", "InputNode",
     "Kind", "LinearNode", "MatMulNode", "MaxPoolNode", "MulNode", "NeuronNode", "Node",
     "OutputNode", "PermuteNode", "ReduceNode", "RepeatTimeNode", "ReshapeNode", "ScaleNode",
     "SliceNode", "TensorType", "TimeBehaviour", "dead_code_elimination", "format_graph",

@@ -693,3 +693,55 @@ class SliceNode(Node):
 
     def summary(self):
         return f"f{self.axis}[{self.start}:{self.stop}]"
+
+
+# ------------------------------------------------------------------------------------------------
+# Spike-driven forms (produced by passes)
+# ------------------------------------------------------------------------------------------------
+
+
+@_register
+@dataclass(frozen=True, eq=False)
+class AndNode(Node):
+    """Logical AND of two binary spike tensors (broadcast over features): the spike-driven form
+    of a Hadamard product of spikes.  Both inputs must be of kind SPIKE."""
+
+    op: ClassVar[str] = "and"
+    arity: ClassVar[Optional[int]] = 2
+
+    def infer(self, ins):
+        _check_arity(self, ins)
+        t = _same_time(self, ins)
+        if not all(x.kind is Kind.SPIKE for x in ins):
+            raise self.fail(f"AND needs two spike tensors, got {ins[0].kind.value} and {ins[1].kind.value}")
+        return TensorType(t, _broadcast(self, ins[0].features, ins[1].features), Kind.SPIKE)
+
+
+@_register
+@dataclass(frozen=True, eq=False)
+class AddressedAccumulationNode(Node):
+    """Matrix product ``A @ B`` (``torch.matmul`` on the features) where operand
+    ``spike_operand`` (0 = A, 1 = B) is binary, computed without multiplications::
+
+        spike_operand = 0:  out[..., n, :] = sum over {k : A[..., n, k] = 1} of B[..., k, :]
+        spike_operand = 1:  out[..., :, j] = sum over {k : B[..., k, j] = 1} of A[..., :, k]
+
+    i.e. for every active spike address, the selected row (column) of the other operand is added.
+    The output kind is COUNT if the other operand is spikes / counts, INT / REAL otherwise."""
+
+    spike_operand: int = 0
+
+    op: ClassVar[str] = "addressed_acc"
+    arity: ClassVar[Optional[int]] = 2
+
+    def infer(self, ins):
+        _check_arity(self, ins)
+        if self.spike_operand not in (0, 1):
+            raise self.fail("spike_operand must be 0 or 1")
+        if ins[self.spike_operand].kind is not Kind.SPIKE:
+            raise self.fail(f"operand {self.spike_operand} must be binary spikes, is {ins[self.spike_operand].kind.value}")
+        t = MatMulNode(self.name, self.inputs, self.source).infer(ins)
+        return t
+
+    def summary(self):
+        return f"spikes in {'AB'[self.spike_operand]}"

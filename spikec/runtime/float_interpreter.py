@@ -24,6 +24,7 @@ from .neuron_dynamics import run_neuron_node
 class RunResult:
     outputs: list[torch.Tensor]
     values: dict[str, torch.Tensor] = field(default_factory=dict)  # [T, B, *f] per node (if recorded)
+    membranes: dict[str, torch.Tensor] = field(default_factory=dict)  # neuron name -> H[t] (if recorded)
 
 
 def _t(a: Optional[np.ndarray]) -> Optional[torch.Tensor]:
@@ -90,6 +91,12 @@ def _matmul(a, b):
     return torch.matmul(_align(a, nf), _align(b, nf))
 
 
+def _addressed_acc(n: ir.AddressedAccumulationNode, a, b):
+    """Same sum as the matmul (the float result is exact while partial sums stay integers below
+    2**24; with real-valued operands the order of additions is torch's)."""
+    return _matmul(a, b)
+
+
 def _scale(n: ir.ScaleNode, x):
     f = _factor(n.factor)
     return x * f if n.mode == "mul" else x / f
@@ -112,6 +119,8 @@ _KERNELS: dict[type, Callable] = {
     ir.PermuteNode: lambda n, x: x.permute(0, 1, *[p + 2 for p in n.perm]),
     ir.SliceNode: lambda n, x: x.narrow(n.axis + 2, n.start, n.stop - n.start),
     ir.OutputNode: lambda n, x: x,
+    ir.AndNode: lambda n, a, b: _binary(a, b, torch.logical_and).to(a.dtype),
+    ir.AddressedAccumulationNode: lambda n, a, b: _addressed_acc(n, a, b),
 }
 
 
@@ -148,6 +157,7 @@ def run_float(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], record: bool 
     inp, xs = input_to_values(graph, x)
     env: dict[str, torch.Tensor] = {inp.name: xs}
     users_left = {n.name: len(graph.users(n.name)) for n in graph.nodes}
+    membranes: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for n in graph.nodes:
             if isinstance(n, ir.InputNode):
@@ -155,11 +165,14 @@ def run_float(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], record: bool 
             kernel = _KERNELS.get(type(n))
             if kernel is None:
                 raise SpikecError(f"the float interpreter cannot run node '{n.name}' (op {n.op})")
-            env[n.name] = kernel(n, *[env[i] for i in n.inputs])
+            if record and isinstance(n, ir.NeuronNode):
+                env[n.name], _, membranes[n.name] = run_neuron_node(env[n.inputs[0]], n, return_membrane=True)
+            else:
+                env[n.name] = kernel(n, *[env[i] for i in n.inputs])
             if not record:
                 for i in n.inputs:
                     users_left[i] -= 1
                     if users_left[i] == 0 and not isinstance(graph[i], ir.OutputNode):
                         env.pop(i, None)
     outs = [to_output_layout(o, env[o.name]) for o in graph.outputs]
-    return RunResult(outputs=outs, values=env if record else {})
+    return RunResult(outputs=outs, values=env if record else {}, membranes=membranes)

@@ -1,0 +1,84 @@
+"""Named pass pipelines per target and the runner that checks the graph after every pass.
+
+The runner validates the graph after each pass (shapes, kinds, references, acyclicity: every node's
+``infer`` re-checks its own invariants, e.g. an addressed accumulation's spike operand must be
+binary), records node counts before / after and each pass's report, and can dump the IR after a
+named pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional, Sequence
+
+from spikec.errors import SpikecError
+from spikec.ir import Graph
+
+from .base import PassReport, PassResult
+from .cleanup import cleanup
+from .distribute_over_spike_sums import distribute_over_spike_sums
+from .fold_batchnorm import fold_batchnorm
+from .merge_scale_into_threshold import merge_scale_into_threshold
+from .spike_matmul_to_addressed_accumulation import spike_matmul_to_addressed_accumulation
+
+PASSES: dict[str, Callable[[Graph], PassResult]] = {
+    "cleanup": cleanup,
+    "fold_batchnorm": fold_batchnorm,
+    "merge_scale_into_threshold": merge_scale_into_threshold,
+    "spike_matmul_to_addressed_accumulation": spike_matmul_to_addressed_accumulation,
+    "distribute_over_spike_sums": distribute_over_spike_sums,
+}
+
+_FLOAT = ["cleanup", "fold_batchnorm", "merge_scale_into_threshold",
+          "spike_matmul_to_addressed_accumulation", "cleanup"]
+
+PIPELINES: dict[str, list[str]] = {
+    # the reference float pipeline: every exact rewrite
+    "float": _FLOAT + ["distribute_over_spike_sums"],
+    "intref": list(_FLOAT),
+    "lava": _FLOAT + ["distribute_over_spike_sums"],
+    "nir": _FLOAT + ["distribute_over_spike_sums"],
+}
+
+
+@dataclass
+class PipelineResult:
+    graph: Graph
+    reports: list[PassReport] = field(default_factory=list)
+    counts: list[tuple[str, int]] = field(default_factory=list)  # ("input" | pass, node count after)
+
+    def summary_lines(self) -> list[str]:
+        out = [f"nodes: {self.counts[0][1]} -> {self.counts[-1][1]}"]
+        for (name, n), rep in zip(self.counts[1:], self.reports):
+            out.append(f"  {rep.summary()}  ({n} nodes)")
+        return out
+
+
+def resolve(pipeline: str | Sequence[str], skip: Iterable[str] = ()) -> list[str]:
+    names = PIPELINES[pipeline] if isinstance(pipeline, str) else list(pipeline)
+    skip = set(skip)
+    unknown = [s for s in set(names) | skip if s not in PASSES]
+    if unknown:
+        raise SpikecError(f"unknown pass(es) {', '.join(sorted(unknown))}; known: {', '.join(PASSES)}")
+    return [n for n in names if n not in skip]
+
+
+def run_pipeline(graph: Graph, pipeline: str | Sequence[str] = "float", skip: Iterable[str] = (),
+                 dump_after: Optional[str] = None, on_dump: Optional[Callable[[str, Graph], None]] = None) -> PipelineResult:
+    names = resolve(pipeline, skip)
+    if dump_after is not None and dump_after not in names:
+        raise SpikecError(f"--dump-ir-after {dump_after}: not in the pipeline ({', '.join(names)})")
+    graph.validate()
+    result = PipelineResult(graph, [], [("input", len(graph))])
+    for name in names:
+        r = PASSES[name](result.graph)
+        try:
+            r.graph.validate()
+        except SpikecError as e:
+            raise SpikecError(f"internal error: pass {name} produced an invalid graph: {e}") from e
+        result.graph = r.graph
+        result.reports.append(r.report)
+        result.counts.append((name, len(r.graph)))
+        if dump_after == name and on_dump is not None:
+            on_dump(name, r.graph)
+    return result

@@ -1,0 +1,97 @@
+"""Comparing two runs neuron layer by neuron layer: spike agreement, and every flipped spike with
+the margin of the reference membrane to the threshold (a flip at margin ~1e-7 is float
+re-association on a spike that sat on the threshold; a flip at margin 0.3 is a bug)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+
+from . import ir
+from .runtime.float_interpreter import RunResult, run_float
+
+
+@dataclass
+class Flip:
+    layer: str
+    index: tuple[int, ...]  # (t, b, *features)
+    reference: int  # spike in the reference run (0/1)
+    margin: float  # reference H - threshold at that position (H >= threshold fires)
+
+
+@dataclass
+class LayerAgreement:
+    layer: str
+    source: str
+    positions: int
+    equal: int
+    first_divergence: Optional[tuple[int, ...]] = None  # (t, b, *features) of the earliest flip
+
+    @property
+    def agreement(self) -> float:
+        return self.equal / self.positions if self.positions else 1.0
+
+
+@dataclass
+class Comparison:
+    layers: list[LayerAgreement]
+    flips: list[Flip] = field(default_factory=list)
+    output_max_rel: float = 0.0
+    output_max_abs: float = 0.0
+
+    @property
+    def positions(self) -> int:
+        return sum(l.positions for l in self.layers)
+
+    @property
+    def agreement(self) -> float:
+        p = self.positions
+        return sum(l.equal for l in self.layers) / p if p else 1.0
+
+    def lines(self, max_flips: int = 10) -> list[str]:
+        out = [f"spike agreement {self.agreement:.6%} over {self.positions} positions; "
+               f"outputs max |diff| {self.output_max_abs:.3g} (rel {self.output_max_rel:.3g})"]
+        for l in self.layers:
+            if l.equal != l.positions:
+                out.append(f"  {l.layer}: {l.positions - l.equal} flips, first at (t, b, ...) = {l.first_divergence}")
+        for f in self.flips[:max_flips]:
+            out.append(f"  flip {f.layer}{list(f.index)}: reference spike {f.reference}, margin {f.margin:+.3g}")
+        if len(self.flips) > max_flips:
+            out.append(f"  ... {len(self.flips) - max_flips} more flips")
+        return out
+
+
+def compare_runs(ref_graph: ir.Graph, ref: RunResult, new_graph: ir.Graph, new: RunResult,
+                 max_flips: int = 1000) -> Comparison:
+    """Compare neuron layers present (by name) in both graphs."""
+    layers, flips = [], []
+    for n in ref_graph.nodes:
+        if not isinstance(n, ir.NeuronNode) or n.name not in new_graph or n.name not in new.values:
+            continue
+        a, b = ref.values[n.name], new.values[n.name]
+        diff = a != b
+        count = int(diff.sum())
+        first = None
+        if count:
+            idx = torch.nonzero(diff)
+            order = torch.argsort(idx[:, 0], stable=True)
+            first = tuple(int(i) for i in idx[order[0]])
+            h = ref.membranes.get(n.name)
+            th = np.broadcast_to(np.asarray(n.v_threshold, dtype=np.float64), tuple(a.shape[2:]))
+            for row in idx[:max(0, max_flips - len(flips))]:
+                t = tuple(int(i) for i in row)
+                margin = float(h[t]) - float(th[t[2:]]) if h is not None else float("nan")
+                flips.append(Flip(n.name, t, int(a[t]), margin))
+        layers.append(LayerAgreement(n.name, n.source, a.numel(), a.numel() - count, first))
+    ya, yb = ref.outputs[0], new.outputs[0]
+    abs_diff = float((ya - yb).abs().max()) if ya.numel() else 0.0
+    rel = abs_diff / max(float(ya.abs().max()), 1e-12)
+    return Comparison(layers, flips, rel, abs_diff)
+
+
+def compare_graphs(ref_graph: ir.Graph, new_graph: ir.Graph, x) -> Comparison:
+    """Run both graphs in the float interpreter on ``x`` and compare them."""
+    return compare_runs(ref_graph, run_float(ref_graph, x, record=True), new_graph, run_float(new_graph, x, record=True))
