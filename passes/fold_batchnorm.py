@@ -27,7 +27,17 @@ NAME = "fold_batchnorm"
 
 
 def fold_batchnorm(graph: Graph) -> PassResult:
+    """Fold until no BN folds any more (a BN after a BN folds in the second round)."""
     report = PassReport(NAME)
+    while True:
+        fired = report.fired
+        graph = _fold_once(graph, report)
+        if report.fired == fired:
+            return PassResult(graph, report)
+
+
+def _fold_once(graph: Graph, report: PassReport) -> Graph:
+    skipped_before = len(report.not_applied)
     replace: dict[str, object] = {}
     mapping: dict[str, str] = {}
     drop: set[str] = set()
@@ -57,5 +67,7 @@ def fold_batchnorm(graph: Graph) -> PassResult:
         mapping[bn.name] = prod.name  # readers of the BN now read the folded layer
         drop.add(bn.name)
         report.did(where(prod), f"folded {bn.name}")
+    if drop:  # another round follows: only its reasons for not firing are final
+        del report.not_applied[skipped_before:]
     nodes = substitute([replace.get(n.name, n) for n in graph.nodes], mapping, drop)
-    return PassResult(graph.rewrite(nodes), report)
+    return graph.rewrite(nodes)

@@ -18,18 +18,20 @@ from .base import PassReport, PassResult
 from .cleanup import cleanup
 from .distribute_over_spike_sums import distribute_over_spike_sums
 from .fold_batchnorm import fold_batchnorm
+from .merge_repconv import merge_repconv
 from .merge_scale_into_threshold import merge_scale_into_threshold
 from .spike_matmul_to_addressed_accumulation import spike_matmul_to_addressed_accumulation
 
 PASSES: dict[str, Callable[[Graph], PassResult]] = {
     "cleanup": cleanup,
     "fold_batchnorm": fold_batchnorm,
+    "merge_repconv": merge_repconv,
     "merge_scale_into_threshold": merge_scale_into_threshold,
     "spike_matmul_to_addressed_accumulation": spike_matmul_to_addressed_accumulation,
     "distribute_over_spike_sums": distribute_over_spike_sums,
 }
 
-_FLOAT = ["cleanup", "fold_batchnorm", "merge_scale_into_threshold",
+_FLOAT = ["cleanup", "fold_batchnorm", "merge_repconv", "merge_scale_into_threshold",
           "spike_matmul_to_addressed_accumulation", "cleanup"]
 
 PIPELINES: dict[str, list[str]] = {

@@ -6,7 +6,7 @@ import torch
 from conftest import neuron_outputs
 from spikec.runtime.float_interpreter import run_float
 
-FAMILIES = ["sj_spikformer", "sj_sdt", "spikformer_digits", "neuron_variants"]
+FAMILIES = ["sj_spikformer", "sj_sdt", "spikformer_digits", "neuron_variants", "meta_spikformer"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -251,3 +251,86 @@ def test_cleanup():
     np.testing.assert_allclose(r.graph["head"].weight, g["head"].weight / 12, rtol=1e-7)
     x = seq_input(g)
     torch.testing.assert_close(run_float(r.graph, x).outputs[0], run_float(g, x).outputs[0], rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------ repconv
+def test_merge_repconv_meta_spikformer_repconv():
+    """RepConv (1x1 -> BN + BN-aware pad -> dw3x3 -> 1x1 -> BN) + outer BN -> one 3x3 conv + bias."""
+    from examples.models import zoo
+    from examples.models.meta_spikformer import RepConv
+    from spikec.frontend import trace
+    from spikec.passes.merge_repconv import merge_repconv
+    from spikec.passes.pipelines import run_pipeline
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            from spikingjelly.clock_driven.neuron import MultiStepLIFNode
+
+            self.lif = MultiStepLIFNode(tau=2.0)
+            self.q_conv = torch.nn.Sequential(RepConv(6, 6), torch.nn.BatchNorm2d(6))
+
+        def forward(self, x):
+            s = self.lif(x.unsqueeze(0).repeat(2, 1, 1, 1, 1))
+            return self.q_conv(s.flatten(0, 1))
+
+    net = Net().eval()
+    x = torch.rand(8, 6, 5, 5) * 3
+    zoo.prepare(net, x)
+    g = trace(net, (6, 5, 5))
+    assert g.count_ops()["pad"] == 1
+    folded = run_pipeline(g, ["fold_batchnorm"]).graph
+    r = merge_repconv(folded)
+    convs = [n for n in r.graph.nodes if n.op == "conv"]
+    assert len(convs) == 1 and "pad" not in r.graph.count_ops()
+    (c,) = convs
+    assert c.weight.shape == (6, 6, 3, 3) and c.padding == (1, 1) and c.bias is not None
+    y_ref = net(x)
+    y = run_float(r.graph, x).outputs[0]
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
+
+
+def _conv(name, src, cout, cin, k, pad=0, groups=1, bias=True):
+    return ir.ConvNode(name, (src,), name, weight=f32(cout, cin // groups, k, k, scale=0.4), bias=f32(cout) if bias else None,
+                       stride=(1, 1), padding=(pad, pad), dilation=(1, 1), groups=groups)
+
+
+def test_merge_repconv_sepconv_and_parallel_branches():
+    from spikec.passes.merge_repconv import merge_repconv
+
+    nodes = [ir.InputNode("x", (), features=(4, 6, 6), time=2, layout="sequence"),
+             ir.NeuronNode("s", ("x",), v_threshold=0.5),
+             _conv("dw", "s", 4, 4, 3, pad=1, groups=4, bias=False), _conv("pw", "dw", 5, 4, 1),  # SepConv dw -> pw2
+             ir.NeuronNode("s2", ("pw",), v_threshold=0.5),
+             _conv("b3", "s2", 5, 5, 3, pad=1), _conv("b1", "s2", 5, 5, 1, pad=0),  # RepVGG branches
+             ir.AddNode("rep", ("b3", "b1")), ir.OutputNode("o", ("rep",))]
+    g = graph(*nodes)
+    r = merge_repconv(g)
+    assert r.graph.count_ops()["conv"] == 2
+    assert any("synapses now see spikes" in a for a in r.report.applied)
+    assert any("parallel branches" in a for a in r.report.applied)
+    assert r.graph.types[r.graph["pw"].inputs[0]].kind is ir.Kind.SPIKE
+    x = seq_input(g, batch=4)
+    torch.testing.assert_close(run_float(r.graph, x).outputs[0], run_float(g, x).outputs[0], rtol=1e-4, atol=1e-5)
+
+
+def test_merge_repconv_negative():
+    from spikec.passes.merge_repconv import merge_repconv
+
+    nodes = [ir.InputNode("x", (), features=(4, 6, 6), time=2, layout="sequence"),
+             _conv("c1", "x", 4, 4, 3, pad=1), _conv("c2", "c1", 4, 4, 3, pad=1),
+             ir.OutputNode("o", ("c2",))]
+    r = merge_repconv(graph(*nodes))
+    assert r.report.fired == 0
+    assert "neither conv is pointwise" in r.report.not_applied[0][1]
+    nodes = [ir.InputNode("x", (), features=(8,), time=2, layout="sequence"),
+             ir.LinearNode("l1", ("x",), weight=f32(2, 8), bias=f32(2)),  # a bottleneck: merging grows it
+             ir.LinearNode("l2", ("l1",), weight=f32(64, 2), bias=None), ir.OutputNode("o", ("l2",))]
+    r = merge_repconv(graph(*nodes))
+    assert r.report.fired == 0 and "merged weight is larger" in r.report.not_applied[0][1]
+    nodes[2] = ir.LinearNode("l2", ("l1",), weight=f32(1, 2), bias=f32(1))
+    g = graph(*nodes)
+    r = merge_repconv(g)
+    assert r.report.fired == 1 and r.graph.count_ops()["linear"] == 1
+    x = seq_input(g)
+    torch.testing.assert_close(run_float(r.graph, x).outputs[0], run_float(g, x).outputs[0], rtol=1e-4, atol=1e-4)

@@ -9,7 +9,7 @@ from spikec.passes.pipelines import PASSES, PIPELINES, run_pipeline
 from spikec.runtime.float_interpreter import RunResult
 from spikec.verification import compare_graphs, compare_runs
 
-SPIKE_DRIVEN = ["sj_spikformer", "sj_sdt", "spikformer_digits"]
+SPIKE_DRIVEN = ["sj_spikformer", "sj_sdt", "spikformer_digits", "meta_spikformer"]
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def pipelined(zoo_models):
     return {fam: run_pipeline(g, "float") for fam, (_, _, g) in zoo_models.items()}
 
 
-@pytest.mark.parametrize("family", ["sj_spikformer", "sj_sdt", "spikformer_digits", "neuron_variants"])
+@pytest.mark.parametrize("family", ["sj_spikformer", "sj_sdt", "spikformer_digits", "neuron_variants", "meta_spikformer"])
 def test_float_pipeline_keeps_the_model(zoo_models, pipelined, family):
     model, x, g = zoo_models[family]
     r = pipelined[family]

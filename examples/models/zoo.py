@@ -8,6 +8,8 @@ would make spike-level equivalence tests vacuous).
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
@@ -45,13 +47,14 @@ FAMILIES = {
 
 
 @torch.no_grad()
-def prepare(model: nn.Module, example: torch.Tensor, seed: int = 0, gain: float = 1.0) -> nn.Module:
+def prepare(model: nn.Module, example: torch.Tensor, seed: int = 0, gain: float = 1.0,
+            attention_boost: float = 0.8) -> nn.Module:
     """Random weights with unit-scale activations and BN statistics measured on ``example``.
 
     Weights: Kaiming-normal (fan-in) for conv / linear.  BN: running stats set to the batch
     statistics of one forward pass (momentum=None, train mode), affine parameters drawn so that a
-    good fraction of each LIF layer fires (gamma in [0.8, 1.6], beta in [0.2, 1.0]).  Returns the model
-    in eval mode.
+    good fraction of each LIF layer fires (gamma in [0.8, 1.6], beta in [0.2, 1.0]); the batch norms of
+    q / k / v projections get ``attention_boost`` more bias.  Returns the model in eval mode.
     """
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
@@ -70,6 +73,10 @@ def prepare(model: nn.Module, example: torch.Tensor, seed: int = 0, gain: float 
     model(example)
     model.eval()
     _reset(model)
+    # q / k / v neurons fire more, so that the attention neurons (threshold on Q K^T V) fire too
+    for path, m in model.named_modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and re.search(r"(^|\.)(q|k|v|qkv)_(conv|bn|conv_bn)(\.\d+)?$", path):
+            m.bias.add_(attention_boost)
     return model
 
 
@@ -100,7 +107,15 @@ def neuron_variants(**kw) -> nn.Module:
     return f(**kw)
 
 
+def meta_spikformer(**kw) -> nn.Module:
+    """Meta-SpikeFormer (SDT v2) in the authors' code form: RepConv, SepConv, SDSA-3."""
+    from .meta_spikformer import meta_spikformer_tiny as f
+
+    return f(**kw).eval()
+
+
 FAMILIES["neuron_variants"] = (neuron_variants, (2, 8, 8))
+FAMILIES["meta_spikformer"] = (meta_spikformer, (3, 32, 32))
 SEQUENCE_INPUT = {"neuron_variants": 4}  # families that take [T, B, ...] input: their T
 
 

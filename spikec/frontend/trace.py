@@ -29,6 +29,7 @@ from .. import ir
 from ..errors import ShapeError, SpikecError, UnsupportedError
 from ..ir.types import TensorType
 from .load import LoadedModel
+from .bn_pad import replace_bn_and_pad
 from .neurons import replace_neurons
 
 TRACE_BATCH = 3  # example batch for export (dynamic; any size >= 2 works)
@@ -124,7 +125,7 @@ class _Converter:
 
     def act(self, x, role: str = "input") -> Act:
         if isinstance(x, Poison):
-            raise x.error
+            raise x.error.with_traceback(None)
         if not isinstance(x, Act):
             raise self.unsupported(f"{_op_name(self.cur)} needs an activation as {role}, got {type(x).__name__}")
         return x
@@ -410,7 +411,7 @@ def _add(c, a, b, alpha=1):
     if not (isinstance(a, Act) and isinstance(b, Act)):
         for v in (a, b):
             if isinstance(v, Poison):
-                raise v.error
+                raise v.error.with_traceback(None)
         raise c.unsupported("adding a constant (bias / position embedding) to an activation")
     ta, tb = c.t(a), c.t(b)
     if ta.time != tb.time:
@@ -475,7 +476,7 @@ def _identity(c, x, *args, **kwargs):
             raise c.unsupported(f"a cast of an activation to {c.cur.meta['val'].dtype}")
         return x
     if isinstance(x, Poison):
-        raise x.error
+        raise x.error.with_traceback(None)
     return x
 
 
@@ -593,6 +594,39 @@ def _slice(c, x, dim=0, start=None, end=None, step=1):
     return Act(c.emit(ir.SliceNode, [x.value], axis=ax, start=lo, stop=hi), x.layout)
 
 
+@handles("spikec.channel_pad")
+def _channel_pad(c, x, pad, values):
+    x = c.act(x)
+    if x.layout != "merged" or len(c.t(x).features) != 3:
+        raise c.unsupported("BN-aware padding of a tensor that is not [T*B, C, H, W]")
+    p = int(pad)
+    return Act(c.emit(ir.PadNode, [x.value], primary=True, pads=((p, p), (p, p)),
+                      value=c.const(values).astype(np.float32)), "merged")
+
+
+@handles("aten.pad", "aten.constant_pad_nd")
+def _pad(c, x, pad, *rest):
+    x = c.act(x)
+    mode = rest[0] if rest and isinstance(rest[0], str) else "constant"
+    value = next((r for r in rest if isinstance(r, (int, float))), 0.0) if rest else 0.0
+    if mode != "constant":
+        raise c.unsupported(f"padding mode {mode!r} (only constant padding)")
+    if value is None:
+        value = 0.0
+    t = c.t(x)
+    lead = 2 if x.layout == "split" else 1
+    nd = len(t.features) + lead
+    pairs = [(int(pad[i]), int(pad[i + 1])) for i in range(0, len(pad), 2)]  # last axis first
+    first_axis = nd - len(pairs)
+    if first_axis < lead + 1:
+        raise c.unsupported("padding the channel, batch or time axis")
+    n_spatial = len(t.features) - 1
+    pads = [(0, 0)] * n_spatial
+    for k, pr in enumerate(pairs):
+        pads[n_spatial - 1 - k] = pr
+    return Act(c.emit(ir.PadNode, [x.value], pads=tuple(pads), value=float(value)), x.layout)
+
+
 @handles("aten.sym_size", "aten._assert_tensor_metadata", "aten._assert_scalar", "aten.sym_constrain_range_for_size")
 def _ignore(c, *args, **kwargs):
     return None
@@ -679,6 +713,7 @@ def export_module(model: torch.nn.Module, input_shape: Sequence[int], time_steps
     """Swap neurons for the traceable op and ``torch.export`` a copy of ``model`` (eval mode)."""
     model = copy.deepcopy(model).eval()
     model, _ = replace_neurons(model)
+    replace_bn_and_pad(model)
     x = example_input(input_shape, time_steps)
     batch_axis = 0 if time_steps is None else 1
     dyn = ({batch_axis: torch.export.Dim.AUTO},)  # symbolic batch; see module docstring

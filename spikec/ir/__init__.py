@@ -17,6 +17,7 @@ from .nodes import (
     NeuronNode,
     Node,
     OutputNode,
+    PadNode,
     PermuteNode,
     ReduceNode,
     RepeatTimeNode,
@@ -31,7 +32,7 @@ from .types import Kind, TensorType, TimeBehaviour
 __all__ = [
     "NODE_TYPES", "AddNode", "AddressedAccumulationNode", "AndNode", "AvgPoolNode", "BatchNormNode", "ConvNode", "Graph", "InputNode",
     "Kind", "LinearNode", "MatMulNode", "MaxPoolNode", "MulNode", "NeuronNode", "Node",
-    "OutputNode", "PermuteNode", "ReduceNode", "RepeatTimeNode", "ReshapeNode", "ScaleNode",
+    "OutputNode", "PadNode", "PermuteNode", "ReduceNode", "RepeatTimeNode", "ReshapeNode", "ScaleNode",
     "SliceNode", "TensorType", "TimeBehaviour", "dead_code_elimination", "format_graph",
     "graph_table", "load", "save", "topological_order",
 ]

@@ -745,3 +745,39 @@ class AddressedAccumulationNode(Node):
 
     def summary(self):
         return f"spikes in {'AB'[self.spike_operand]}"
+
+
+@_register
+@dataclass(frozen=True, eq=False)
+class PadNode(Node):
+    """Constant padding of the spatial feature axes (1..n) per time step.
+
+    ``pads[i] = (before, after)`` for spatial axis ``i + 1``; the border holds ``value``: a scalar,
+    or one value per channel (``[C]``, Meta-SpikeFormer's BN-aware padding, where the border holds
+    what the preceding batch norm outputs for a zero input)."""
+
+    pads: tuple[tuple[int, int], ...] = ((0, 0),)
+    value: Scalar = 0.0
+
+    op: ClassVar[str] = "pad"
+
+    def infer(self, ins):
+        _check_arity(self, ins)
+        (x,) = ins
+        if len(self.pads) != len(x.features) - 1:
+            raise self.fail(f"needs {len(x.features) - 1} (before, after) pairs for features {x.features}")
+        if isinstance(self.value, np.ndarray) and self.value.shape != (x.features[0],):
+            raise self.fail(f"per-channel value shape {self.value.shape} != ({x.features[0]},)")
+        feats = (x.features[0], *(d + lo + hi for d, (lo, hi) in zip(x.features[1:], self.pads)))
+        v = np.asarray(self.value)
+        if x.kind is Kind.SPIKE and np.all((v == 0) | (v == 1)):
+            kind = Kind.SPIKE
+        elif x.kind is not Kind.REAL and np.all(v == np.round(v)):
+            kind = _sum_kind(x.kind, Kind.COUNT if np.all(v >= 0) else Kind.INT)
+        else:
+            kind = Kind.REAL
+        return TensorType(x.time, feats, kind)
+
+    def summary(self):
+        v = _array_str(self.value) if isinstance(self.value, np.ndarray) else f"{self.value:g}"
+        return f"{[list(p) for p in self.pads]} value={v}"

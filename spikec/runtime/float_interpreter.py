@@ -97,6 +97,22 @@ def _addressed_acc(n: ir.AddressedAccumulationNode, a, b):
     return _matmul(a, b)
 
 
+def pad_with_values(z: torch.Tensor, pads, value) -> torch.Tensor:
+    """Constant padding of ``z`` ``[N, C, *spatial]``; ``value`` scalar or per channel.  Per-channel
+    borders are written the way Meta-SpikeFormer's BNAndPadLayer writes them (pad, then assign)."""
+    flat = [p for lo_hi in reversed(pads) for p in lo_hi]
+    if not isinstance(value, np.ndarray):
+        return F.pad(z, flat, value=float(value))
+    out = F.pad(z, flat)
+    v = torch.from_numpy(value.astype(np.float32)).reshape(1, -1, *([1] * (z.dim() - 2)))
+    for axis, (lo, hi) in enumerate(pads, start=2):
+        if lo:
+            out.narrow(axis, 0, lo).copy_(v.expand_as(out.narrow(axis, 0, lo)))
+        if hi:
+            out.narrow(axis, out.shape[axis] - hi, hi).copy_(v.expand_as(out.narrow(axis, out.shape[axis] - hi, hi)))
+    return out
+
+
 def _scale(n: ir.ScaleNode, x):
     f = _factor(n.factor)
     return x * f if n.mode == "mul" else x / f
@@ -119,6 +135,7 @@ _KERNELS: dict[type, Callable] = {
     ir.PermuteNode: lambda n, x: x.permute(0, 1, *[p + 2 for p in n.perm]),
     ir.SliceNode: lambda n, x: x.narrow(n.axis + 2, n.start, n.stop - n.start),
     ir.OutputNode: lambda n, x: x,
+    ir.PadNode: lambda n, x: _merged(x, lambda z: pad_with_values(z, n.pads, n.value)),
     ir.AndNode: lambda n, a, b: _binary(a, b, torch.logical_and).to(a.dtype),
     ir.AddressedAccumulationNode: lambda n, a, b: _addressed_acc(n, a, b),
 }
