@@ -40,6 +40,16 @@ def _add_model_options(p: argparse.ArgumentParser, optional: bool = False) -> No
     g.add_argument("--trust-checkpoint", action="store_true", help="allow unpickling a whole nn.Module (runs code from the file: only for files you trust)")
 
 
+def _range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI like 0,1, got {text!r}") from None
+    if not hi > lo:
+        raise argparse.ArgumentTypeError(f"expected LO < HI, got {text!r}")
+    return lo, hi
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spikec",
@@ -70,8 +80,38 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--skip", action="append", default=[], metavar="PASS", help="skip a pass of the pipeline (repeatable)")
     g.add_argument("--dump-ir-after", metavar="PASS", help="print the IR after this pass")
     g.add_argument("-v", "--verbose", action="store_true", help="print what every pass did where (and where it did not fire, why)")
+    g = p.add_argument_group("quantization (integer targets)")
+    g.add_argument("--calib", metavar="FILE", help="calibration inputs (.npy, model input layout): per-layer scales from measured currents")
+    g.add_argument("--input-range", type=_range, default=(0.0, 1.0), metavar="LO,HI", help="range of the model's analog input (default 0,1)")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("run", help="run a compiled artifact on inputs",
+                       description="Run a compiled artifact (intref: integer reference executor) on an input array, without the model code.")
+    p.add_argument("artifact", help="directory written by spikec compile")
+    p.add_argument("--input", required=True, metavar="X.npy", help="inputs in the model's input layout ([B, ...] or [T, B, ...])")
+    p.add_argument("--save", metavar="Y.npy", help="write the (dequantized) outputs here")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("verify", help="compare torch model, float IR and integer model layer by layer",
+                       description="Run the original torch model, the traced float IR, the optimised float IR and the "
+                       "integer model (intref) on the same inputs; print per-layer spike agreement, the first divergence, "
+                       "output top-1 agreement and accuracy (with labels).")
+    _add_model_options(p)
+    g = p.add_argument_group("data")
+    g.add_argument("--input", metavar="X.npy", help="inputs (model input layout)")
+    g.add_argument("--labels", metavar="Y.npy", help="integer labels for accuracy")
+    g.add_argument("--dataset", choices=["digits"], help="a bundled dataset instead of --input (digits: scikit-learn 8x8 held-out split)")
+    g.add_argument("--limit", type=int, metavar="N", help="use the first N inputs")
+    g = p.add_argument_group("checks")
+    g.add_argument("--target", choices=["intref"], default="intref", help="integer target to verify")
+    g.add_argument("--min-agreement", type=float, default=0.0, metavar="F", help="exit 1 if float vs integer top-1 agreement is below F (0..1)")
+    g.add_argument("--json", metavar="FILE", help="write the per-layer report as JSON")
+    g.add_argument("--calib", metavar="FILE", help="calibration inputs for quantization (.npy)")
+    g.add_argument("--input-range", type=_range, default=(0.0, 1.0), metavar="LO,HI", help="range of the model's analog input")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_verify)
     return parser
 
 
@@ -117,7 +157,8 @@ def cmd_list_passes() -> int:
 
 def cmd_compile(args) -> int:
     from . import ir
-    from .passes.pipelines import resolve, run_pipeline
+    from .compiler import compile_graph, load_array
+    from .passes.pipelines import resolve
     from .targets import AVAILABLE, TARGETS
 
     if args.list_passes:
@@ -125,8 +166,8 @@ def cmd_compile(args) -> int:
     missing = [opt for opt, v in (("CHECKPOINT", args.checkpoint), ("--target", args.target), ("-o/--output", args.output)) if not v]
     if missing:
         raise SpikecError(f"compile needs {', '.join(missing)} (see spikec compile --help)")
-    pipeline = "float" if args.target not in ("intref", "lava", "nir") else args.target
-    resolve(pipeline, args.skip)  # unknown pass names fail before the (slow) trace
+    resolve(args.target, args.skip)  # unknown pass names fail before the (slow) trace
+    calib = load_array(args.calib, "--calib") if args.calib else None
     graph = load_graph(args)  # trace first: model errors are reported whatever the target
     if args.emit_ir:
         ir.save(graph, args.emit_ir)
@@ -136,20 +177,74 @@ def cmd_compile(args) -> int:
         print(f"--- IR after {name} ---")
         print(ir.format_graph(g))
 
-    result = run_pipeline(graph, pipeline, skip=args.skip, dump_after=args.dump_ir_after, on_dump=dump)
-    print(f"pipeline '{pipeline}':")
-    for line in result.summary_lines():
-        print("  " + line)
-    if args.verbose:
-        for rep in result.reports:
-            print("\n".join("    " + l for l in rep.lines()))
+    def show(res):
+        print("\n".join(res.lines))
+        if args.verbose:
+            for rep in res.pipeline.reports:
+                print("\n".join("    " + l for l in rep.lines()))
+
     if args.target not in AVAILABLE:
+        show(compile_graph(graph, args.target, skip=args.skip, dump_after=args.dump_ir_after, on_dump=dump, integer=False))
         raise SpikecError(
             f"target '{args.target}' ({TARGETS[args.target]}) is not implemented in spikec {__version__} yet; "
             f"available targets: {', '.join(sorted(AVAILABLE)) or 'none'} "
             "(inspect the IR with `spikec show`, --emit-ir or --dump-ir-after)"
         )
-    raise SpikecError(f"target '{args.target}' has no compiler entry point")  # pragma: no cover
+    res = compile_graph(graph, args.target, calib=calib, input_range=args.input_range, skip=args.skip,
+                        dump_after=args.dump_ir_after, on_dump=dump)
+    show(res)
+    if args.target == "intref":
+        from .targets.intref import write_artifact
+
+        write_artifact(res.quantized, args.output, res.lines, source={"checkpoint": str(args.checkpoint), "model": args.model})
+        print(f"wrote intref artifact to {args.output}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import ir
+    from .compiler import load_array
+    from .targets.intref import load_artifact, run_int
+
+    graph, manifest = load_artifact(args.artifact)
+    x = load_array(args.input, "--input")
+    r = run_int(graph, x, record=True)
+    y = r.real_outputs()[0].numpy()
+    table = Table(title=f"{args.artifact}: per-layer spikes ({x.shape[0] if manifest['input']['layout'] == 'static' else x.shape[1]} samples)")
+    for col in ("neuron layer", "source module", "spikes", "rate"):
+        table.add_column(col)
+    for n in graph.nodes:
+        if isinstance(n, ir.LoihiNeuronNode):
+            s = r.values[n.name]
+            table.add_row(n.name, n.source, str(int(s.sum())), f"{float(s.float().mean()):.4f}")
+    Console(width=160).print(table)
+    print(f"output: shape {list(y.shape)}, integer scale {r.scales[0]:.6g}")
+    flat = y.reshape(-1, y.shape[-1])
+    print("top-1 (first 20):", flat.argmax(-1)[:20].tolist())
+    if args.save:
+        np.save(args.save, y)
+        print(f"saved outputs to {args.save}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    import json
+
+    from .verify import run_verify
+
+    report = run_verify(args)
+    print("\n".join(report.lines()))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=1))
+        print(f"wrote {args.json}")
+    if report.top1_agreement < args.min_agreement:
+        print(f"FAIL: top-1 agreement {report.top1_agreement:.4f} < --min-agreement {args.min_agreement}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

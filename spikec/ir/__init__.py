@@ -9,8 +9,10 @@ from .nodes import (
     AvgPoolNode,
     BatchNormNode,
     ConvNode,
+    DequantizeNode,
     InputNode,
     LinearNode,
+    LoihiNeuronNode,
     MatMulNode,
     MaxPoolNode,
     MulNode,
@@ -19,20 +21,23 @@ from .nodes import (
     OutputNode,
     PadNode,
     PermuteNode,
+    QuantizeInputNode,
     ReduceNode,
     RepeatTimeNode,
     ReshapeNode,
     ScaleNode,
+    ShiftNode,
     SliceNode,
+    SynapseNode,
 )
 from .printer import format_graph, graph_table
 from .serialize import load, save
 from .types import Kind, TensorType, TimeBehaviour
 
 __all__ = [
-    "NODE_TYPES", "AddNode", "AddressedAccumulationNode", "AndNode", "AvgPoolNode", "BatchNormNode", "ConvNode", "Graph", "InputNode",
-    "Kind", "LinearNode", "MatMulNode", "MaxPoolNode", "MulNode", "NeuronNode", "Node",
-    "OutputNode", "PadNode", "PermuteNode", "ReduceNode", "RepeatTimeNode", "ReshapeNode", "ScaleNode",
-    "SliceNode", "TensorType", "TimeBehaviour", "dead_code_elimination", "format_graph",
+    "NODE_TYPES", "AddNode", "AddressedAccumulationNode", "AndNode", "AvgPoolNode", "BatchNormNode", "ConvNode", "DequantizeNode", "Graph", "InputNode",
+    "Kind", "LinearNode", "LoihiNeuronNode", "MatMulNode", "MaxPoolNode", "MulNode", "NeuronNode", "Node",
+    "OutputNode", "PadNode", "PermuteNode", "QuantizeInputNode", "ReduceNode", "RepeatTimeNode", "ReshapeNode", "ScaleNode",
+    "ShiftNode", "SliceNode", "SynapseNode", "TensorType", "TimeBehaviour", "dead_code_elimination", "format_graph",
     "graph_table", "load", "save", "topological_order",
 ]

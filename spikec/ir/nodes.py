@@ -781,3 +781,193 @@ class PadNode(Node):
     def summary(self):
         v = _array_str(self.value) if isinstance(self.value, np.ndarray) else f"{self.value:g}"
         return f"{[list(p) for p in self.pads]} value={v}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Integer (quantized) forms, produced by the quantize pass; semantics are Loihi 2 / Lava fixed_pt
+# ------------------------------------------------------------------------------------------------
+
+
+@_register
+@dataclass(frozen=True, eq=False)
+class QuantizeInputNode(Node):
+    """Host-side input quantization to ``bits``-bit graded values:
+    ``q = clip(floor(x / scale + 1/2), lo, hi)`` with ``[lo, hi] = [0, 2^bits − 1]`` (unsigned) or
+    ``[−2^(bits−1), 2^(bits−1) − 1]`` (signed).  The integer datapath starts at its output."""
+
+    scale: float = 1.0
+    bits: int = 8
+    signed: bool = False
+
+    op: ClassVar[str] = "quantize_input"
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        if self.signed:
+            return -(1 << (self.bits - 1)), (1 << (self.bits - 1)) - 1
+        return 0, (1 << self.bits) - 1
+
+    def infer(self, ins):
+        _check_arity(self, ins)
+        return ins[0].with_(kind=Kind.INT if self.signed else Kind.COUNT)
+
+    def summary(self):
+        return f"{'s' if self.signed else 'u'}{self.bits} scale={self.scale:.4g}"
+
+
+@_register
+@dataclass(frozen=True, eq=False)
+class SynapseNode(Node):
+    """Integer synapses (Lava ``Dense`` / ``Sparse`` fixed_pt semantics, conv or linear layout).
+
+    ``weight`` holds the *effective* integer weights (already clipped and LSB-truncated as Lava's
+    Dense does on its first step: even values in [−256, 254] for MIXED sign mode, [0, 255] EXC,
+    [−255, 0] INH)::
+
+        acc = Σ_j weight[o, j] · in[j]            (exact integer sum; spikes or graded payloads)
+        out = acc << weight_exp   if weight_exp >= 0   else   acc >> −weight_exp   (floor)
+        out += bias                                   (only for host-side output layers)
+
+    ``layout = "conv"`` uses ``stride`` / ``padding`` / ``dilation`` / ``groups`` (PyTorch
+    convolution indexing, zero padding); ``"linear"`` acts on the last feature axis."""
+
+    layout: str = "linear"
+    weight: np.ndarray = field(default_factory=lambda: np.zeros((1, 1), np.int32))
+    weight_exp: int = 0
+    sign_mode: str = "mixed"
+    bias: Optional[np.ndarray] = None
+    stride: tuple[int, ...] = ()
+    padding: tuple[int, ...] = ()
+    dilation: tuple[int, ...] = ()
+    groups: int = 1
+
+    op: ClassVar[str] = "synapse"
+
+    def _as_float_node(self):
+        if self.layout == "conv":
+            return ConvNode(self.name, self.inputs, self.source, weight=self.weight, bias=None, stride=self.stride,
+                            padding=self.padding, dilation=self.dilation, groups=self.groups)
+        return LinearNode(self.name, self.inputs, self.source, weight=self.weight, bias=None)
+
+    def infer(self, ins):
+        _check_arity(self, ins)
+        if ins[0].kind is Kind.REAL:
+            raise self.fail("integer synapses need an integer input")
+        if not np.issubdtype(self.weight.dtype, np.integer):
+            raise self.fail(f"weights must be integers, are {self.weight.dtype}")
+        if self.sign_mode not in ("mixed", "exc", "inh"):
+            raise self.fail(f"unknown sign mode {self.sign_mode!r}")
+        t = self._as_float_node().infer(ins)
+        if self.bias is not None and self.bias.shape != (self.weight.shape[0],):
+            raise self.fail(f"bias shape {self.bias.shape} != ({self.weight.shape[0]},)")
+        return t.with_(kind=Kind.INT)
+
+    def summary(self):
+        shape = "x".join(map(str, self.weight.shape))
+        return f"{self.layout} w{shape} exp={self.weight_exp} {self.sign_mode}" + (" +bias" if self.bias is not None else "")
+
+
+@_register
+@dataclass(frozen=True, eq=False)
+class ShiftNode(Node):
+    """Exact power-of-two rescaling of an integer value: ``x << shift`` (``shift`` >= 0) or
+    ``x >> −shift`` (floor).  Connects integer counts to a neuron's input units."""
+
+    shift: int = 0
+
+    op: ClassVar[str] = "shift"
+
+    def infer(self, ins):
+        _check_arity(self, ins)
+        if ins[0].kind is Kind.REAL:
+            raise self.fail("shift needs an integer input")
+        return ins[0].with_(kind=Kind.INT if ins[0].kind is Kind.INT or self.shift < 0 else Kind.COUNT)
+
+    def summary(self):
+        return f"<<{self.shift}" if self.shift >= 0 else f">>{-self.shift}"
+
+
+@_register
+@dataclass(frozen=True, eq=False)
+class LoihiNeuronNode(Node):
+    """Loihi 2 LIF neuron (Lava ``PyLifModelBitAcc``, tag fixed_pt), integer state.
+
+    The input current ``a`` is the sum of all inputs (int32).  Per time step::
+
+        u = trunc0(u · (4096 − (du + 1)) / 4096) + (a << 6);  24-bit wrap of u (once: u > 2^23 →
+            u − 2^24; u <= −2^23 → u + 2^24)
+        v = clip(trunc0(v · (4096 − dv) / 4096) + u + (bias_mant << bias_exp), −(2^23 − 1), 2^23 − 1)
+        s = v > (vth << 6)
+        reset  "zero":  v = 0 where s          (Lava LIF)
+               "soft":  v = v − ((vth << 6) + 1) where s      (custom process)
+               "value": v = reset_value where s               (custom process)
+
+    trunc0 truncates toward zero.  ``v`` starts at ``v_init``, ``u`` at 0.  bias_mant / bias_exp
+    are per neuron (arrays broadcast to the features) or scalars."""
+
+    du: int = 4095
+    dv: int = 0
+    vth: int = 0
+    bias_mant: Union[int, np.ndarray] = 0
+    bias_exp: Union[int, np.ndarray] = 0
+    reset: str = "zero"
+    reset_value: int = 0
+    v_init: int = 0
+
+    op: ClassVar[str] = "loihi_lif"
+    arity: ClassVar[Optional[int]] = None
+
+    def time_behaviour(self) -> TimeBehaviour:
+        return TimeBehaviour.STATEFUL
+
+    def infer(self, ins):
+        if not ins:
+            raise self.fail("needs at least one input")
+        t = _same_time(self, ins)
+        feats = ins[0].features
+        for x in ins:
+            if x.features != feats:
+                raise self.fail(f"inputs have different features {x.features} vs {feats}")
+            if x.kind is Kind.REAL:
+                raise self.fail("inputs must be integers")
+        if not (0 <= self.du <= 4095 and 0 <= self.dv <= 4095):
+            raise self.fail(f"du, dv must be 12-bit (0..4095), got {self.du}, {self.dv}")
+        if not 0 <= self.vth < (1 << 17):
+            raise self.fail(f"vth must be 17-bit unsigned, got {self.vth}")
+        if self.reset not in ("zero", "soft", "value"):
+            raise self.fail(f"unknown reset {self.reset!r}")
+        for nm in ("bias_mant", "bias_exp"):
+            a = np.asarray(getattr(self, nm))
+            try:
+                np.broadcast_shapes(a.shape, feats)
+            except ValueError:
+                raise self.fail(f"{nm} shape {a.shape} does not broadcast to {feats}") from None
+        if np.any(np.abs(np.asarray(self.bias_mant)) > 4096) or np.any(np.asarray(self.bias_exp) < 0) \
+                or np.any(np.asarray(self.bias_exp) > 7):
+            raise self.fail("bias must be a 13-bit signed mantissa with exponent 0..7")
+        return TensorType(t, feats, Kind.SPIKE)
+
+    def summary(self):
+        b = np.asarray(self.bias_mant)
+        bias = "" if not np.any(b) else (f" bias={int(b)}<<{int(np.asarray(self.bias_exp))}" if b.ndim == 0 else f" bias=<{list(b.shape)}>")
+        return f"du={self.du} dv={self.dv} vth={self.vth} reset={self.reset}{bias}"
+
+
+@_register
+@dataclass(frozen=True, eq=False)
+class DequantizeNode(Node):
+    """End of the integer datapath: the integer value ``q`` stands for the real ``q · scale``.
+    Executors return ``q``; the real value is computed outside the datapath."""
+
+    scale: float = 1.0
+
+    op: ClassVar[str] = "dequantize"
+
+    def infer(self, ins):
+        _check_arity(self, ins)
+        if ins[0].kind is Kind.REAL:
+            raise self.fail("dequantize needs an integer input")
+        return ins[0]
+
+    def summary(self):
+        return f"scale={self.scale:.6g}"

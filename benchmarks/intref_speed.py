@@ -1,0 +1,69 @@
+"""intref time / float torch time on the same batch (goal <= 1.5), measured in one run.
+
+    python benchmarks/intref_speed.py [--batch 360] [--repeats 5]
+
+Float: the torch model itself (eager, no grad).  intref: the compiled integer model (int64
+datapath; exact float64 GEMM / conv kernels where a bound proves them exact).  Both on the held-out
+digits with the bundled trained Spikformer, and on the tiny Meta-SpikeFormer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def best_of(fn, repeats: int) -> float:
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return min(ts)
+
+
+def bench(name, model, graph, x, repeats):
+    from spikec.passes.pipelines import run_pipeline
+    from spikec.passes.quantize import quantize
+    from spikec.targets.intref.executor import run_int
+
+    q = quantize(run_pipeline(graph, "intref").graph, input_range=(0, float(x.max())))
+    with torch.no_grad():
+        t_float = best_of(lambda: model(x), repeats)
+    t_int = best_of(lambda: run_int(q.graph, x), repeats)
+    print(f"{name:22s} batch {x.shape[0]:4d}: float torch {t_float * 1e3:8.1f} ms, intref {t_int * 1e3:8.1f} ms, "
+          f"ratio intref/float = {t_int / t_float:.2f}")
+    return t_int / t_float
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=360)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    from examples.models import zoo
+    from examples.models.spikformer import spikformer_digits
+    from examples.train_digits import CONFIG, digits_split
+    from spikec.frontend import trace
+
+    model = spikformer_digits(**CONFIG)
+    model.load_state_dict(torch.load(ROOT / "examples/checkpoints/spikformer_digits.pth", weights_only=True)["model"])
+    model.eval()
+    x = digits_split()[2][: args.batch]
+    bench("spikformer_digits", model, trace(model, (1, 8, 8)), x, args.repeats)
+    m, xm = zoo.build("meta_spikformer", batch=min(args.batch, 64))
+    bench("meta_spikformer", m, trace(m, (3, 32, 32)), xm, args.repeats)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

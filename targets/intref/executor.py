@@ -1,0 +1,181 @@
+"""The integer reference executor: runs a quantized IR graph with integer-only semantics.
+
+The float input is quantized on the host by the graph's QuantizeInputNode (the boundary); from there
+on every value is an int64 tensor ``[T, B, *features]``, vectorised over batch and neurons and
+time-stepped only inside neuron layers (the only state).  Recurrences are Lava's fixed_pt models
+(:mod:`.kernels`); outputs are integers, with the DequantizeNode scale to read them as reals.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Callable, Union
+
+import numpy as np
+import torch
+
+from spikec import ir
+from spikec.errors import SpikecError
+from spikec.runtime.float_interpreter import input_to_values, to_output_layout
+
+from . import kernels as K
+
+
+@dataclass
+class IntRunResult:
+    outputs: list[torch.Tensor]  # integer outputs, source-model layout
+    scales: list[float]  # real value = integer * scale
+    values: dict[str, torch.Tensor] = field(default_factory=dict)
+    membranes: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # name -> (v, u)
+
+    def real_outputs(self) -> list[torch.Tensor]:
+        """Dequantized outputs (outside the integer datapath)."""
+        return [o.to(torch.float64) * s for o, s in zip(self.outputs, self.scales)]
+
+
+def _merged(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    T, B = x.shape[:2]
+    y = fn(x.reshape(T * B, *x.shape[2:]))
+    return y.reshape(T, B, *y.shape[1:])
+
+
+def _align(x: torch.Tensor, nfeat: int) -> torch.Tensor:
+    missing = nfeat - (x.dim() - 2)
+    return x if missing <= 0 else x.reshape(*x.shape[:2], *([1] * missing), *x.shape[2:])
+
+
+def _i64(a) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a, dtype=np.int64))
+
+
+_WEIGHTS: "weakref.WeakKeyDictionary[ir.SynapseNode, torch.Tensor]" = weakref.WeakKeyDictionary()
+
+
+def _weight(n: ir.SynapseNode) -> torch.Tensor:
+    """int64 weights of a synapse node, converted once per (immutable) node object."""
+    w = _WEIGHTS.get(n)
+    if w is None:
+        w = _WEIGHTS[n] = _i64(n.weight)
+    return w
+
+
+def _synapse(n: ir.SynapseNode, x: torch.Tensor) -> torch.Tensor:
+    w = _weight(n)
+    if n.layout == "conv":
+        acc = _merged(x, lambda z: K.exact_conv(z, w, list(n.stride), list(n.padding), list(n.dilation), n.groups))
+    else:
+        acc = K.exact_linear(x, w)
+    out = K.shift(acc, n.weight_exp)
+    if n.bias is not None:
+        b = _i64(n.bias)
+        if n.layout == "conv":
+            b = b.reshape(-1, *([1] * (out.dim() - 3)))
+        out = out + b
+    return out
+
+
+def _neuron(n: ir.LoihiNeuronNode, *ins: torch.Tensor, record=False):
+    a = ins[0]
+    for x in ins[1:]:
+        a = a + x
+    bias = K.shift(_i64(n.bias_mant), 0) << _i64(n.bias_exp) if np.any(np.asarray(n.bias_mant)) else torch.zeros((), dtype=torch.int64)
+    bias = torch.broadcast_to(bias, a.shape[2:]) if bias.dim() else bias
+    return K.lif_run(a, n.du, n.dv, n.vth, bias, n.reset, n.reset_value, n.v_init, record=record)
+
+
+def _quantize_input(n: ir.QuantizeInputNode, x: torch.Tensor) -> torch.Tensor:
+    """The host boundary: float input -> integers (the only float arithmetic of a run)."""
+    lo, hi = n.bounds
+    q = torch.floor(x.double() / n.scale + 0.5).clamp(lo, hi)
+    return q.to(torch.int64)
+
+
+def _reduce(n: ir.ReduceNode, x: torch.Tensor) -> torch.Tensor:
+    if n.reduce != "sum":
+        raise SpikecError(f"integer reduce '{n.name}' must be a sum, is a {n.reduce}")
+    dims = ([0] if n.over_time else []) + [a % (x.dim() - 2) + 2 for a in n.axes]
+    y = torch.sum(x, dim=dims, keepdim=n.keepdim)
+    return y.unsqueeze(0) if n.over_time and not n.keepdim else y
+
+
+def _avgpool(n: ir.AvgPoolNode, x):
+    if n.divisor_override != 1:
+        raise SpikecError(f"integer pooling '{n.name}' must be a sum pool (divisor 1)")
+    return _merged(x, lambda z: K.sum_pool(z, list(n.kernel), list(n.stride), list(n.padding), n.ceil_mode))
+
+
+def _pad(n: ir.PadNode, x):
+    def f(z):
+        flat = [p for lo_hi in reversed(n.pads) for p in lo_hi]
+        out = torch.nn.functional.pad(z, flat, value=0)
+        if isinstance(n.value, np.ndarray) or n.value != 0:
+            v = _i64(np.broadcast_to(np.asarray(n.value), (z.shape[1],))).reshape(1, -1, *([1] * (z.dim() - 2)))
+            mask = torch.ones_like(z, dtype=torch.bool)
+            mask = torch.nn.functional.pad(mask, flat, value=False)
+            out = torch.where(mask, out, v.expand_as(out))
+        return out
+    return _merged(x, f)
+
+
+_KERNELS: dict[type, Callable] = {
+    ir.QuantizeInputNode: _quantize_input,
+    ir.SynapseNode: _synapse,
+    ir.ShiftNode: lambda n, x: K.shift(x, n.shift),
+    ir.AddNode: lambda n, a, b: (lambda nf: _align(a, nf) + _align(b, nf))(max(a.dim(), b.dim()) - 2),
+    ir.AndNode: lambda n, a, b: (lambda nf: _align(a, nf) & _align(b, nf))(max(a.dim(), b.dim()) - 2),
+    ir.AddressedAccumulationNode: lambda n, a, b: (lambda nf: K.exact_matmul(_align(a, nf), _align(b, nf)))(max(a.dim(), b.dim()) - 2),
+    ir.ReduceNode: _reduce,
+    ir.MaxPoolNode: lambda n, x: _merged(x, lambda z: K.max_pool(z, list(n.kernel), list(n.stride), list(n.padding), list(n.dilation), n.ceil_mode)),
+    ir.AvgPoolNode: _avgpool,
+    ir.PadNode: _pad,
+    ir.RepeatTimeNode: lambda n, x: x.repeat(n.time, *([1] * (x.dim() - 1))),
+    ir.ReshapeNode: lambda n, x: x.reshape(*x.shape[:2], *n.features),
+    ir.PermuteNode: lambda n, x: x.permute(0, 1, *[p + 2 for p in n.perm]),
+    ir.SliceNode: lambda n, x: x.narrow(n.axis + 2, n.start, n.stop - n.start),
+    ir.DequantizeNode: lambda n, x: x,
+    ir.OutputNode: lambda n, x: x,
+}
+
+
+def check_integer_graph(graph: ir.Graph) -> None:
+    """Refuse graphs with operations that have no integer semantics here."""
+    bad = [n for n in graph.nodes if not isinstance(n, ir.InputNode) and type(n) not in _KERNELS
+           and not isinstance(n, ir.LoihiNeuronNode)]
+    if bad:
+        raise SpikecError("not an integer graph: " + ", ".join(f"{n.name} ({n.op})" for n in bad[:5])
+                          + " have no integer semantics; run the quantize pass first")
+
+
+def run_int(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], record: bool = False) -> IntRunResult:
+    """Execute a quantized graph on float input ``x`` (quantized by the graph's input node)."""
+    check_integer_graph(graph)
+    inp, xs = input_to_values(graph, x)
+    env: dict[str, torch.Tensor] = {inp.name: xs}
+    membranes = {}
+    users_left = {n.name: len(graph.users(n.name)) for n in graph.nodes}
+    for n in graph.nodes:
+        if isinstance(n, ir.InputNode):
+            continue
+        ins = [env[i] for i in n.inputs]
+        if isinstance(n, ir.LoihiNeuronNode):
+            if record:
+                env[n.name], v, u = _neuron(n, *ins, record=True)
+                membranes[n.name] = (v, u)
+            else:
+                env[n.name] = _neuron(n, *ins)
+        else:
+            env[n.name] = _KERNELS[type(n)](n, *ins)
+        if not isinstance(n, ir.QuantizeInputNode) and env[n.name].dtype != torch.int64:
+            raise SpikecError(f"internal error: {n.name} produced {env[n.name].dtype}")
+        if not record:
+            for i in n.inputs:
+                users_left[i] -= 1
+                if users_left[i] == 0 and not isinstance(graph[i], ir.OutputNode):
+                    env.pop(i, None)
+    outs, scales = [], []
+    for o in graph.outputs:
+        outs.append(to_output_layout(o, env[o.name]))
+        src = graph.producer(o.inputs[0])
+        scales.append(src.scale if isinstance(src, ir.DequantizeNode) else 1.0)
+    return IntRunResult(outs, scales, env if record else {}, membranes)

@@ -1,0 +1,179 @@
+"""Integer kernels of the integer reference target.
+
+Every value between operations is an ``int64`` tensor ``[T, B, *features]``.  Two kinds of kernel:
+
+* element-wise and state recurrences (LIF, shifts, AND, sums) are written in int64 arithmetic,
+  operation for operation as Lava's fixed_pt process models compute them;
+* products and pooling of integers (synapse accumulation, addressed accumulation, pooling) call
+  torch's float32 / float64 convolution and GEMM kernels on the integer values, **only** when a
+  bound proves the result exact: every product and partial sum is an integer of magnitude
+  <= max|w| · max|x| · fan-in, and float32 (float64) represents every integer below 2^24 (2^53)
+  exactly, so any summation order gives the exact integer.  Above the bounds the int64 kernels run
+  instead (slower, same result; a test compares the two).  The inputs and outputs of every kernel
+  are int64: no float value enters or leaves the datapath.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+EXACT_F32 = 1 << 24
+EXACT_F64 = 1 << 53
+U_MAX = 1 << 23  # 24-bit state: values in (-2^23, 2^23]
+V_LIMIT = (1 << 23) - 1
+
+
+def _check_int(*xs: torch.Tensor) -> None:
+    for x in xs:
+        if x.dtype != torch.int64:
+            raise TypeError(f"integer datapath received a {x.dtype} tensor")
+
+
+def _exact_dtype(x: torch.Tensor, w: torch.Tensor, fan_in: int):
+    """The cheapest float dtype in which every partial sum of x·w is exact, or None (use int64)."""
+    if x.numel() == 0 or w.numel() == 0:
+        return torch.float32
+    lo, hi = torch.aminmax(x)
+    bound = max(abs(int(lo)), abs(int(hi))) * int(w.abs().max()) * max(fan_in, 1)
+    if bound < EXACT_F32:
+        return torch.float32
+    if bound < EXACT_F64:
+        return torch.float64
+    return None
+
+
+def _bound_ok(x: torch.Tensor, w: torch.Tensor, fan_in: int):
+    return _exact_dtype(x, w, fan_in)
+
+
+def exact_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Integer ``torch.matmul(a, b)`` (exact)."""
+    _check_int(a, b)
+    dt = _bound_ok(a, b, a.shape[-1])
+    if dt:
+        return torch.matmul(a.to(dt), b.to(dt)).to(torch.int64)
+    return torch.matmul(a, b)
+
+
+def exact_conv(x: torch.Tensor, w: torch.Tensor, stride, padding, dilation, groups) -> torch.Tensor:
+    """Integer convolution of ``x`` [N, C, *spatial] with ``w`` (zero padding, exact)."""
+    _check_int(x, w)
+    fn = F.conv1d if w.dim() == 3 else F.conv2d
+    dt = _bound_ok(x, w, w[0].numel())
+    if dt:
+        return fn(x.to(dt), w.to(dt), None, stride, padding, dilation, groups).to(torch.int64)
+    return fn(x, w, None, stride, padding, dilation, groups)
+
+
+def exact_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Integer ``x @ wᵀ`` on the last axis (exact)."""
+    return exact_matmul(x, w.t())
+
+
+def max_pool(x: torch.Tensor, kernel, stride, padding, dilation, ceil_mode) -> torch.Tensor:
+    """Integer max pooling (padding never wins: it is -inf); exact for |x| < 2^53."""
+    _check_int(x)
+    fn = F.max_pool1d if x.dim() == 3 else F.max_pool2d
+    if x.numel() and int(x.abs().max()) >= EXACT_F64:
+        raise OverflowError("max-pool input beyond 2^53")
+    return fn(x.double(), kernel, stride, padding, dilation, ceil_mode).to(torch.int64)
+
+
+def sum_pool(x: torch.Tensor, kernel, stride, padding, ceil_mode) -> torch.Tensor:
+    """Integer sum pooling (zero padding): a depthwise convolution with a kernel of ones."""
+    _check_int(x)
+    c = x.shape[1]
+    ones = torch.ones((c, 1, *kernel), dtype=torch.int64)
+    if ceil_mode:
+        raise NotImplementedError("sum pooling with ceil_mode")
+    return exact_conv(x, ones, stride, padding, [1] * len(kernel), c)
+
+
+def shift(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``x << k`` for k >= 0, ``x >> -k`` (arithmetic, floor) otherwise."""
+    _check_int(x)
+    return x << k if k >= 0 else x >> (-k)
+
+
+def trunc_decay(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """``sign(p) · (|p| >> 12)`` with ``p = x · factor`` (Lava's decay: truncation toward zero)."""
+    if factor == 4096:
+        return x
+    if factor == 0:
+        return torch.zeros_like(x)
+    k = factor.bit_length() - 1
+    if factor == 1 << k:  # power of two: trunc(x / 2^(12-k)), no wide product needed
+        return torch.div(x, 1 << (12 - k), rounding_mode="trunc")
+    return torch.div(x * factor, 4096, rounding_mode="trunc")
+
+
+def lif_run(a: torch.Tensor, du: int, dv: int, vth: int, bias: torch.Tensor, reset: str, reset_value: int,
+            v_init: int, record: bool = False):
+    """Loihi 2 LIF over ``a`` [T, B, *features] (int64 input currents); see LoihiNeuronNode.
+
+    Returns spikes (int64 0/1) and, if ``record``, the v and u sequences (after reset)."""
+    _check_int(a, bias)
+    th = vth << 6
+    u = torch.zeros_like(a[0])
+    v = torch.full_like(a[0], v_init)
+    memoryless = du == 4095  # u = a << 6 exactly
+    a6 = a << 6
+    if memoryless and a6.numel():
+        lo, hi = torch.aminmax(a6)
+        may_wrap = int(hi) > U_MAX or int(lo) <= -U_MAX
+    else:
+        may_wrap = True
+    spikes, vs, us = [], [], []
+    for a_t in a6:
+        u = a_t if memoryless else trunc_decay(u, 4096 - (du + 1)) + a_t
+        if may_wrap:
+            u = torch.where(u > U_MAX, u - 2 * U_MAX, u)
+            u = torch.where(u <= -U_MAX, u + 2 * U_MAX, u)
+        v = (trunc_decay(v, 4096 - dv) + u + bias).clamp_(-V_LIMIT, V_LIMIT)
+        s = v > th
+        if reset == "zero":
+            v = v.masked_fill(s, 0)
+        elif reset == "soft":
+            v = torch.where(s, v - (th + 1), v)
+        else:
+            v = v.masked_fill(s, reset_value)
+        spikes.append(s)
+        if record:
+            vs.append(v)
+            us.append(u)
+    out = torch.stack(spikes).to(torch.int64)
+    if record:
+        return out, torch.stack(vs), torch.stack(us)
+    return out
+
+
+def lava_sign_mode(w) -> str:
+    """Lava's determine_sign_mode: EXC if min >= 0, INH if max <= 0, else MIXED."""
+    import numpy as np
+
+    w = np.asarray(w)
+    if w.min() >= 0:
+        return "exc"
+    if w.max() <= 0:
+        return "inh"
+    return "mixed"
+
+
+def lava_effective_weights(w, sign_mode: str | None = None, num_weight_bits: int = 8):
+    """The weights Lava's fixed_pt Dense actually uses: clipped to the sign mode's 8-bit range, then
+    the LSBs truncated (``(w >> t) << t``, t = 8 − bits + 1 for MIXED; sign-flipped for INH)."""
+    import numpy as np
+
+    w = np.asarray(w).astype(np.int64)
+    mode = sign_mode or lava_sign_mode(w)
+    if mode == "mixed":
+        w = np.clip(w, -256, 255)
+    elif mode == "exc":
+        w = np.clip(w, 0, 255)
+    else:
+        w = np.clip(w, -255, 0)
+    t = 8 - num_weight_bits + (1 if mode == "mixed" else 0)
+    if mode == "inh":
+        return -(((-w) >> t) << t)
+    return (w >> t) << t
