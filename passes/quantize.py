@@ -221,8 +221,10 @@ def _log2_exact(x: float) -> Optional[int]:
 # ------------------------------------------------------------------------------------------------
 
 
-def _quantize_weights(w: np.ndarray, factor: float, bits: int = 8):
-    """Integer Lava weights for real weights ``w`` scaled by ``factor`` (= Δin/Δout)."""
+def _quantize_weights(w: np.ndarray, factor: float, bits: int = 8, min_exp: Optional[int] = None):
+    """Integer Lava weights for real weights ``w`` scaled by ``factor`` (= Δin/Δout).
+    ``min_exp`` bounds the exponent from below (0 where a sum follows the synapse: a negative
+    exponent floors each synapse output, and Lava can only floor after folded sums)."""
     ws = w.astype(np.float64) * factor
     if np.all(ws >= 0):
         mode, wmax, step = "exc", (1 << bits) - 1, 1
@@ -235,7 +237,8 @@ def _quantize_weights(w: np.ndarray, factor: float, bits: int = 8):
         return np.zeros(w.shape, np.int32), 0, mode, 0.0, 0.0
     e_max = math.ceil(math.log2(peak / wmax))  # smallest exponent with no clipping
     best = None
-    for e in (e_max, e_max - 1, e_max - 2):  # a finer step may pay for clipping a few outliers
+    candidates = [e for e in (e_max, e_max - 1, e_max - 2) if min_exp is None or e >= min_exp] or [min_exp]
+    for e in candidates:  # a finer step may pay for clipping a few outliers
         scaled = ws / 2.0 ** e
         q = np.round(scaled / step) * step
         clipped = float(np.mean(np.abs(q) > wmax))
@@ -258,6 +261,21 @@ def _bias_to_mant_exp(b: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     exp = np.clip(exp, 0, BIAS_EXP_MAX)
     mant = np.clip(np.round(b / 2.0 ** exp), -BIAS_MANT, BIAS_MANT).astype(np.int64)
     return mant, exp, saturated
+
+
+def _summed_downstream(graph: ir.Graph, value: str) -> bool:
+    """Does a feature sum (reduce / sum pool) follow ``value`` before the next neuron or output?"""
+    stack, seen = [value], set()
+    while stack:
+        v = stack.pop()
+        for u in graph.users(v):
+            if u.name in seen or isinstance(u, (ir.NeuronNode, ir.OutputNode, ir.ConvNode, ir.LinearNode)):
+                continue
+            if isinstance(u, (ir.ReduceNode, ir.AvgPoolNode)):
+                return True
+            seen.add(u.name)
+            stack.append(u.name)
+    return False
 
 
 def _input_tree(graph: ir.Graph, value: str) -> set[str]:
@@ -464,7 +482,11 @@ def quantize(graph: ir.Graph, calib: Optional[torch.Tensor] = None, input_range:
             if types[n.inputs[0]].kind is ir.Kind.REAL and n.inputs[0] in dom:
                 raise UnsupportedError(f"quantize: {n.op} {where(n)} reads a real-valued synapse output with no neuron "
                                        "in between (merge the two linear layers first)")
-            w, e, mode, clipped, err = _quantize_weights(n.weight, d_in / d_out)
+            summed = _summed_downstream(graph, n.name)
+            w, e, mode, clipped, err = _quantize_weights(n.weight, d_in / d_out, min_exp=0 if summed else None)
+            if summed and e == 0 and _quantize_weights(n.weight, d_in / d_out)[1] < 0:
+                report.skip(where(n), "approximation: weight exponent held at 0 (a sum follows; a negative exponent "
+                                      "would floor before it) -> fewer mantissa bits")
             feeds_neurons = dom.find(n.name)[0] in needs  # then its bias moves into the neurons' bias
             bias = None
             if not feeds_neurons and n.bias is not None:

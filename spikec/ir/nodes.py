@@ -585,10 +585,14 @@ class AvgPoolNode(Node):
 
     def infer(self, ins):
         _check_arity(self, ins)
-        return _pool_type(self, ins[0], (1,) * len(self.kernel), keep_kind=False)
+        t = _pool_type(self, ins[0], (1,) * len(self.kernel), keep_kind=False)
+        if self.divisor_override == 1 and ins[0].kind is not Kind.REAL:  # an integer sum pool
+            t = t.with_(kind=Kind.COUNT if ins[0].kind in (Kind.SPIKE, Kind.COUNT) else Kind.INT)
+        return t
 
     def summary(self):
-        return f"k{list(self.kernel)} s{list(self.stride)} p{list(self.padding)}"
+        s = f"k{list(self.kernel)} s{list(self.stride)} p{list(self.padding)}"
+        return s + (" sum" if self.divisor_override == 1 else "")
 
 
 def _pool_type(node, x: TensorType, dilation, keep_kind: bool) -> TensorType:

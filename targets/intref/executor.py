@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -147,8 +147,13 @@ def check_integer_graph(graph: ir.Graph) -> None:
                           + " have no integer semantics; run the quantize pass first")
 
 
-def run_int(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], record: bool = False) -> IntRunResult:
-    """Execute a quantized graph on float input ``x`` (quantized by the graph's input node)."""
+def run_int(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], record: bool = False,
+            overrides: Optional[dict[str, torch.Tensor]] = None) -> IntRunResult:
+    """Execute a quantized graph on float input ``x`` (quantized by the graph's input node).
+
+    ``overrides`` replaces the values of the named nodes (e.g. stage outputs read back from Lava):
+    everything downstream is computed from them."""
+    overrides = overrides or {}
     check_integer_graph(graph)
     inp, xs = input_to_values(graph, x)
     env: dict[str, torch.Tensor] = {inp.name: xs}
@@ -158,7 +163,9 @@ def run_int(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], record: bool = 
         if isinstance(n, ir.InputNode):
             continue
         ins = [env[i] for i in n.inputs]
-        if isinstance(n, ir.LoihiNeuronNode):
+        if n.name in overrides:
+            env[n.name] = overrides[n.name]
+        elif isinstance(n, ir.LoihiNeuronNode):
             if record:
                 env[n.name], v, u = _neuron(n, *ins, record=True)
                 membranes[n.name] = (v, u)

@@ -1,0 +1,170 @@
+"""fixed_pt process models of spikec's custom Lava processes (integer semantics identical to
+targets.intref.kernels; see each process's docstring)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from lava.magma.core.decorator import implements, requires, tag
+from lava.magma.core.model.py.model import PyLoihiProcessModel
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort
+from lava.magma.core.model.py.type import LavaPyType
+from lava.magma.core.resources import CPU
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+
+from spikec.targets.lava.procs.process import (  # absolute: Lava loads this file by path
+    AddressedAccumulation, DelayRelay, IntMaxPool, MemmapSink, ResetLIF, SpikeAnd,
+)
+
+U_MAX = 1 << 23
+V_LIMIT = (1 << 23) - 1
+
+
+def max_pool(x: np.ndarray, kernel, stride, padding, dilation, ceil_mode) -> np.ndarray:
+    """Integer max pooling of x [C, *spatial] with PyTorch's output size rule (padding = -inf).
+    numpy only: torch's thread pools must not be used in Lava's forked process-model workers."""
+    nd = x.ndim - 1
+    outs = []
+    for a in range(nd):
+        L, k, s, p, d = x.shape[1 + a], kernel[a], stride[a], padding[a], dilation[a]
+        span = L + 2 * p - d * (k - 1) - 1
+        o = (math.ceil(span / s) if ceil_mode else span // s) + 1
+        if ceil_mode and (o - 1) * s >= L + p:
+            o -= 1
+        outs.append(o)
+    lo = np.iinfo(np.int64).min
+    pads = [(0, 0)] + [(padding[a], max(0, (outs[a] - 1) * stride[a] + dilation[a] * (kernel[a] - 1) + 1 - x.shape[1 + a] - padding[a]))
+                       for a in range(nd)]
+    xp = np.pad(x, pads, constant_values=lo)
+    out = np.full((x.shape[0], *outs), lo, dtype=np.int64)
+    for offs in np.ndindex(*kernel):
+        sl = (slice(None),) + tuple(slice(offs[a] * dilation[a], offs[a] * dilation[a] + stride[a] * (outs[a] - 1) + 1, stride[a])
+                                    for a in range(nd))
+        np.maximum(out, xp[sl], out=out)
+    return out
+
+
+def _trunc_decay(x: np.ndarray, factor: int) -> np.ndarray:
+    p = x.astype(np.int64) * factor
+    return np.sign(p) * np.right_shift(np.abs(p), 12)
+
+
+@implements(proc=ResetLIF, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyResetLIFModel(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    u: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    v: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    bias: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+
+    def run_spk(self):
+        p = self.proc_params
+        a = self.a_in.recv().astype(np.int64)
+        if (self.time_step % p["reset_interval"]) == (p["reset_offset"] % p["reset_interval"]):
+            self.u[:] = 0
+            self.v[:] = p["v_init"]
+        u = _trunc_decay(self.u, 4096 - (p["du"] + 1)) + np.left_shift(a, 6)
+        u = np.where(u > U_MAX, u - 2 * U_MAX, u)
+        u = np.where(u <= -U_MAX, u + 2 * U_MAX, u)
+        self.u[:] = u
+        v = np.clip(_trunc_decay(self.v, 4096 - p["dv"]) + u + self.bias, -V_LIMIT, V_LIMIT)
+        th = p["vth"] << 6
+        s = v > th
+        if p["reset"] == "soft":
+            v = np.where(s, v - (th + 1), v)
+        elif p["reset"] == "value":
+            v = np.where(s, p["reset_value"], v)
+        else:
+            v = np.where(s, 0, v)
+        self.v[:] = v
+        self.s_out.send(s.astype(np.int32))
+
+
+@implements(proc=SpikeAnd, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PySpikeAndModel(PyLoihiProcessModel):
+    in_a: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    in_b: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+    def run_spk(self):
+        a = self.in_a.recv()[self.proc_params["gather_a"]]
+        b = self.in_b.recv()[self.proc_params["gather_b"]]
+        self.s_out.send(((a != 0) & (b != 0)).astype(np.int32))
+
+
+@implements(proc=AddressedAccumulation, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyAddressedAccumulationModel(PyLoihiProcessModel):
+    in_a: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    in_b: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+    def run_spk(self):
+        p = self.proc_params
+        a = self.in_a.recv()[p["gather_a"]].astype(np.int64).reshape(p["shape_a"])
+        b = self.in_b.recv()[p["gather_b"]].astype(np.int64).reshape(p["shape_b"])
+        if p["spike_operand"] == 0:  # rows of b selected by the spikes of a
+            out = np.einsum("...nk,...kj->...nj", (a != 0).astype(np.int64), b)
+        else:
+            out = np.einsum("...nk,...kj->...nj", a, (b != 0).astype(np.int64))
+        self.a_out.send(np.broadcast_to(out, p["shape_out"]).reshape(-1).astype(np.int32))
+
+
+@implements(proc=IntMaxPool, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyIntMaxPoolModel(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+    def run_spk(self):
+        p = self.proc_params
+        x = self.a_in.recv()[p["gather"]].astype(np.int64).reshape(p["in_shape"])
+        self.a_out.send(max_pool(x, p["kernel"], p["stride"], p["padding"], p["dilation"], p["ceil_mode"]).reshape(-1).astype(np.int32))
+
+
+@implements(proc=DelayRelay, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyDelayRelayModel(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.buffer = None
+
+    def run_spk(self):
+        x = self.a_in.recv()
+        d = self.proc_params["delay"]
+        if self.buffer is None:
+            self.buffer = np.zeros((d + 1, x.shape[0]), np.int32)
+        self.buffer = np.roll(self.buffer, 1, axis=0)
+        self.buffer[0] = x
+        self.a_out.send(self.buffer[d])
+
+
+@implements(proc=MemmapSink, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyMemmapSinkModel(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.mm = None
+
+    def run_spk(self):
+        x = self.a_in.recv()
+        if self.mm is None:
+            p = self.proc_params
+            self.mm = np.memmap(p["path"], dtype=np.int32, mode="r+", shape=(p["steps"], x.shape[0]))
+        self.mm[self.time_step - 1] = x
+        if self.time_step == self.proc_params["steps"]:
+            self.mm.flush()

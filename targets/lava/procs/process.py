@@ -1,0 +1,91 @@
+"""Custom Lava processes for what Lava 0.10.0 lacks.  Each docstring says how it maps to Loihi 2."""
+
+from __future__ import annotations
+
+import numpy as np
+from lava.magma.core.process.ports.ports import InPort, OutPort
+from lava.magma.core.process.process import AbstractProcess
+from lava.magma.core.process.variable import Var
+
+
+class ResetLIF(AbstractProcess):
+    """Loihi LIF (same u / v recurrences as lava.proc.lif) with a *soft* reset (v -= vth·64 + 1)
+    or a reset to a value, an initial membrane, and a periodic state reset for streamed samples
+    (u, v restored at steps where time_step % reset_interval == reset_offset).
+
+    Loihi 2: a microcode neuron program (the LIF program with a different reset instruction)."""
+
+    def __init__(self, *, shape, du, dv, vth, bias_mant, bias_exp, reset, reset_value, v_init,
+                 reset_interval, reset_offset, name=None):
+        super().__init__(shape=shape, name=name, reset=reset, reset_value=reset_value, v_init=v_init,
+                         reset_interval=reset_interval, reset_offset=reset_offset, du=du, dv=dv, vth=vth)
+        self.a_in = InPort(shape=shape)
+        self.s_out = OutPort(shape=shape)
+        self.u = Var(shape=shape, init=0)
+        self.v = Var(shape=shape, init=v_init)
+        self.bias = Var(shape=shape, init=np.broadcast_to(np.asarray(bias_mant) << np.asarray(bias_exp), shape).astype(np.int64))
+
+
+class SpikeAnd(AbstractProcess):
+    """AND of two spike vectors, each gathered from its source by an index map (no delay).
+
+    Loihi 2: two-input coincidence; realisable as a LIF with two unit synapses, threshold 1.5 and
+    full decay (one extra step), or a microcode neuron."""
+
+    def __init__(self, *, shape, size_a, size_b, gather_a, gather_b, name=None):
+        super().__init__(shape=shape, name=name, gather_a=gather_a, gather_b=gather_b)
+        self.in_a = InPort(shape=(size_a,))
+        self.in_b = InPort(shape=(size_b,))
+        self.s_out = OutPort(shape=shape)
+
+
+class AddressedAccumulation(AbstractProcess):
+    """Matrix product with one binary operand, by addressed accumulation: for every active spike,
+    add the selected row / column of the other operand; graded integer output (no delay).
+
+    Loihi 2: the spike operand addresses a synaptic table that holds the other operand
+    (plastic / re-written each step), i.e. a dendritic accumulation; in practice host or embedded
+    cores for the dynamic operand."""
+
+    def __init__(self, *, shape, size_a, size_b, shape_a, shape_b, shape_out, spike_operand, gather_a, gather_b, name=None):
+        super().__init__(shape=shape, name=name, shape_a=shape_a, shape_b=shape_b, shape_out=shape_out,
+                         spike_operand=spike_operand, gather_a=gather_a, gather_b=gather_b)
+        self.in_a = InPort(shape=(size_a,))
+        self.in_b = InPort(shape=(size_b,))
+        self.a_out = OutPort(shape=shape)
+
+
+class IntMaxPool(AbstractProcess):
+    """Max pooling of a gathered integer (graded or spike) vector per step (no delay).  Of spikes it
+    is an OR.
+
+    Loihi 2: OR of spikes = a LIF with unit synapses, threshold 0 and full decay; max of graded
+    values needs a microcode neuron program (compare-and-keep) or the host."""
+
+    def __init__(self, *, shape, size_in, in_shape, kernel, stride, padding, dilation, ceil_mode, gather, name=None):
+        super().__init__(shape=shape, name=name, in_shape=in_shape, kernel=kernel, stride=stride, padding=padding,
+                         dilation=dilation, ceil_mode=ceil_mode, gather=gather)
+        self.a_in = InPort(shape=(size_in,))
+        self.a_out = OutPort(shape=shape)
+
+
+class DelayRelay(AbstractProcess):
+    """Delays an integer vector by ``delay`` steps (a ring buffer), to balance path latencies.
+
+    Loihi 2: synaptic delays on the consuming connection (up to 62 steps), or axon delays."""
+
+    def __init__(self, *, shape, delay, name=None):
+        super().__init__(shape=shape, name=name, delay=delay)
+        self.a_in = InPort(shape=shape)
+        self.a_out = OutPort(shape=shape)
+
+
+class MemmapSink(AbstractProcess):
+    """Host read-out: writes the input of every step into row (time_step − 1) of a numpy memmap
+    file created by the host (milliseconds, where Var.get() costs ~10 µs per element).
+
+    Loihi 2: spike / graded output via the host interface (not part of the chip network)."""
+
+    def __init__(self, *, shape, path, steps, name=None):
+        super().__init__(shape=shape, name=name, path=path, steps=steps)
+        self.a_in = InPort(shape=shape)
