@@ -2,11 +2,13 @@
 
 1. ``spikec show``: trace the trained checkpoint (official-code-style Spikformer, legacy
    ``MultiStepLIFNode``) and print the IR;
-2. ``spikec compile --target intref``: pass pipeline + Loihi 2 fixed-point quantization, written as a
-   self-contained artifact;
-3. ``spikec run``: the artifact on held-out digit images, without the model code;
-4. ``spikec verify``: torch model vs float IR vs integer model per layer, top-1 agreement and
-   accuracy on the 360 held-out digits; the demo fails if agreement drops below 97 %.
+2. ``spikec compile --target lava``: pass pipeline, Loihi 2 fixed-point quantization, the Lava
+   process network and its resource report, written as an artifact;
+3. ``spikec run``: the network in Lava's CPU simulator (Loihi2SimCfg fixed_pt) on held-out digit
+   images, without the model code;
+4. ``spikec verify --target lava``: torch model vs float IR vs integer model vs Lava per layer on
+   the 360 held-out digits: Lava == intref bit for bit, float vs integer top-1 agreement and
+   accuracy; the demo fails if Lava differs or agreement drops below 97 %.
 """
 
 from __future__ import annotations
@@ -39,14 +41,21 @@ def main() -> int:
     _, _, xte, yte = digits_split()
     np.save(OUT / "test_images.npy", xte[:16].numpy())
     step("trace the trained checkpoint", ["show", CKPT, *MODEL])
-    step("compile to the integer reference (Loihi 2 fixed point)",
-         ["compile", CKPT, *MODEL, "--target", "intref", "-o", OUT / "spikformer_digits.intref"])
-    step("run the artifact on 16 held-out images (no model code needed)",
-         ["run", OUT / "spikformer_digits.intref", "--input", OUT / "test_images.npy"])
+    step("compile for Loihi 2 / Lava (fixed point, process network, resources)",
+         ["compile", CKPT, *MODEL, "--target", "lava", "-o", OUT / "spikformer_digits.lava"])
+    step("run it in Lava's CPU simulator on 16 held-out images (no model code needed)",
+         ["run", OUT / "spikformer_digits.lava", "--input", OUT / "test_images.npy"])
     print("labels             :", yte[:16].tolist())
-    step("verify on the 360 held-out digits",
-         ["verify", CKPT, *MODEL, "--dataset", "digits", "--min-agreement", "0.97", "--json", OUT / "verify.json"])
-    print("\nverdict: PASS (integer model agrees with the float model; see the accuracy lines above)")
+    step("verify on the 360 held-out digits: torch vs float IR vs intref vs Lava",
+         ["verify", CKPT, *MODEL, "--dataset", "digits", "--target", "lava", "--min-agreement", "0.97",
+          "--json", OUT / "verify.json"])
+    import json
+
+    rep = json.loads((OUT / "verify.json").read_text())
+    acc = rep["accuracy"]
+    print(f"\nverdict: PASS: Lava == intref bit for bit in all {len(rep['layers'])} neuron layers and the outputs; "
+          f"accuracy float {acc['float IR']:.2%} vs integer {acc['integer']:.2%}, "
+          f"top-1 agreement {rep['top1_agreement']:.2%}")
     return 0
 
 

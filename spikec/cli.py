@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dataset", choices=["digits"], help="a bundled dataset instead of --input (digits: scikit-learn 8x8 held-out split)")
     g.add_argument("--limit", type=int, metavar="N", help="use the first N inputs")
     g = p.add_argument_group("checks")
-    g.add_argument("--target", choices=["intref"], default="intref", help="integer target to verify")
+    g.add_argument("--target", choices=["intref", "lava"], default="intref",
+                   help="integer target to verify (lava: also runs the network in Lava and checks it bit for bit against intref)")
     g.add_argument("--min-agreement", type=float, default=0.0, metavar="F", help="exit 1 if float vs integer top-1 agreement is below F (0..1)")
     g.add_argument("--json", metavar="FILE", help="write the per-layer report as JSON")
     g.add_argument("--calib", metavar="FILE", help="calibration inputs for quantization (.npy)")
@@ -193,11 +194,23 @@ def cmd_compile(args) -> int:
     res = compile_graph(graph, args.target, calib=calib, input_range=args.input_range, skip=args.skip,
                         dump_after=args.dump_ir_after, on_dump=dump)
     show(res)
-    if args.target == "intref":
-        from .targets.intref import write_artifact
+    src = {"checkpoint": str(args.checkpoint), "model": args.model}
+    from .targets.intref import write_artifact
 
-        write_artifact(res.quantized, args.output, res.lines, source={"checkpoint": str(args.checkpoint), "model": args.model})
+    if args.target == "intref":
+        write_artifact(res.quantized, args.output, res.lines, source=src)
         print(f"wrote intref artifact to {args.output}")
+    elif args.target == "lava":
+        from .targets.lava import FORMAT, build_netspec, report_lines
+
+        spec = build_netspec(res.quantized)  # checks that the network can be built before writing
+        resources = report_lines(spec)
+        print("Loihi 2 resources:")
+        print("\n".join("  " + l for l in resources))
+        write_artifact(res.quantized, args.output, res.lines + resources, source=src, fmt=FORMAT,
+                       extra={"lava": {"latency": spec.latency, "T": spec.T, "resources": resources,
+                                       "run_config": "Loihi2SimCfg(select_tag='fixed_pt')"}})
+        print(f"wrote lava artifact to {args.output} (spikec run rebuilds the network and runs it in Lava)")
     return 0
 
 
@@ -212,7 +225,16 @@ def cmd_run(args) -> int:
 
     graph, manifest = load_artifact(args.artifact)
     x = load_array(args.input, "--input")
-    r = run_int(graph, x, record=True)
+    if manifest["format"] == "spikec-lava":
+        from .targets.lava import build_netspec
+        from .targets.lava.runner import run_lava
+
+        spec = build_netspec(graph)
+        r = run_lava(spec, x, progress=sys.stdout.isatty())
+        print(f"lava: {r.steps} steps (Loihi2SimCfg fixed_pt), build {r.build_seconds:.2f} s, run {r.run_seconds:.2f} s, "
+              f"{r.timings['steps_per_second']:.1f} steps/s")
+    else:
+        r = run_int(graph, x, record=True)
     y = r.real_outputs()[0].numpy()
     table = Table(title=f"{args.artifact}: per-layer spikes ({x.shape[0] if manifest['input']['layout'] == 'static' else x.shape[1]} samples)")
     for col in ("neuron layer", "source module", "spikes", "rate"):
@@ -241,6 +263,9 @@ def cmd_verify(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=1))
         print(f"wrote {args.json}")
+    if report.lava and not (report.lava["bit_exact"] and report.lava["outputs_equal"]):
+        print("FAIL: the Lava run differs from intref", file=sys.stderr)
+        return 1
     if report.top1_agreement < args.min_agreement:
         print(f"FAIL: top-1 agreement {report.top1_agreement:.4f} < --min-agreement {args.min_agreement}", file=sys.stderr)
         return 1

@@ -32,6 +32,7 @@ class LayerRow:
     passes: float
     float_vs_int: float
     first_divergence: Optional[tuple[int, int]] = None
+    lava_exact: Optional[bool] = None  # Lava's spikes == intref's, bit for bit (target lava)
 
 
 @dataclass
@@ -43,19 +44,26 @@ class VerifyReport:
     top1_agreement: float = 0.0  # float IR vs integer model
     accuracy: dict = field(default_factory=dict)
     first_divergent_layer: Optional[str] = None
+    lava: Optional[dict] = None  # {"bit_exact": bool, "outputs_equal": bool, "steps": int, "steps_per_second": float}
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def lines(self) -> list[str]:
         out = [f"verify ({self.target}) on {self.samples} samples",
-               f"{'neuron layer':44s} {'rate':>6s} {'torch=IR':>9s} {'passes':>9s} {'float=int':>10s}  first divergence (t, b)"]
+               f"{'neuron layer':44s} {'rate':>6s} {'torch=IR':>9s} {'passes':>9s} {'float=int':>10s} "
+               + (f"{'lava=int':>9s} " if self.lava else "") + " first divergence (t, b)"]
         for r in self.layers:
             t = "-" if r.torch_vs_ir is None else f"{r.torch_vs_ir:.4%}"
-            out.append(f"{r.layer[:44]:44s} {r.rate:6.3f} {t:>9s} {r.passes:9.4%} {r.float_vs_int:10.4%}  "
+            lv = "" if not self.lava else f"{'yes' if r.lava_exact else 'NO':>9s} "
+            out.append(f"{r.layer[:44]:44s} {r.rate:6.3f} {t:>9s} {r.passes:9.4%} {r.float_vs_int:10.4%} {lv} "
                        + ("-" if r.first_divergence is None else str(r.first_divergence)))
         if self.first_divergent_layer:
             out.append(f"first divergence float vs integer: layer {self.first_divergent_layer}")
+        if self.lava:
+            out.append(f"lava ({self.lava['steps']} steps, {self.lava['steps_per_second']:.1f} steps/s): "
+                       f"bit-exact with intref in every layer: {'yes' if self.lava['bit_exact'] else 'NO'}; "
+                       f"outputs equal: {'yes' if self.lava['outputs_equal'] else 'NO'}")
         out.append(f"top-1 agreement float vs integer: {self.top1_agreement:.4%}"
                    + ("" if self.top1_torch_vs_int is None else f"  (torch vs integer: {self.top1_torch_vs_int:.4%})"))
         for k, v in self.accuracy.items():
@@ -150,6 +158,16 @@ def run_verify(args) -> VerifyReport:
                 report.first_divergent_layer = f"{n.name} at t={first[0]}"
         report.layers.append(LayerRow(n.name, n.source, float(ref.float().mean()), tv, passes,
                                       float((~diff).float().mean()), first))
+    if args.target == "lava":
+        from .targets.lava import build_netspec
+        from .targets.lava.runner import run_lava
+
+        lr = run_lava(build_netspec(res.quantized), xt)
+        for row in report.layers:
+            row.lava_exact = bool(torch.equal(lr.values[row.layer], r_int.values[row.layer]))
+        stages_exact = all(torch.equal(v, r_int.values[k]) for k, v in lr.values.items())
+        report.lava = {"bit_exact": stages_exact, "outputs_equal": bool(torch.equal(lr.outputs[0], r_int.outputs[0])),
+                       "steps": lr.steps, "steps_per_second": lr.timings["steps_per_second"]}
     y_float = r_opt.outputs[0]
     y_int = r_int.real_outputs()[0].to(y_float.dtype)
     report.top1_agreement = float((_top1(y_float) == _top1(y_int)).float().mean())

@@ -108,7 +108,8 @@ def test_compile_prints_pass_summary_and_dump(tmp_path, digits_ckpt, capsys):
     assert "--- IR after fold_batchnorm ---" in out
     assert "nodes: 60 -> " in out and "fold_batchnorm: fired 11x" in out
     assert "+ block.0.attn:scale (block.0.attn): x0.125 merged into the threshold" in out
-    assert code == 2  # lava not built yet (see targets.AVAILABLE)
+    assert "quantization (Loihi 2 fixed point)" in out and "Loihi 2 resources" in out
+    assert code == 0 and (tmp_path / "o" / "manifest.json").exists()
 
 
 def test_compile_rejects_unknown_pass_before_tracing(digits_ckpt, capsys):

@@ -47,8 +47,9 @@ SEMANTICS = {
 
 
 def write_artifact(qgraph: ir.Graph, out: str | Path, report_lines: Sequence[str] = (),
-                   source: Optional[dict] = None) -> Path:
-    """Write a compiled integer graph as an intref artifact directory (atomically)."""
+                   source: Optional[dict] = None, fmt: str = FORMAT, extra: Optional[dict] = None) -> Path:
+    """Write a compiled integer graph as an artifact directory (atomically): intref, or another
+    integer target's format tag (``fmt``) with ``extra`` manifest entries."""
     check_integer_graph(qgraph)
     (inp,) = qgraph.inputs
     qin = next(n for n in qgraph.nodes if isinstance(n, ir.QuantizeInputNode))
@@ -58,7 +59,7 @@ def write_artifact(qgraph: ir.Graph, out: str | Path, report_lines: Sequence[str
         outputs.append({"name": o.name, "layout": o.layout, "scale": src.scale if isinstance(src, ir.DequantizeNode) else 1.0,
                         "features": list(qgraph.types[o.name].features), "time": qgraph.types[o.name].time})
     manifest = {
-        "format": FORMAT,
+        "format": fmt,
         "format_version": FORMAT_VERSION,
         "spikec_version": spikec.__version__,
         "torch_version": torch.__version__,
@@ -70,6 +71,7 @@ def write_artifact(qgraph: ir.Graph, out: str | Path, report_lines: Sequence[str
         "semantics": SEMANTICS,
         "report": list(report_lines),
         "source": source or {},
+        **(extra or {}),
     }
 
     def write(d: Path):
@@ -79,7 +81,7 @@ def write_artifact(qgraph: ir.Graph, out: str | Path, report_lines: Sequence[str
     return atomic_directory(out, write)
 
 
-def load_artifact(path: str | Path) -> tuple[ir.Graph, dict]:
+def load_artifact(path: str | Path, formats: Sequence[str] = (FORMAT, "spikec-lava")) -> tuple[ir.Graph, dict]:
     path = Path(path)
     mf = path / "manifest.json"
     if not mf.exists():
@@ -88,8 +90,8 @@ def load_artifact(path: str | Path) -> tuple[ir.Graph, dict]:
         manifest = json.loads(mf.read_text())
     except json.JSONDecodeError as e:
         raise SpikecError(f"{path}/manifest.json: corrupt ({e})") from None
-    if manifest.get("format") != FORMAT:
-        raise SpikecError(f"{path}: a {manifest.get('format')!r} artifact, not {FORMAT!r}")
+    if manifest.get("format") not in formats:
+        raise SpikecError(f"{path}: a {manifest.get('format')!r} artifact, expected one of {list(formats)}")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise SpikecError(f"{path}: intref format version {manifest.get('format_version')} is not supported")
     graph = ir.load(path).validate()
