@@ -102,3 +102,22 @@ def test_compile_run_verify_lava_cli(tmp_path):
     rep = json.loads(js.read_text())
     assert rep["lava"]["bit_exact"] and rep["lava"]["outputs_equal"]
     assert all(l["lava_exact"] for l in rep["layers"])
+
+
+@pytest.mark.skipif(not os.environ.get("SPIKEC_LONG_TESTS"), reason="bigger configurations: make test-long")
+@pytest.mark.parametrize("family,kw", [("sj_spikformer", dict(embed_dims=64, depths=2, num_heads=4)),
+                                       ("sj_sdt", dict(embed_dims=64, depths=2, num_heads=4)),
+                                       ("spikformer_digits", dict(embed_dims=64, depths=2, num_heads=4))])
+def test_lava_equals_intref_bigger_configs(family, kw):
+    from examples.models import zoo
+    from spikec.frontend import trace
+
+    model, x = zoo.build(family, batch=16, **kw)
+    g = trace(model, zoo.input_shape_of(family))
+    res = compile_graph(g, "lava", input_range=(0, 2))
+    spec = build_netspec(res.quantized)
+    ri = run_int(res.quantized, x, record=True)
+    lr = run_lava(spec, x)
+    for name, v in lr.values.items():
+        assert torch.equal(v, ri.values[name]), name
+    assert torch.equal(lr.outputs[0], ri.outputs[0])

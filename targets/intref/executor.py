@@ -17,7 +17,7 @@ import torch
 
 from spikec import ir
 from spikec.errors import SpikecError
-from spikec.runtime.float_interpreter import input_to_values, to_output_layout
+from spikec.runtime.float_interpreter import _align, _merged, input_to_values, to_output_layout
 
 from . import kernels as K
 
@@ -32,17 +32,6 @@ class IntRunResult:
     def real_outputs(self) -> list[torch.Tensor]:
         """Dequantized outputs (outside the integer datapath)."""
         return [o.to(torch.float64) * s for o, s in zip(self.outputs, self.scales)]
-
-
-def _merged(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    T, B = x.shape[:2]
-    y = fn(x.reshape(T * B, *x.shape[2:]))
-    return y.reshape(T, B, *y.shape[1:])
-
-
-def _align(x: torch.Tensor, nfeat: int) -> torch.Tensor:
-    missing = nfeat - (x.dim() - 2)
-    return x if missing <= 0 else x.reshape(*x.shape[:2], *([1] * missing), *x.shape[2:])
 
 
 def _i64(a) -> torch.Tensor:
