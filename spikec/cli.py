@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("quantization (integer targets)")
     g.add_argument("--calib", metavar="FILE", help="calibration inputs (.npy, model input layout): per-layer scales from measured currents")
     g.add_argument("--input-range", type=_range, default=(0.0, 1.0), metavar="LO,HI", help="range of the model's analog input (default 0,1)")
+    g = p.add_argument_group("nir")
+    g.add_argument("--max-nir-neurons", type=int, default=200_000, metavar="N",
+                   help="refuse spike-product expansions above N coincidence neurons (default 200000)")
+    g.add_argument("--partial", action="store_true", help="export the expressible prefix instead of failing")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_compile)
 
@@ -105,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dataset", choices=["digits"], help="a bundled dataset instead of --input (digits: scikit-learn 8x8 held-out split)")
     g.add_argument("--limit", type=int, metavar="N", help="use the first N inputs")
     g = p.add_argument_group("checks")
-    g.add_argument("--target", choices=["intref", "lava"], default="intref",
-                   help="integer target to verify (lava: also runs the network in Lava and checks it bit for bit against intref)")
+    g.add_argument("--target", choices=["intref", "lava", "nir"], default="intref",
+                   help="target to verify (lava: also runs the network in Lava and checks it bit for bit against intref; "
+                        "nir: exports, reads the file back with nirtorch and compares it with the float IR)")
     g.add_argument("--min-agreement", type=float, default=0.0, metavar="F", help="exit 1 if float vs integer top-1 agreement is below F (0..1)")
     g.add_argument("--json", metavar="FILE", help="write the per-layer report as JSON")
     g.add_argument("--calib", metavar="FILE", help="calibration inputs for quantization (.npy)")
@@ -200,6 +205,15 @@ def cmd_compile(args) -> int:
     if args.target == "intref":
         write_artifact(res.quantized, args.output, res.lines, source=src)
         print(f"wrote intref artifact to {args.output}")
+    elif args.target == "nir":
+        from .targets.nir import export_nir, write_nir
+
+        ex = export_nir(res.optimized, max_neurons=args.max_nir_neurons, partial=args.partial)
+        print(f"NIR graph: {len(ex.graph.nodes)} nodes, {ex.coincidence_neurons} coincidence neurons for spike products")
+        for note in ex.notes:
+            print("  " + note)
+        write_nir(ex, args.output)
+        print(f"wrote {args.output} (nir.read + spikec verify --target nir check it)")
     elif args.target == "lava":
         from .targets.lava import FORMAT, build_netspec, report_lines
 
@@ -258,6 +272,9 @@ def cmd_verify(args) -> int:
 
     from .verify import run_verify
 
+    if args.target == "nir":
+        return cmd_verify_nir(args)
+
     report = run_verify(args)
     print("\n".join(report.lines()))
     if args.json:
@@ -270,6 +287,32 @@ def cmd_verify(args) -> int:
         print(f"FAIL: top-1 agreement {report.top1_agreement:.4f} < --min-agreement {args.min_agreement}", file=sys.stderr)
         return 1
     return 0
+
+
+def cmd_verify_nir(args) -> int:
+    import json
+    import tempfile
+
+    from .compiler import compile_graph
+    from .targets.nir import export_nir, write_nir
+    from .targets.nir.verify import check_against_float
+    from .verify import load_data
+
+    x, _ = load_data(args)
+    res = compile_graph(load_graph(args), "nir")
+    ex = export_nir(res.optimized)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "model.nir"
+        write_nir(ex, path)
+        rep = check_against_float(res.optimized, path, x)
+    print(f"verify (nir re-import with nirtorch) on {len(x)} samples; readout: {rep['readout']}")
+    for name, agree in rep["layers"].items():
+        print(f"  {name[:50]:50s} float=nir {agree:.4%}")
+    print(f"spikes identical in every layer: {'yes' if rep['spikes_identical'] else 'NO'}; "
+          f"outputs max |diff| {rep['output_max_abs_diff']:.3g}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rep, indent=1))
+    return 0 if rep["spikes_identical"] and rep["output_max_abs_diff"] <= 1e-5 else 1
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -10,4 +10,4 @@ TARGETS = {
     "nir": "NIR graph (HDF5) with faithful neuron semantics",
 }
 
-AVAILABLE: set[str] = {"intref", "lava"}  # targets whose backend is implemented in this version
+AVAILABLE: set[str] = {"intref", "lava", "nir"}  # targets whose backend is implemented in this version

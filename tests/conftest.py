@@ -44,3 +44,10 @@ def zoo_models():
         T = zoo.SEQUENCE_INPUT.get(fam)
         out[fam] = (model, x, trace(model, zoo.input_shape_of(fam), time_steps=T, name=fam))
     return out
+
+
+# families each target is verified on by the tests (the README support table must say exactly this)
+LAVA_FAMILIES = ["spikformer_digits", "sj_spikformer", "sj_sdt", "meta_spikformer", "neuron_variants"]
+INTREF_FAMILIES = ["sj_spikformer", "sj_sdt", "meta_spikformer", "neuron_variants", "spikformer_digits"]
+NIR_FAMILIES = {"sj_sdt": dict(embed_dims=16, num_heads=2), "spikformer_digits": dict(embed_dims=16, num_heads=2),
+                "meta_spikformer": {}}

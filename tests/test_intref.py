@@ -118,7 +118,7 @@ def test_quantize_refuses_what_it_cannot_represent(zoo_models):
         quantize(ir.Graph(nodes).validate())
 
 
-@pytest.mark.parametrize("family", ["sj_spikformer", "sj_sdt", "meta_spikformer", "neuron_variants"])
+@pytest.mark.parametrize("family", [f for f in __import__("conftest").INTREF_FAMILIES if f != "spikformer_digits"])
 def test_every_family_quantizes_and_runs(zoo_models, family):
     model, x, g = zoo_models[family]
     p = run_pipeline(g, "intref").graph

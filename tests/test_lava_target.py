@@ -19,7 +19,7 @@ from spikec.targets.intref.executor import run_int
 from spikec.targets.lava import build_netspec, report_lines, resource_report
 from spikec.targets.lava.runner import run_lava
 
-FAMILIES = ["spikformer_digits", "sj_spikformer", "sj_sdt", "meta_spikformer", "neuron_variants"]
+from conftest import LAVA_FAMILIES as FAMILIES
 
 
 @pytest.mark.parametrize("family", FAMILIES)

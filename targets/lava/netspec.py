@@ -109,8 +109,9 @@ def _select(out_from_in: np.ndarray, n_in: int) -> sp.csr_matrix:
     return sp.csr_matrix((np.ones(len(rows), np.int64), (rows, out_from_in[rows])), shape=(len(out_from_in), n_in))
 
 
-def conv_matrix(weight: np.ndarray, in_feats, stride, padding, dilation, groups, out_feats) -> sp.csr_matrix:
-    """Unrolled convolution: [prod(out_feats), prod(in_feats)] with the integer kernel entries."""
+def conv_matrix(weight: np.ndarray, in_feats, stride, padding, dilation, groups, out_feats,
+                dtype=np.int64) -> sp.csr_matrix:
+    """Unrolled convolution: [prod(out_feats), prod(in_feats)] with the kernel entries (``dtype``)."""
     cout, cin_g = weight.shape[:2]
     k = weight.shape[2:]
     nd = len(k)
@@ -126,7 +127,7 @@ def conv_matrix(weight: np.ndarray, in_feats, stride, padding, dilation, groups,
         for ci_l in range(cin_g):
             ci = g * cin_g + ci_l
             for kk in np.ndindex(*k):
-                w = int(weight[(co, ci_l) + kk])
+                w = weight[(co, ci_l) + kk]
                 if w == 0:
                     continue
                 inp = [out_pos[a] * stride[a] - padding[a] + kk[a] * dilation[a] for a in range(nd)]
@@ -139,9 +140,9 @@ def conv_matrix(weight: np.ndarray, in_feats, stride, padding, dilation, groups,
                 out_flat = co * n_out_sp + np.arange(n_out_sp)
                 rows.append(out_flat[ok])
                 cols.append(in_flat[ok])
-                vals.append(np.full(int(ok.sum()), w, np.int64))
+                vals.append(np.full(int(ok.sum()), w, dtype))
     if not rows:
-        return sp.csr_matrix((int(np.prod(out_feats)), int(np.prod(in_feats))), dtype=np.int64)
+        return sp.csr_matrix((int(np.prod(out_feats)), int(np.prod(in_feats))), dtype=dtype)
     m = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                       shape=(int(np.prod(out_feats)), int(np.prod(in_feats))))
     return m.tocsr()  # duplicates (none for a convolution) would be summed

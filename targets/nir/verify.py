@@ -1,0 +1,160 @@
+"""Re-import check: read the NIR file back, build a torch module with nirtorch's interpreter and
+spikec's own node map, run it step by step and compare with the float IR.
+
+The node map implements NIR's semantics (forward Euler with the graph's dt) in the same float32
+operation order as spikingjelly, using the ``spikec_*`` node metadata where NIR allows several
+orders (decay_input, parametric leak).  nirtorch's own Affine mapping is not used (it drops the
+bias); neurons are not built into nirtorch.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class _LIF(nn.Module):
+    def __init__(self, node, dt):
+        super().__init__()
+        f = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
+        self.tau_steps = f(np.asarray(node.tau, np.float64) / dt)
+        self.r, self.v_leak, self.th, self.v_reset = f(node.r), f(node.v_leak), f(node.v_threshold), f(node.v_reset)
+        meta = node.metadata or {}
+        self.decay_input = json.loads(meta.get("spikec_decay_input", "true"))
+        rate = json.loads(meta.get("spikec_leak_rate", "null"))
+        self.rate = None if rate is None else torch.tensor(rate, dtype=torch.float32)
+
+    def forward(self, x, state=None):
+        v = self.v_reset.expand_as(x) if state is None else state
+        vl = float(self.v_leak.reshape(-1)[0]) if self.v_leak.numel() else 0.0
+        tau = float(self.tau_steps.reshape(-1)[0])
+        if self.decay_input:
+            drive = x if float(self.r.reshape(-1)[0]) == 1.0 else x * self.r
+            h = v + (drive - (v - vl)) * self.rate if self.rate is not None else v + (drive - (v - vl)) / tau
+        else:
+            h = v - (v - vl) * self.rate + x if self.rate is not None else v - (v - vl) / tau + x
+        s = (h > self.th).to(torch.float32)
+        vr = float(self.v_reset.reshape(-1)[0])
+        v = s * vr + (1 - s) * h
+        return s, v
+
+
+class _IF(nn.Module):
+    def __init__(self, node, dt):
+        super().__init__()
+        self.th = torch.as_tensor(np.asarray(node.v_threshold, np.float32))
+        self.v_reset = float(np.asarray(node.v_reset).reshape(-1)[0])
+        self.gain = float(np.asarray(node.r).reshape(-1)[0]) * dt
+
+    def forward(self, x, state=None):
+        v = torch.full_like(x, self.v_reset) if state is None else state
+        h = v + (x if self.gain == 1.0 else x * self.gain)
+        s = (h > self.th).to(torch.float32)
+        return s, s * self.v_reset + (1 - s) * h
+
+
+class _Affine(nn.Module):
+    def __init__(self, node):
+        super().__init__()
+        self.w = torch.as_tensor(np.asarray(node.weight, np.float32))
+        self.b = torch.as_tensor(np.asarray(node.bias, np.float32))
+
+    def forward(self, x):
+        return F.linear(x, self.w, self.b)
+
+
+def node_map(dt: float) -> dict:
+    import nir
+
+    def conv2d(n):
+        m = nn.Conv2d(n.weight.shape[1] * n.groups, n.weight.shape[0], n.weight.shape[2:], stride=tuple(n.stride),
+                      padding=tuple(n.padding), dilation=tuple(n.dilation), groups=n.groups)
+        m.weight.data = torch.as_tensor(np.asarray(n.weight, np.float32))
+        m.bias.data = torch.as_tensor(np.asarray(n.bias, np.float32))
+        return m
+
+    def conv1d(n):
+        m = nn.Conv1d(n.weight.shape[1] * n.groups, n.weight.shape[0], n.weight.shape[2], stride=int(n.stride),
+                      padding=int(n.padding), dilation=int(n.dilation), groups=n.groups)
+        m.weight.data = torch.as_tensor(np.asarray(n.weight, np.float32))
+        m.bias.data = torch.as_tensor(np.asarray(n.bias, np.float32))
+        return m
+
+    class _Lambda(nn.Module):
+        def __init__(self, fn):
+            super().__init__()
+            self.fn = fn
+
+        def forward(self, x):
+            return self.fn(x)
+
+    return {
+        nir.LIF: lambda n: _LIF(n, dt),
+        nir.IF: lambda n: _IF(n, dt),
+        nir.Affine: _Affine,
+        nir.Conv2d: conv2d,
+        nir.Conv1d: conv1d,
+        nir.Threshold: lambda n: _Lambda(lambda x, th=torch.as_tensor(np.asarray(n.threshold, np.float32)): (x > th).float()),
+        nir.Flatten: lambda n: _Lambda(lambda x: x.flatten(1)),
+        nir.SumPool2d: lambda n: _Lambda(lambda x, k=tuple(int(a) for a in n.kernel_size), s=tuple(int(a) for a in n.stride),
+                                         p=tuple(int(a) for a in n.padding): F.avg_pool2d(x, k, s, p, divisor_override=1)),
+        nir.Scale: lambda n: _Lambda(lambda x, c=torch.as_tensor(np.asarray(n.scale, np.float32)): x * c),
+        nir.Input: lambda n: nn.Identity(),
+        nir.Output: lambda n: nn.Identity(),
+    }
+
+
+def run_nir(path_or_graph, x_steps: torch.Tensor, record: bool = False):
+    """Run a NIR file / graph step by step on ``x_steps`` [T, B, *features]; returns the per-step
+    outputs [T, B, ...] and (if ``record``) every module's per-step output."""
+    import nir
+    import nirtorch
+
+    g = nir.read(str(path_or_graph)) if not isinstance(path_or_graph, nir.NIRGraph) else path_or_graph
+    dt = json.loads(g.metadata.get("dt", "1.0")) if isinstance(g.metadata.get("dt"), str) else float(g.metadata.get("dt", 1.0))
+    module = nirtorch.nir_to_torch(g, node_map(dt))
+    recorded: dict[str, list] = {}
+    hooks = []
+    if record:
+        for name, m in module.named_children():
+            hooks.append(m.register_forward_hook(
+                lambda mod, i, o, name=name: recorded.setdefault(name, []).append((o[0] if isinstance(o, tuple) else o).detach())))
+    outs, state = [], None
+    with torch.no_grad():
+        for x in x_steps:
+            y, state = module(x, state)
+            outs.append(y)
+    for h in hooks:
+        h.remove()
+    return torch.stack(outs), {k: torch.stack(v) for k, v in recorded.items()}
+
+
+def check_against_float(float_graph, nir_path, x) -> dict:
+    """Compare the re-imported NIR model with the float IR (per-step semantics, readout moved
+    behind the classifier as in the export): neuron spikes per layer and outputs."""
+    from spikec.runtime.float_interpreter import run_float
+
+    from .export import _readout
+
+    g, readout = _readout(float_graph)
+    rf = run_float(g, x, record=True)
+    inp = g.inputs[0]
+    xs = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    T = max(g.types[n.name].time for n in g.nodes)
+    steps = xs.unsqueeze(0).expand(T, *xs.shape) if inp.layout == "static" else xs
+    y, rec = run_nir(nir_path, steps, record=True)
+    layers = {}
+    for n in g.nodes:
+        if n.op == "neuron":
+            key = n.name.replace(".", "_").replace(":", "_")
+            a = rf.values[n.name]
+            b = rec[key].reshape(a.shape)
+            layers[n.name] = float((a == b).float().mean())
+    yf = rf.outputs[0]
+    diff = float((y.reshape(yf.shape) - yf).abs().max()) if yf.numel() else 0.0
+    return {"layers": layers, "spikes_identical": all(v == 1.0 for v in layers.values()),
+            "output_max_abs_diff": diff, "readout": readout or "per step"}
