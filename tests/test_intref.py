@@ -70,7 +70,7 @@ def test_fast_float_kernels_equal_int64_kernels(digits, monkeypatch):
     """The float32 / float64 GEMM and conv kernels run only where a bound proves them exact: same integers as int64."""
     _, _, q, xte, _ = digits
     fast = run_int(q.graph, xte[:32], record=True)
-    monkeypatch.setattr(K, "_bound_ok", lambda *a: None)
+    monkeypatch.setattr(K, "_exact_dtype", lambda *a: None)
     slow = run_int(q.graph, xte[:32], record=True)
     for k in fast.values:
         assert torch.equal(fast.values[k], slow.values[k]), k

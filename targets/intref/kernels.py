@@ -43,14 +43,10 @@ def _exact_dtype(x: torch.Tensor, w: torch.Tensor, fan_in: int):
     return None
 
 
-def _bound_ok(x: torch.Tensor, w: torch.Tensor, fan_in: int):
-    return _exact_dtype(x, w, fan_in)
-
-
 def exact_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Integer ``torch.matmul(a, b)`` (exact)."""
     _check_int(a, b)
-    dt = _bound_ok(a, b, a.shape[-1])
+    dt = _exact_dtype(a, b, a.shape[-1])
     if dt:
         return torch.matmul(a.to(dt), b.to(dt)).to(torch.int64)
     return torch.matmul(a, b)
@@ -60,7 +56,7 @@ def exact_conv(x: torch.Tensor, w: torch.Tensor, stride, padding, dilation, grou
     """Integer convolution of ``x`` [N, C, *spatial] with ``w`` (zero padding, exact)."""
     _check_int(x, w)
     fn = F.conv1d if w.dim() == 3 else F.conv2d
-    dt = _bound_ok(x, w, w[0].numel())
+    dt = _exact_dtype(x, w, w[0].numel())
     if dt:
         return fn(x.to(dt), w.to(dt), None, stride, padding, dilation, groups).to(torch.int64)
     return fn(x, w, None, stride, padding, dilation, groups)
