@@ -42,6 +42,13 @@ PIPELINES: dict[str, list[str]] = {
     "nir": _FLOAT + ["distribute_over_spike_sums"],
 }
 
+# per-target options of a pass: Loihi's LIF has one threshold per layer, so the integer targets move
+# per-channel scales into the producing weights rather than into per-channel thresholds
+PASS_OPTIONS: dict[str, dict[str, dict]] = {
+    "intref": {"merge_scale_into_threshold": {"per_layer_threshold": True}},
+    "lava": {"merge_scale_into_threshold": {"per_layer_threshold": True}},
+}
+
 
 @dataclass
 class PipelineResult:
@@ -72,8 +79,9 @@ def run_pipeline(graph: Graph, pipeline: str | Sequence[str] = "float", skip: It
         raise SpikecError(f"--dump-ir-after {dump_after}: not in the pipeline ({', '.join(names)})")
     graph.validate()
     result = PipelineResult(graph, [], [("input", len(graph))])
+    options = PASS_OPTIONS.get(pipeline, {}) if isinstance(pipeline, str) else {}
     for name in names:
-        r = PASSES[name](result.graph)
+        r = PASSES[name](result.graph, **options.get(name, {}))
         try:
             r.graph.validate()
         except SpikecError as e:

@@ -149,7 +149,7 @@ def cmd_show(args) -> int:
 
 
 def cmd_list_passes() -> int:
-    from .passes.pipelines import PASSES, PIPELINES
+    from .passes.pipelines import PASS_OPTIONS, PASSES, PIPELINES
 
     print("passes:")
     for name, fn in PASSES.items():
@@ -158,6 +158,8 @@ def cmd_list_passes() -> int:
     print("pipelines:")
     for target, names in PIPELINES.items():
         print(f"  {target:8s} {' -> '.join(names)}")
+        for pass_name, opts in PASS_OPTIONS.get(target, {}).items():
+            print(f"  {'':8s}   {pass_name}: {opts}")
     return 0
 
 

@@ -84,3 +84,21 @@ def test_flips_are_reported_with_margins():
     (flip,) = c.flips
     assert flip.reference == 0 and flip.margin == pytest.approx(-6e-8, abs=1e-8)
     assert "flip n[1, 0, 1]: reference spike 0, margin -5.96e-08" in "\n".join(c.lines())
+
+
+def test_integer_pipelines_keep_one_threshold_per_layer():
+    """A per-channel scale before a neuron goes into the weights for intref / lava, into a
+    per-channel threshold for the float pipeline."""
+    import numpy as np
+
+    nodes = [ir.InputNode("x", (), features=(3, 5), time=2, layout="sequence"),
+             ir.ConvNode("c", ("x",), weight=np.ones((4, 3, 1), np.float32), bias=None, stride=(1,), padding=(0,),
+                         dilation=(1,)),
+             ir.ScaleNode("s", ("c",), factor=np.array([1.0, 2.0, 0.5, 4.0], np.float32).reshape(4, 1)),
+             ir.NeuronNode("n", ("s",)), ir.OutputNode("o", ("n",))]
+    g = ir.Graph(nodes).validate()
+    assert isinstance(run_pipeline(g, "float").graph["n"].v_threshold, np.ndarray)
+    for target in ("intref", "lava"):
+        out = run_pipeline(g, target).graph
+        assert not isinstance(out["n"].v_threshold, np.ndarray)
+        np.testing.assert_allclose(out["c"].weight[:, 0, 0], [1.0, 2.0, 0.5, 4.0])

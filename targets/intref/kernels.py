@@ -111,8 +111,6 @@ def lif_run(a: torch.Tensor, du: int, dv: int, vth: int, bias: torch.Tensor, res
     Returns spikes (int64 0/1) and, if ``record``, the v and u sequences (after reset)."""
     _check_int(a, bias)
     th = vth << 6
-    u = torch.zeros_like(a[0])
-    v = torch.full_like(a[0], v_init)
     memoryless = du == 4095  # u = a << 6 exactly
     a6 = a << 6
     if memoryless and a6.numel():
@@ -120,6 +118,14 @@ def lif_run(a: torch.Tensor, du: int, dv: int, vth: int, bias: torch.Tensor, res
         may_wrap = int(hi) > U_MAX or int(lo) <= -U_MAX
     else:
         may_wrap = True
+    # int32 state is exact when every intermediate fits: |u|, |v| < 2^24 and no wide decay products
+    # (a power-of-two dv needs none); halves the memory traffic of the step loop
+    pow2 = lambda f: f in (0, 4096) or f & (f - 1) == 0  # noqa: E731
+    if memoryless and not may_wrap and pow2(4096 - dv) and int(bias.abs().max() if bias.numel() else 0) < (1 << 24):
+        a6 = a6.to(torch.int32)
+        bias = bias.to(torch.int32)
+    u = torch.zeros_like(a6[0])
+    v = torch.full_like(a6[0], v_init)
     spikes, vs, us = [], [], []
     for a_t in a6:
         u = a_t if memoryless else trunc_decay(u, 4096 - (du + 1)) + a_t
@@ -140,7 +146,7 @@ def lif_run(a: torch.Tensor, du: int, dv: int, vth: int, bias: torch.Tensor, res
             us.append(u)
     out = torch.stack(spikes).to(torch.int64)
     if record:
-        return out, torch.stack(vs), torch.stack(us)
+        return out, torch.stack(vs).to(torch.int64), torch.stack(us).to(torch.int64)
     return out
 
 
