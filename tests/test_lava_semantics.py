@@ -105,3 +105,13 @@ def test_dense_matches_lava(mode, weight_exp):
     assert (lava_out[0] == 0).all()
     if mode == "mixed_odd":
         assert (K.lava_effective_weights(w) % 2 == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_trunc_decay_fast_paths_equal_lavas_formula(dtype):
+    """Power-of-two decays use shifts, others a wide product: both equal sign(p)·(|p| >> 12)."""
+    x = torch.randint(-(1 << 23), 1 << 23, (50_000,), dtype=dtype, generator=torch.Generator().manual_seed(1))
+    for factor in (0, 1, 2, 1024, 2048, 3000, 4095, 4096):
+        p = x.to(torch.int64) * factor
+        ref = torch.sign(p) * (p.abs() >> 12)
+        assert torch.equal(K.trunc_decay(x, factor).to(torch.int64), ref), factor

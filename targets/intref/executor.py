@@ -111,7 +111,7 @@ _KERNELS: dict[type, Callable] = {
     ir.QuantizeInputNode: _quantize_input,
     ir.SynapseNode: _synapse,
     ir.ShiftNode: lambda n, x: K.shift(x, n.shift),
-    ir.AddNode: lambda n, a, b: (lambda nf: _align(a, nf) + _align(b, nf))(max(a.dim(), b.dim()) - 2),
+    ir.AddNode: lambda n, a, b: (lambda nf: _align(a, nf).to(torch.int64) + _align(b, nf))(max(a.dim(), b.dim()) - 2),
     ir.AndNode: lambda n, a, b: (lambda nf: _align(a, nf) & _align(b, nf))(max(a.dim(), b.dim()) - 2),
     ir.AddressedAccumulationNode: lambda n, a, b: (lambda nf: K.exact_matmul(_align(a, nf), _align(b, nf)))(max(a.dim(), b.dim()) - 2),
     ir.ReduceNode: _reduce,
@@ -162,7 +162,7 @@ def run_int(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], record: bool = 
                 env[n.name] = _neuron(n, *ins)
         else:
             env[n.name] = _KERNELS[type(n)](n, *ins)
-        if not isinstance(n, ir.QuantizeInputNode) and env[n.name].dtype != torch.int64:
+        if env[n.name].dtype not in K.INT_DTYPES:
             raise SpikecError(f"internal error: {n.name} produced {env[n.name].dtype}")
         if not record:
             for i in n.inputs:
@@ -171,7 +171,7 @@ def run_int(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], record: bool = 
                     env.pop(i, None)
     outs, scales = [], []
     for o in graph.outputs:
-        outs.append(to_output_layout(o, env[o.name]))
+        outs.append(to_output_layout(o, env[o.name]).to(torch.int64))
         src = graph.producer(o.inputs[0])
         scales.append(src.scale if isinstance(src, ir.DequantizeNode) else 1.0)
     return IntRunResult(outs, scales, env if record else {}, membranes)

@@ -2,6 +2,9 @@
 
 Every value between operations is an ``int64`` tensor ``[T, B, *features]``.  Two kinds of kernel:
 
+Values between operations are integer tensors: int64 in general, uint8 for spike trains (0 / 1);
+sums promote to int64.
+
 * element-wise and state recurrences (LIF, shifts, AND, sums) are written in int64 arithmetic,
   operation for operation as Lava's fixed_pt process models compute them;
 * products and pooling of integers (synapse accumulation, addressed accumulation, pooling) call
@@ -24,9 +27,12 @@ U_MAX = 1 << 23  # 24-bit state: values in (-2^23, 2^23]
 V_LIMIT = (1 << 23) - 1
 
 
+INT_DTYPES = (torch.int64, torch.int32, torch.uint8)  # uint8: spike trains (0 / 1)
+
+
 def _check_int(*xs: torch.Tensor) -> None:
     for x in xs:
-        if x.dtype != torch.int64:
+        if x.dtype not in INT_DTYPES:
             raise TypeError(f"integer datapath received a {x.dtype} tensor")
 
 
@@ -34,8 +40,12 @@ def _exact_dtype(x: torch.Tensor, w: torch.Tensor, fan_in: int):
     """The cheapest float dtype in which every partial sum of x·w is exact, or None (use int64)."""
     if x.numel() == 0 or w.numel() == 0:
         return torch.float32
-    lo, hi = torch.aminmax(x)
-    bound = max(abs(int(lo)), abs(int(hi))) * int(w.abs().max()) * max(fan_in, 1)
+    if x.dtype == torch.uint8:  # uint8 values in the datapath are spike trains: 0 / 1
+        peak = 1
+    else:
+        lo, hi = torch.aminmax(x)
+        peak = max(abs(int(lo)), abs(int(hi)))
+    bound = peak * int(w.abs().max()) * max(fan_in, 1)
     if bound < EXACT_F32:
         return torch.float32
     if bound < EXACT_F64:
@@ -49,7 +59,7 @@ def exact_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     dt = _exact_dtype(a, b, a.shape[-1])
     if dt:
         return torch.matmul(a.to(dt), b.to(dt)).to(torch.int64)
-    return torch.matmul(a, b)
+    return torch.matmul(a.to(torch.int64), b.to(torch.int64))
 
 
 def exact_conv(x: torch.Tensor, w: torch.Tensor, stride, padding, dilation, groups) -> torch.Tensor:
@@ -59,7 +69,7 @@ def exact_conv(x: torch.Tensor, w: torch.Tensor, stride, padding, dilation, grou
     dt = _exact_dtype(x, w, w[0].numel())
     if dt:
         return fn(x.to(dt), w.to(dt), None, stride, padding, dilation, groups).to(torch.int64)
-    return fn(x, w, None, stride, padding, dilation, groups)
+    return fn(x.to(torch.int64), w.to(torch.int64), None, stride, padding, dilation, groups)
 
 
 def exact_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -87,8 +97,9 @@ def sum_pool(x: torch.Tensor, kernel, stride, padding, ceil_mode) -> torch.Tenso
 
 
 def shift(x: torch.Tensor, k: int) -> torch.Tensor:
-    """``x << k`` for k >= 0, ``x >> -k`` (arithmetic, floor) otherwise."""
+    """``x << k`` for k >= 0, ``x >> -k`` (arithmetic, floor) otherwise (computed in int64)."""
     _check_int(x)
+    x = x.to(torch.int64)
     return x << k if k >= 0 else x >> (-k)
 
 
@@ -99,16 +110,18 @@ def trunc_decay(x: torch.Tensor, factor: int) -> torch.Tensor:
     if factor == 0:
         return torch.zeros_like(x)
     k = factor.bit_length() - 1
-    if factor == 1 << k:  # power of two: trunc(x / 2^(12-k)), no wide product needed
-        return torch.div(x, 1 << (12 - k), rounding_mode="trunc")
-    return torch.div(x * factor, 4096, rounding_mode="trunc")
+    if factor == 1 << k:  # power of two: trunc(x / 2^j), j = 12 - k, with shifts (no wide product)
+        j = 12 - k
+        sign = x >> (x.element_size() * 8 - 1)  # -1 for negative x, else 0
+        return (x + (sign & ((1 << j) - 1))) >> j
+    return torch.div(x.to(torch.int64) * factor, 4096, rounding_mode="trunc").to(x.dtype)  # wide product
 
 
 def lif_run(a: torch.Tensor, du: int, dv: int, vth: int, bias: torch.Tensor, reset: str, reset_value: int,
             v_init: int, record: bool = False):
     """Loihi 2 LIF over ``a`` [T, B, *features] (int64 input currents); see LoihiNeuronNode.
 
-    Returns spikes (int64 0/1) and, if ``record``, the v and u sequences (after reset)."""
+    Returns spikes (uint8 0/1) and, if ``record``, the v and u sequences (int64, after reset)."""
     _check_int(a, bias)
     th = vth << 6
     memoryless = du == 4095  # u = a << 6 exactly
@@ -144,7 +157,7 @@ def lif_run(a: torch.Tensor, du: int, dv: int, vth: int, bias: torch.Tensor, res
         if record:
             vs.append(v)
             us.append(u)
-    out = torch.stack(spikes).to(torch.int64)
+    out = torch.stack(spikes).to(torch.uint8)
     if record:
         return out, torch.stack(vs).to(torch.int64), torch.stack(us).to(torch.int64)
     return out

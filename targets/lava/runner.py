@@ -214,7 +214,8 @@ def run_lava(spec: NetSpec, x, progress: bool = False, chunk: Optional[int] = No
             d = spec.stages[name].depth
             rows = (np.arange(B)[:, None] * spec.T + np.arange(spec.T)[None, :] + d)  # [B, T]
             v = mm[rows.T.reshape(-1)].reshape(spec.T, B, *graph.types[name].features)
-            values[name] = torch.from_numpy(v.astype(np.int64))
+            binary = not spec.stages[name].graded  # spike trains: uint8, as intref holds them
+            values[name] = torch.from_numpy(v.astype(np.uint8 if binary else np.int64))
     finally:
         tmp.cleanup()
     host = run_int(graph, x, overrides=values)
