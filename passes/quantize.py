@@ -278,20 +278,6 @@ def _summed_downstream(graph: ir.Graph, value: str) -> bool:
     return False
 
 
-def _input_tree(graph: ir.Graph, value: str) -> set[str]:
-    """REAL-valued domain ops behind ``value`` (not crossing synapses or integer values)."""
-    seen: set[str] = set()
-    stack = [value]
-    while stack:
-        v = stack.pop()
-        n = graph.producer(v)
-        if v in seen or not isinstance(n, _TREE) or graph.types[v].kind is not ir.Kind.REAL:
-            continue
-        seen.add(v)
-        stack.extend(n.inputs)
-    return seen
-
-
 def quantize(graph: ir.Graph, calib: Optional[torch.Tensor] = None, input_range: Sequence[float] = (0.0, 1.0),
              calib_margin: float = 1.25) -> PassResult:
     report = PassReport(NAME)
@@ -390,7 +376,6 @@ def quantize(graph: ir.Graph, calib: Optional[torch.Tensor] = None, input_range:
 
     # constant part X0 of every neuron's input (synapse biases carried through the domain ops)
     def x0_of(value: str) -> np.ndarray:
-        t = types[value]
         memo: dict[str, torch.Tensor] = {}
 
         def ev(v: str) -> torch.Tensor:

@@ -5,7 +5,6 @@ import torch
 from torch import nn
 
 from conftest import ROOT, neuron_outputs
-from examples.models import zoo
 from spikec.errors import CheckpointError, ShapeError, UnsupportedError
 from spikec.frontend import load_checkpoint, trace
 from spikec.runtime.float_interpreter import run_float

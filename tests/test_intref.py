@@ -12,7 +12,6 @@ import torch
 from conftest import ROOT
 from spikec import ir
 from spikec.errors import UnsupportedError
-from spikec.passes.merge_scale_into_threshold import merge_scale_into_threshold
 from spikec.passes.pipelines import run_pipeline
 from spikec.passes.quantize import quantize
 from spikec.runtime.float_interpreter import run_float

@@ -2,7 +2,6 @@
 2.0's ``layer.*`` wrappers and ``SeqToANNContainer``: IF, parametric LIF, LIF without
 ``decay_input``, soft reset (``v_reset=None``), a non-zero reset value and a threshold != 1."""
 
-import torch
 from torch import nn
 
 

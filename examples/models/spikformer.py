@@ -16,7 +16,6 @@ Tiny configurations (``spikformer_digits``) are used by the tests, the demo and 
 
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 
 from spikec.compat import legacy_spikingjelly

@@ -24,7 +24,6 @@ network computes exactly the intref function, stage outputs shifted by the stage
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -115,7 +114,6 @@ def conv_matrix(weight: np.ndarray, in_feats, stride, padding, dilation, groups,
     cout, cin_g = weight.shape[:2]
     k = weight.shape[2:]
     nd = len(k)
-    cin = in_feats[0]
     out_sp, in_sp = out_feats[1:], in_feats[1:]
     cout_g = cout // groups
     rows, cols, vals = [], [], []

@@ -20,7 +20,6 @@ from typing import Optional
 import numpy as np
 import torch
 
-from spikec import ir
 from spikec.compat.lava311 import ensure_lava
 from spikec.errors import SpikecError
 
