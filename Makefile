@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q --no-deps spikingjelly==2.0.0
 	$(PIP) install -q --no-deps --ignore-requires-python lava-nc==0.10.0
-	$(PIP) install -q -e '.[frameworks,nir,dev]'
+	$(PIP) install -q -e '.[frameworks,nir,onnx,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

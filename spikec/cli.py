@@ -174,7 +174,7 @@ def cmd_compile(args) -> int:
     missing = [opt for opt, v in (("CHECKPOINT", args.checkpoint), ("--target", args.target), ("-o/--output", args.output)) if not v]
     if missing:
         raise SpikecError(f"compile needs {', '.join(missing)} (see spikec compile --help)")
-    resolve(args.target, args.skip)  # unknown pass names fail before the (slow) trace
+    resolve({"onnx": "intref"}.get(args.target, args.target), args.skip)  # unknown pass names fail before the (slow) trace
     calib = load_array(args.calib, "--calib") if args.calib else None
     graph = load_graph(args)  # trace first: model errors are reported whatever the target
     if args.emit_ir:
@@ -207,6 +207,13 @@ def cmd_compile(args) -> int:
     if args.target == "intref":
         write_artifact(res.quantized, args.output, res.lines, source=src)
         print(f"wrote intref artifact to {args.output}")
+    elif args.target == "onnx":
+        from .targets.onnx import OPSET, export_onnx, write_onnx
+
+        model = export_onnx(res.quantized)  # passes onnx.checker
+        write_onnx(model, args.output)
+        print(f"wrote {args.output}: integer-only ONNX (opset {OPSET}, time unrolled, {model.ByteSize() // 1024} KiB); "
+              "real output = output x output_scales (model metadata)")
     elif args.target == "nir":
         from .targets.nir import export_nir, write_nir
 

@@ -12,7 +12,7 @@ import torch
 from . import ir
 from .errors import SpikecError
 
-INTEGER_TARGETS = ("intref", "lava")
+INTEGER_TARGETS = ("intref", "lava", "onnx")
 
 
 @dataclass
@@ -42,7 +42,7 @@ def compile_graph(graph: ir.Graph, target: str, calib: Optional[np.ndarray] = No
     from .passes.pipelines import run_pipeline
     from .passes.quantize import quantize
 
-    pipeline = target if target in ("intref", "lava", "nir") else "float"
+    pipeline = {"onnx": "intref"}.get(target, target if target in ("intref", "lava", "nir") else "float")
     pr = run_pipeline(graph, pipeline, skip=skip, dump_after=dump_after, on_dump=on_dump)
     res = CompileResult(graph, pr.graph, pr, lines=[f"pipeline '{pipeline}':"] + ["  " + l for l in pr.summary_lines()])
     if integer and target in INTEGER_TARGETS:

@@ -49,5 +49,6 @@ def zoo_models():
 # families each target is verified on by the tests (the README support table must say exactly this)
 LAVA_FAMILIES = ["spikformer_digits", "sj_spikformer", "sj_sdt", "meta_spikformer", "neuron_variants"]
 INTREF_FAMILIES = ["sj_spikformer", "sj_sdt", "meta_spikformer", "neuron_variants", "spikformer_digits"]
+ONNX_FAMILIES = list(INTREF_FAMILIES)
 NIR_FAMILIES = {"sj_sdt": dict(embed_dims=16, num_heads=2), "spikformer_digits": dict(embed_dims=16, num_heads=2),
                 "meta_spikformer": {}}

@@ -22,11 +22,12 @@ def support_rows():
 
 
 def test_support_table_matches_reality(zoo_models):
-    from conftest import INTREF_FAMILIES, LAVA_FAMILIES, NIR_FAMILIES
+    from conftest import INTREF_FAMILIES, LAVA_FAMILIES, NIR_FAMILIES, ONNX_FAMILIES
     from examples.models import zoo
     from spikec.targets import AVAILABLE, TARGETS
 
-    verified = {"intref": set(INTREF_FAMILIES), "lava": set(LAVA_FAMILIES), "nir": set(NIR_FAMILIES)}
+    verified = {"intref": set(INTREF_FAMILIES), "lava": set(LAVA_FAMILIES), "nir": set(NIR_FAMILIES),
+                "onnx": set(ONNX_FAMILIES)}
     header, rows = support_rows()
     assert header[:3] == ["family", "example", "float IR"]
     assert set(header[3:]) == set(TARGETS)

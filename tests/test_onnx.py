@@ -1,0 +1,48 @@
+"""ONNX target: the integer model in onnxruntime equals intref bit for bit; checker passes."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from conftest import ONNX_FAMILIES, ROOT
+from spikec.compiler import compile_graph
+from spikec.targets.intref.executor import run_int
+from spikec.targets.onnx import OPSET, export_onnx
+
+FLOAT_OPS = {"Div", "Add", "Floor", "Clip", "Cast", "Gather"}  # the input quantization boundary may use these on floats
+
+
+@pytest.mark.parametrize("family", ONNX_FAMILIES)
+def test_onnx_equals_intref(zoo_models, family):
+    _, x, g = zoo_models[family]
+    x = x[:, :8] if g.inputs[0].layout == "sequence" else x[:8]
+    res = compile_graph(g, "onnx", input_range=(0, 2))
+    model = export_onnx(res.quantized)
+    onnx.checker.check_model(model)
+    assert model.opset_import[0].version == OPSET
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    y = sess.run(None, {"x": x.numpy().astype(np.float32)})[0]
+    ref = run_int(res.quantized, x).outputs[0].numpy()
+    assert y.dtype == np.int64 and y.shape == ref.shape
+    np.testing.assert_array_equal(y, ref)
+    # integer-only datapath: the only float tensors feed the input quantization (before its Cast)
+    inferred = onnx.shape_inference.infer_shapes(model)
+    float_values = {v.name for v in inferred.graph.value_info if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    for node in model.graph.node:
+        if any(o in float_values for o in node.output):
+            assert node.op_type in FLOAT_OPS, node.op_type
+
+
+def test_compile_onnx_cli(tmp_path):
+    from spikec.cli import main
+
+    ckpt = ROOT / "examples" / "checkpoints" / "spikformer_digits.pth"
+    out = tmp_path / "m.onnx"
+    assert main(["compile", str(ckpt), "--model", f"{ROOT}/examples/models/spikformer.py:spikformer_digits",
+                 "--input-shape", "1,8,8", "--target", "onnx", "-o", str(out)]) == 0
+    model = onnx.load(str(out))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert "output_scales" in meta and meta["time_steps"] == "4"
