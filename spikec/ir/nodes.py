@@ -105,6 +105,10 @@ def _array_str(a: np.ndarray) -> str:
     return f"<{a.dtype}{list(a.shape)}>"
 
 
+def _scalar_or_array_str(v) -> str:
+    return _array_str(v) if isinstance(v, np.ndarray) else f"{v:g}"
+
+
 def _check_arity(node: Node, ins: list[TensorType]) -> None:
     if node.arity is not None and len(ins) != node.arity:
         raise node.fail(f"expects {node.arity} input(s), got {len(ins)}")
@@ -374,11 +378,7 @@ class NeuronNode(Node):
         return self.v_reset is None
 
     def summary(self):
-        th = (
-            _array_str(self.v_threshold)
-            if isinstance(self.v_threshold, np.ndarray)
-            else f"{self.v_threshold:g}"
-        )
+        th = _scalar_or_array_str(self.v_threshold)
         reset = "soft" if self.v_reset is None else f"hard->{self.v_reset:g}"
         if self.model == "IF":
             return f"IF th={th} reset={reset}"
@@ -499,7 +499,7 @@ class ScaleNode(Node):
         return x.with_(kind=kind)
 
     def summary(self):
-        f = _array_str(self.factor) if isinstance(self.factor, np.ndarray) else f"{self.factor:g}"
+        f = _scalar_or_array_str(self.factor)
         return f"{'x' if self.mode == 'mul' else '/'}{f}"
 
 
@@ -783,7 +783,7 @@ class PadNode(Node):
         return TensorType(x.time, feats, kind)
 
     def summary(self):
-        v = _array_str(self.value) if isinstance(self.value, np.ndarray) else f"{self.value:g}"
+        v = _scalar_or_array_str(self.value)
         return f"{[list(p) for p in self.pads]} value={v}"
 
 
