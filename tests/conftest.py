@@ -52,3 +52,8 @@ INTREF_FAMILIES = ["sj_spikformer", "sj_sdt", "meta_spikformer", "neuron_variant
 ONNX_FAMILIES = list(INTREF_FAMILIES)
 NIR_FAMILIES = {"sj_sdt": dict(embed_dims=16, num_heads=2), "spikformer_digits": dict(embed_dims=16, num_heads=2),
                 "meta_spikformer": {}}
+
+
+def first_samples(x: torch.Tensor, graph, n: int = 8) -> torch.Tensor:
+    """The first ``n`` samples of a model input ([B, ...] or, for sequence inputs, [T, B, ...])."""
+    return x[:, :n] if graph.inputs[0].layout == "sequence" else x[:n]

@@ -19,12 +19,13 @@ from spikec.targets.lava import build_netspec, report_lines, resource_report
 from spikec.targets.lava.runner import run_lava
 
 from conftest import LAVA_FAMILIES as FAMILIES
+from conftest import first_samples
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_lava_equals_intref_bit_for_bit(zoo_models, family):
     model, x, g = zoo_models[family]
-    x = x[:, :8] if g.inputs[0].layout == "sequence" else x[:8]
+    x = first_samples(x, g)
     res = compile_graph(g, "lava", input_range=(0, 2))
     spec = build_netspec(res.quantized)
     ri = run_int(res.quantized, x, record=True)
