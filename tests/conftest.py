@@ -51,7 +51,7 @@ LAVA_FAMILIES = ["spikformer_digits", "sj_spikformer", "sj_sdt", "meta_spikforme
 INTREF_FAMILIES = ["sj_spikformer", "sj_sdt", "meta_spikformer", "neuron_variants", "spikformer_digits"]
 ONNX_FAMILIES = list(INTREF_FAMILIES)
 NIR_FAMILIES = {"sj_sdt": dict(embed_dims=16, num_heads=2), "spikformer_digits": dict(embed_dims=16, num_heads=2),
-                "meta_spikformer": {}}
+                "meta_spikformer": {}, "neuron_variants": {}}
 
 
 def first_samples(x: torch.Tensor, graph, n: int = 8) -> torch.Tensor:

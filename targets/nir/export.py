@@ -17,10 +17,12 @@ Conventions (stored in the graph metadata as JSON strings):
   built from broadcasting Affines, a Threshold and a summing Affine (size reported; refused above
   ``max_neurons``);
 * a sum / mean over time at the end becomes the ``readout`` metadata (per-step outputs, summed or
-  averaged by the consumer), classifier biases divided by T accordingly.
+  averaged by the consumer), classifier biases divided by T accordingly;
+* soft reset (V = H − θS) = a reset-free LI / I membrane, Threshold(θ') and a self-inhibiting
+  recurrent edge (see :meth:`_Exporter.soft_reset_neuron`).
 
-Anything else (soft reset, real-valued products, max pool of real values, ops across time inside
-the network) raises an error naming the node and its module; ``partial=True`` exports the
+Anything else (real-valued products, max pool of real values, ops across time inside the
+network) raises an error naming the node and its module; ``partial=True`` exports the
 expressible prefix instead (outputs are then the last exportable values).
 """
 
@@ -224,8 +226,6 @@ class _Exporter:
     def neuron(self, n: ir.NeuronNode) -> None:
         nir, t = self.nir, self.types[n.name]
         x = self.vals[n.inputs[0]]
-        if n.v_reset is None:
-            raise self.fail(n, "soft reset (subtract threshold): NIR neurons only reset to a value")
         if isinstance(n.v_threshold, np.ndarray):
             th = np.broadcast_to(n.v_threshold, t.features).astype(np.float32)
         else:
@@ -233,6 +233,9 @@ class _Exporter:
         shape = x.shape
         th = np.nextafter(th, np.float32(-np.inf)).reshape(shape)
         full = lambda v: np.full(shape, v, np.float32)  # noqa: E731
+        if n.v_reset is None:
+            self.soft_reset_neuron(n, x, th)
+            return
         if n.model == "IF":
             node = nir.IF(r=full(1.0 / DT), v_threshold=th, v_reset=full(n.v_reset))
         else:
@@ -241,6 +244,38 @@ class _Exporter:
             node = nir.LIF(tau=full(tau * DT), r=full(r), v_leak=full(n.v_reset), v_threshold=th, v_reset=full(n.v_reset))
             node.metadata = {"spikec_leak_rate": json.dumps(n.leak_rate), "spikec_decay_input": json.dumps(n.decay_input)}
         self.vals[n.name] = Val([self.add(n.name, node, x.terms)], shape)
+
+    def soft_reset_neuron(self, n: ir.NeuronNode, x: Val, th_below: np.ndarray) -> None:
+        """Soft reset (V = H − θS) with standard nodes: NIR neurons only reset to a value, so the
+        membrane is a reset-free LI (IF: I) node holding H, the spikes are Threshold(θ') of it, and
+        the subtraction is a self-inhibiting recurrent edge S → Scale(−c) → membrane, which NIR
+        consumers evaluate with a one-step delay (the previous step's spikes).
+
+        With leak rate k (1/τ, or sigmoid(w) for parametric LIF) the source computes
+        H[t] = V + (X − V)·k with V = H[t−1] − θS[t−1]; the LI node computes
+        H[t] = H[t−1] + (X + F − H[t−1])·k, equal for F = −θ(1 − k)/k · S[t−1]
+        (decay_input=False: H = (1 − k)V + X, F = −θ(1 − k)·S[t−1]; IF: F = −θ·S[t−1]).
+        The algebra is exact; float32 rounding follows a different operation order than the
+        source, which the re-import check measures.
+        """
+        nir, shape = self.nir, x.shape
+        full = lambda v: np.full(shape, v, np.float32)  # noqa: E731
+        theta = np.broadcast_to(np.asarray(n.v_threshold, np.float64), self.types[n.name].features).reshape(shape)
+        if n.model == "IF":
+            mem = nir.I(r=full(1.0 / DT))
+            c = theta
+        else:
+            k = n.leak_rate if n.leak_rate is not None else 1.0 / n.tau
+            tau = 1.0 / k
+            mem = nir.LI(tau=full(tau * DT), r=full(1.0 if n.decay_input else tau), v_leak=full(0.0))
+            mem.metadata = {"spikec_leak_rate": json.dumps(n.leak_rate), "spikec_decay_input": json.dumps(n.decay_input)}
+            c = theta * (1 - k) / k if n.decay_input else theta * (1 - k)
+        m = self.add(f"{n.name}_membrane", mem, x.terms)
+        spikes = self.add(n.name, nir.Threshold(threshold=th_below), [m])
+        inhibit = self.add(f"{n.name}_soft_reset", nir.Scale(scale=_f32(-c)), [spikes])
+        self.edges.append((inhibit, m))  # recurrent: previous step's spikes
+        self.notes.append(f"{n.name}: soft reset as {type(mem).__name__} + Threshold + recurrent Scale(-theta*...)")
+        self.vals[n.name] = Val([spikes], shape)
 
     def spike_product(self, n) -> None:
         """Coincidence expansion of A @ B (pair) or (A @ B) @ C (triple) over binary operands."""

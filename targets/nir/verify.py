@@ -57,6 +57,43 @@ class _IF(nn.Module):
         return s, s * self.v_reset + (1 - s) * h
 
 
+class _LI(nn.Module):
+    """Reset-free leaky membrane (NIR LI, forward Euler); the same float order as :class:`_LIF`."""
+
+    def __init__(self, node, dt):
+        super().__init__()
+        self.tau = float(np.asarray(node.tau, np.float64).reshape(-1)[0] / dt)
+        self.r = float(np.asarray(node.r).reshape(-1)[0])
+        self.v_leak = float(np.asarray(node.v_leak).reshape(-1)[0])
+        meta = node.metadata or {}
+        self.decay_input = json.loads(meta.get("spikec_decay_input", "true"))
+        rate = json.loads(meta.get("spikec_leak_rate", "null"))
+        self.rate = None if rate is None else torch.tensor(rate, dtype=torch.float32)
+
+    def forward(self, x, state=None):
+        v = torch.full_like(x, self.v_leak) if state is None else state
+        vl = self.v_leak
+        if self.decay_input:
+            drive = x if self.r == 1.0 else x * self.r
+            h = v + (drive - (v - vl)) * self.rate if self.rate is not None else v + (drive - (v - vl)) / self.tau
+        else:
+            h = v - (v - vl) * self.rate + x if self.rate is not None else v - (v - vl) / self.tau + x
+        return h, h
+
+
+class _I(nn.Module):
+    """Reset-free integrator (NIR I): v += r·dt·x."""
+
+    def __init__(self, node, dt):
+        super().__init__()
+        self.gain = float(np.asarray(node.r).reshape(-1)[0]) * dt
+
+    def forward(self, x, state=None):
+        v = torch.zeros_like(x) if state is None else state
+        h = v + (x if self.gain == 1.0 else x * self.gain)
+        return h, h
+
+
 class _Affine(nn.Module):
     def __init__(self, node):
         super().__init__()
@@ -95,6 +132,8 @@ def node_map(dt: float) -> dict:
     return {
         nir.LIF: lambda n: _LIF(n, dt),
         nir.IF: lambda n: _IF(n, dt),
+        nir.LI: lambda n: _LI(n, dt),
+        nir.I: lambda n: _I(n, dt),
         nir.Affine: _Affine,
         nir.Conv2d: conv2d,
         nir.Conv1d: conv1d,
