@@ -84,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--calib", metavar="FILE", help="calibration inputs (.npy, model input layout): per-layer scales from measured currents")
     g.add_argument("--input-range", type=_range, default=(0.0, 1.0), metavar="LO,HI", help="range of the model's analog input (default 0,1)")
     g = p.add_argument_group("nir")
-    g.add_argument("--max-nir-neurons", type=int, default=200_000, metavar="N",
-                   help="refuse spike-product expansions above N coincidence neurons (default 200000)")
+    g.add_argument("--max-nir-neurons", type=int, default=1_000_000, metavar="N",
+                   help="refuse expansions (spike-product coincidences, max-pool selections) above N threshold "
+                        "neurons in all (default 1000000)")
     g.add_argument("--partial", action="store_true", help="export the expressible prefix instead of failing")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_compile)
@@ -218,7 +219,8 @@ def cmd_compile(args) -> int:
         from .targets.nir import export_nir, write_nir
 
         ex = export_nir(res.optimized, max_neurons=args.max_nir_neurons, partial=args.partial)
-        print(f"NIR graph: {len(ex.graph.nodes)} nodes, {ex.coincidence_neurons} coincidence neurons for spike products")
+        print(f"NIR graph: {len(ex.graph.nodes)} nodes, {ex.coincidence_neurons} expansion neurons "
+              "(spike-product coincidences, max-pool selections)")
         for note in ex.notes:
             print("  " + note)
         write_nir(ex, args.output)

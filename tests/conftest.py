@@ -50,7 +50,7 @@ def zoo_models():
 LAVA_FAMILIES = ["spikformer_digits", "sj_spikformer", "sj_sdt", "meta_spikformer", "neuron_variants"]
 INTREF_FAMILIES = ["sj_spikformer", "sj_sdt", "meta_spikformer", "neuron_variants", "spikformer_digits"]
 ONNX_FAMILIES = list(INTREF_FAMILIES)
-NIR_FAMILIES = {"sj_sdt": dict(embed_dims=16, num_heads=2), "spikformer_digits": dict(embed_dims=16, num_heads=2),
+NIR_FAMILIES = {"sj_spikformer": dict(embed_dims=16, num_heads=2), "sj_sdt": dict(embed_dims=16, num_heads=2), "spikformer_digits": dict(embed_dims=16, num_heads=2),
                 "meta_spikformer": {}, "neuron_variants": {}}
 
 

@@ -84,12 +84,86 @@ def test_soft_reset_exports_as_membrane_threshold_and_recurrent_inhibition(tmp_p
     assert not check_against_float(g, tmp_path / "broken.nir", x)["spikes_identical"]
 
 
-@pytest.mark.parametrize("family,kw,message", [
-    ("sj_spikformer", {}, "max pooling of real values"),
+def _conv_maxpool_net(conv_kw, pool_kw, spiking_input=True):
+    """[T, B, 4, 7, 7] -> (IF ->) conv -> max pool: real-valued max pool, weights multiples of 1/8 so
+    every sum is exact in float32 and ties are frequent."""
+    from spikingjelly.activation_based import functional, layer, neuron
+
+    g = torch.Generator().manual_seed(3)
+    conv = layer.Conv2d(4, 6, **conv_kw)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randint(-4, 5, conv.weight.shape, generator=g) / 8.0)
+        conv.bias.copy_(torch.randint(-4, 3, conv.bias.shape, generator=g) / 8.0)
+    mods = ([neuron.IFNode(v_threshold=0.5)] if spiking_input else []) + [conv, layer.MaxPool2d(**pool_kw)]
+    net = torch.nn.Sequential(*mods)
+    functional.set_step_mode(net, "m")
+    return net.eval()
+
+
+@pytest.mark.parametrize("conv_kw,pool_kw", [
+    (dict(kernel_size=3, padding=1, groups=2), dict(kernel_size=3, stride=2, padding=1)),
+    (dict(kernel_size=2, stride=2, padding=1), dict(kernel_size=2, stride=1)),
 ])
-def test_refuses_what_nir_cannot_express(family, kw, message):
-    g, _ = _nir_graph(family, **kw)
-    with pytest.raises(UnsupportedError, match=message) as e:
+def test_maxpool_of_spike_conv_is_exact_selection(tmp_path, conv_kw, pool_kw):
+    """max_p (W*s + b)_p from comparisons, winners and AND selections: equal to torch's max pool
+    bit for bit (exact sums), ties and the -inf padding included; each part is needed."""
+    import nir
+
+    net = _conv_maxpool_net(conv_kw, pool_kw)
+    x = torch.rand(3, 5, 4, 7, 7, generator=torch.Generator().manual_seed(4))
+    g = run_pipeline(trace(net, (4, 7, 7), time_steps=3), "nir").graph
+    ex = export_nir(g)
+    assert any("max pool of real values" in note for note in ex.notes) and ex.coincidence_neurons > 0
+    assert not {type(v).__name__ for v in ex.graph.nodes.values()} - {"Input", "Output", "IF", "Conv2d", "Threshold", "Scale"}
+    write_nir(ex, tmp_path / "m.nir")
+    with torch.no_grad():
+        want = net(x)
+    from spikec.targets.nir.verify import run_nir
+
+    got, _ = run_nir(tmp_path / "m.nir", x)
+    assert torch.equal(got.reshape(want.shape), want)
+    with torch.no_grad():  # ties are exercised: windows whose maximum occurs more than once
+        y = net[1](net[0](x)).flatten(0, 1)
+    k, st, p = pool_kw["kernel_size"], pool_kw["stride"], pool_kw.get("padding", 0)
+    win = torch.nn.functional.pad(y, (p,) * 4, value=float("-inf")).unfold(2, k, st).unfold(3, k, st)
+    assert int(((win == win.amax(dim=(-1, -2), keepdim=True)).sum(dim=(-1, -2)) > 1).sum()) > 20
+    for part, change in [("_cmp_diff", lambda v: setattr(v, "weight", -v.weight)),  # selects the minimum
+                         ("_win", lambda v: setattr(v, "threshold", v.threshold - 1))]:  # several winners
+        broken = nir.read(str(tmp_path / "m.nir"))
+        for k, v in broken.nodes.items():
+            if k.endswith(part):
+                change(v)
+        assert not torch.equal(run_nir(broken, x)[0].reshape(want.shape), want), part
+
+
+def test_maxpool_padding_loses_to_negative_values(tmp_path):
+    """PyTorch pads max pools with -inf: a window at the border whose inside values are all
+    negative still returns the largest of them (zero padding would return 0)."""
+    net = _conv_maxpool_net(dict(kernel_size=1), dict(kernel_size=3, stride=2, padding=1))
+    with torch.no_grad():
+        net[1].weight.copy_(-net[1].weight.abs() - 0.125)
+        net[1].bias.copy_(-net[1].bias.abs() - 0.125)
+    x = torch.rand(2, 3, 4, 7, 7, generator=torch.Generator().manual_seed(5))
+    g = run_pipeline(trace(net, (4, 7, 7), time_steps=2), "nir").graph
+    from spikec.targets.nir.verify import run_nir
+
+    ex = export_nir(g)
+    write_nir(ex, tmp_path / "m.nir")
+    with torch.no_grad():
+        want = net(x)
+    assert (want < 0).all()
+    assert torch.equal(run_nir(tmp_path / "m.nir", x)[0].reshape(want.shape), want)
+    for k, v in ex.graph.nodes.items():  # without the padding correction the zero padding wins
+        if k.endswith("_cmp_pad"):
+            v.weight = v.weight * 0
+    assert not torch.equal(run_nir(ex.graph, x)[0].reshape(want.shape), want)
+
+
+def test_refuses_what_nir_cannot_express():
+    """A max pool of a convolution of real values (the image) has no exact NIR form."""
+    net = _conv_maxpool_net(dict(kernel_size=3, padding=1), dict(kernel_size=2, stride=2), spiking_input=False)
+    g = run_pipeline(trace(net, (4, 7, 7), time_steps=2), "nir").graph
+    with pytest.raises(UnsupportedError, match="max pooling of real values: the pooled convolution .* reads real") as e:
         export_nir(g)
     assert "module '" in str(e.value)
     ex = export_nir(g, partial=True)
@@ -102,14 +176,15 @@ def test_coincidence_size_limit():
         export_nir(g, max_neurons=1000)
 
 
-def test_cli_compile_and_verify_nir(tmp_path, capsys):
+@pytest.mark.parametrize("family", ["sj_sdt", "sj_spikformer"])
+def test_cli_compile_and_verify_nir(tmp_path, capsys, family):
     from spikec.cli import main
 
-    model, x = zoo.build("sj_sdt", **NIR_FAMILIES["sj_sdt"])
+    model, x = zoo.build(family, **NIR_FAMILIES[family])
     torch.save(model.state_dict(), tmp_path / "m.pth")
     np.save(tmp_path / "x.npy", x[:4].numpy())
-    args = [str(tmp_path / "m.pth"), "--model", "examples.models.zoo:sj_sdt", "--model-kwargs",
-            json.dumps(NIR_FAMILIES["sj_sdt"]), "--input-shape", "3,16,16"]
+    args = [str(tmp_path / "m.pth"), "--model", f"examples.models.zoo:{family}", "--model-kwargs",
+            json.dumps(NIR_FAMILIES[family]), "--input-shape", "3,16,16"]
     assert main(["compile", *args, "--target", "nir", "-o", str(tmp_path / "m.nir")]) == 0
     assert (tmp_path / "m.nir").exists()
     assert main(["verify", *args, "--target", "nir", "--input", str(tmp_path / "x.npy")]) == 0

@@ -19,9 +19,13 @@ Conventions (stored in the graph metadata as JSON strings):
 * a sum / mean over time at the end becomes the ``readout`` metadata (per-step outputs, summed or
   averaged by the consumer), classifier biases divided by T accordingly;
 * soft reset (V = H − θS) = a reset-free LI / I membrane, Threshold(θ') and a self-inhibiting
-  recurrent edge (see :meth:`_Exporter.soft_reset_neuron`).
+  recurrent edge (see :meth:`_Exporter.soft_reset_neuron`);
+* max pool of real values that are a convolution of spikes = comparisons, winners and AND
+  selections (:mod:`.real_maxpool`; counted against ``max_neurons`` with the coincidences);
+* grouped convolutions are written with block-diagonal dense weights (NIR 1.0.8's type check
+  ignores ``groups``).
 
-Anything else (real-valued products, max pool of real values, ops across time inside the
+Anything else (real-valued products, max pool of other real values, ops across time inside the
 network) raises an error naming the node and its module; ``partial=True`` exports the
 expressible prefix instead (outputs are then the last exportable values).
 """
@@ -38,7 +42,12 @@ import scipy.sparse as sp
 from spikec import __version__, ir
 from spikec.errors import UnsupportedError
 
+from . import real_maxpool
+
 DT = 2.0 ** -10
+EXPANSION_NAMES = {"spike product": "coincidence neurons", "max pool": "comparison / selection neurons"}
+EXPANSION_ADVICE = {"spike product": "use smaller attention (tokens x head dim)",
+                    "max pool": "use fewer channels or a smaller pooled map"}
 
 
 @dataclass
@@ -56,7 +65,7 @@ class Val:
 @dataclass
 class Exported:
     graph: object  # nir.NIRGraph
-    coincidence_neurons: int = 0
+    coincidence_neurons: int = 0  # threshold neurons of all expansions (spike products, real max pools)
     notes: list[str] = field(default_factory=list)
     partial_outputs: list[str] = field(default_factory=list)
 
@@ -143,13 +152,14 @@ class _Exporter:
             self.vals[n.name] = get(0)
         elif isinstance(n, ir.ConvNode):
             x = get(0)
-            spatial = any(k > 1 for k in n.weight.shape[2:]) or any(s > 1 for s in n.stride) or any(n.padding)
+            spatial = any(k > 1 for k in n.weight.shape[2:]) or any(s > 1 for s in n.stride) or any(n.padding) or \
+                any(isinstance(u, ir.MaxPoolNode) for u in self.g.users(n.name))
             if spatial and not x.flat:
                 cls = nir.Conv2d if n.spatial_dims == 2 else nir.Conv1d
                 shp = tuple(x.shape[1:]) if n.spatial_dims == 2 else x.shape[1]
                 arg = lambda a: tuple(a) if n.spatial_dims == 2 else a[0]  # noqa: E731
-                node = self.add(n.name, cls(input_shape=shp, weight=_f32(n.weight), stride=arg(n.stride),
-                                            padding=arg(n.padding), dilation=arg(n.dilation), groups=n.groups,
+                node = self.add(n.name, cls(input_shape=shp, weight=real_maxpool.dense_conv_weight(_f32(n.weight), n.groups),
+                                            stride=arg(n.stride), padding=arg(n.padding), dilation=arg(n.dilation), groups=1,
                                             bias=_f32(n.bias if n.bias is not None else np.zeros(n.weight.shape[0]))), x.terms)
                 self.vals[n.name] = Val([node], t.features)
             else:  # 1x1 convs on token layouts, or convs on flat values: an unrolled Affine
@@ -195,10 +205,12 @@ class _Exporter:
             self.vals[n.name] = self.affine(n.name, x, m)
         elif isinstance(n, ir.ReduceNode):  # over time: only as the readout
             raise self.fail(n, "an operation across time steps inside the network")
+        elif isinstance(n, ir.MaxPoolNode) and self.types[n.inputs[0]].kind is not ir.Kind.SPIKE:
+            self.real_maxpool(n)
         elif isinstance(n, ir.MaxPoolNode):
             x = get(0)
-            if self.types[n.inputs[0]].kind is not ir.Kind.SPIKE or x.flat or len(n.kernel) != 2 or any(d != 1 for d in n.dilation):
-                raise self.fail(n, "max pooling of real values (NIR has no max pool; only spikes = OR are exact)")
+            if x.flat or len(n.kernel) != 2 or any(d != 1 for d in n.dilation):
+                raise self.fail(n, "max pooling of spikes on a flattened layout or with dilation")
             s = self.add(n.name, nir.SumPool2d(kernel_size=np.array(n.kernel), stride=np.array(n.stride),
                                                padding=np.array(n.padding)), x.terms)
             th = self.add(f"{n.name}_or", nir.Threshold(threshold=np.full(t.features, 0.5, np.float32)), [s])
@@ -277,6 +289,28 @@ class _Exporter:
         self.notes.append(f"{n.name}: soft reset as {type(mem).__name__} + Threshold + recurrent Scale(-theta*...)")
         self.vals[n.name] = Val([spikes], shape)
 
+    def count_expansion(self, n: ir.Node, size: int, what: str) -> None:
+        self.coincidences += size
+        if self.coincidences > self.max_neurons:
+            raise UnsupportedError(
+                f"nir: the {what} at {n.name} (module '{n.source}') expands to {size} {EXPANSION_NAMES[what]} "
+                f"({self.coincidences} expansion neurons in all) > --max-nir-neurons {self.max_neurons}; raise the limit, "
+                f"{EXPANSION_ADVICE[what]}, or export with --partial")
+
+    def real_maxpool(self, n: ir.MaxPoolNode) -> None:
+        """Max pool of a convolution of spikes as comparisons, winners and AND selections."""
+        reason = real_maxpool.unsupported_reason(self.g, n)
+        if reason:
+            raise self.fail(n, f"max pooling of real values: {reason}")
+        conv = self.g.producer(n.inputs[0])
+        y, s = self.vals[conv.name], self.vals[conv.inputs[0]]
+        if y.flat or s.flat:
+            raise self.fail(n, "max pooling of real values on a flattened layout")
+        size = real_maxpool.selection_units(conv, n, self.types[n.name].features)
+        self.count_expansion(n, size, "max pool")
+        self.vals[n.name] = Val(real_maxpool.lower(self, n, conv, y.terms, s.terms), self.types[n.name].features)
+        self.notes.append(f"{n.name}: max pool of real values as {size} comparison / selection neurons")
+
     def spike_product(self, n) -> None:
         """Coincidence expansion of A @ B (pair) or (A @ B) @ C (triple) over binary operands."""
         g, types = self.g, self.types
@@ -319,12 +353,7 @@ class _Exporter:
             srcs, th = [q, kt, v], 2.5
             out_idx = np.ravel_multi_index((idx[0], idx[1], idx[4]), (L, N, J))
         size = idx.shape[1]
-        self.coincidences += size
-        if self.coincidences > self.max_neurons:
-            raise UnsupportedError(
-                f"nir: the spike product at {n.name} (module '{n.source}') expands to {size} coincidence neurons "
-                f"({self.coincidences} in all) > --max-nir-neurons {self.max_neurons}; raise the limit, use smaller "
-                "attention (tokens x head dim), or export with --partial")
+        self.count_expansion(n, size, "spike product")
         terms = []
         for src, r in zip(srcs, rows):
             sel = sp.csr_matrix((np.ones(size), (np.arange(size), r)), shape=(size, types[src].numel))
@@ -364,7 +393,7 @@ def _readout(graph: ir.Graph) -> tuple[ir.Graph, Optional[str]]:
     return graph.rewrite(nodes), n.reduce
 
 
-def export_nir(graph: ir.Graph, max_neurons: int = 200_000, partial: bool = False) -> Exported:
+def export_nir(graph: ir.Graph, max_neurons: int = 1_000_000, partial: bool = False) -> Exported:
     """Export a float IR graph (after the 'nir' pass pipeline) as a nir.NIRGraph."""
     import nir
 
@@ -374,6 +403,8 @@ def export_nir(graph: ir.Graph, max_neurons: int = 200_000, partial: bool = Fals
     for o in outputs:
         val = ex.vals[o]
         terms = val.terms
+        if len(terms) > 1:  # nirtorch does not sum the edges into an Output node: sum them first
+            terms = [ex.add(f"{o}_sum", nir.Scale(scale=np.ones(val.shape, np.float32)), terms)]
         ex.add(f"output_{o}" if o != "output" else "output",
                nir.Output(output_type={"output": np.array(val.shape)}), terms)
     # drop nodes that reach no output (nirtorch's interpreter waits for them forever)
