@@ -216,9 +216,14 @@ def cmd_compile(args) -> int:
         print(f"wrote {args.output}: integer-only ONNX (opset {OPSET}, time unrolled, {model.ByteSize() // 1024} KiB); "
               "real output = output x output_scales (model metadata)")
     elif args.target == "nir":
-        from .targets.nir import export_nir, write_nir
+        from .targets.nir import export_nir, quantization_metadata, write_nir
 
-        ex = export_nir(res.optimized, max_neurons=args.max_nir_neurons, partial=args.partial)
+        try:  # the fixed-point scales of the same model, for the metadata
+            quant = quantization_metadata(compile_graph(graph, "intref", calib=calib, input_range=args.input_range,
+                                                        skip=args.skip).quant_report)
+        except SpikecError as e:
+            quant = {"unavailable": str(e)}
+        ex = export_nir(res.optimized, max_neurons=args.max_nir_neurons, partial=args.partial, quantization=quant)
         print(f"NIR graph: {len(ex.graph.nodes)} nodes, {ex.coincidence_neurons} expansion neurons "
               "(spike-product coincidences, max-pool selections)")
         for note in ex.notes:

@@ -185,8 +185,15 @@ def test_cli_compile_and_verify_nir(tmp_path, capsys, family):
     np.save(tmp_path / "x.npy", x[:4].numpy())
     args = [str(tmp_path / "m.pth"), "--model", f"examples.models.zoo:{family}", "--model-kwargs",
             json.dumps(NIR_FAMILIES[family]), "--input-shape", "3,16,16"]
-    assert main(["compile", *args, "--target", "nir", "-o", str(tmp_path / "m.nir")]) == 0
-    assert (tmp_path / "m.nir").exists()
+    assert main(["compile", *args, "--target", "nir", "-o", str(tmp_path / "m.nir"), "--input-range", "0,2"]) == 0
+    import nir
+
+    meta = nir.read(str(tmp_path / "m.nir")).metadata
+    quant = json.loads(meta["quantization"])  # the Loihi 2 scales of the same model, per module
+    modules = {name for name, _ in model.named_modules()}
+    assert quant["input_scale"] == pytest.approx(2.0 / 255)  # 8-bit input over --input-range
+    assert quant["neurons"] and all(r["module"] in modules and r["scale_v"] > 0 for r in quant["neurons"])
+    assert set(json.loads(meta["sources"]).values()) <= modules | {"blocks.0", "blocks.0.attn", "head"}
     assert main(["verify", *args, "--target", "nir", "--input", str(tmp_path / "x.npy")]) == 0
     out = capsys.readouterr().out
     assert "spikes identical in every layer: yes" in out

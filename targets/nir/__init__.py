@@ -2,9 +2,9 @@
 coincidence detection with standard nodes; re-import check with nirtorch (see :mod:`.export`,
 :mod:`.verify`)."""
 
-from .export import DT, Exported, export_nir
+from .export import DT, Exported, export_nir, quantization_metadata
 
-__all__ = ["DT", "Exported", "export_nir", "write_nir"]
+__all__ = ["DT", "Exported", "export_nir", "quantization_metadata", "write_nir"]
 
 
 def write_nir(exported: Exported, path) -> None:

@@ -16,6 +16,8 @@ Conventions (stored in the graph metadata as JSON strings):
   (A B)[n, j] = Σ_k [a_nk + b_kj > 1.5] and (Q Kᵀ V)[n, j] = Σ_{m,i} [q_ni + k_mi + v_mj > 2.5],
   built from broadcasting Affines, a Threshold and a summing Affine (size reported; refused above
   ``max_neurons``);
+* the Loihi 2 fixed-point scales of the same model (when the caller computed them) are stored
+  as the ``quantization`` metadata;
 * a sum / mean over time at the end becomes the ``readout`` metadata (per-step outputs, summed or
   averaged by the consumer), classifier biases divided by T accordingly;
 * soft reset (V = H − θS) = a reset-free LI / I membrane, Threshold(θ') and a self-inhibiting
@@ -393,8 +395,25 @@ def _readout(graph: ir.Graph) -> tuple[ir.Graph, Optional[str]]:
     return graph.rewrite(nodes), n.reduce
 
 
-def export_nir(graph: ir.Graph, max_neurons: int = 1_000_000, partial: bool = False) -> Exported:
-    """Export a float IR graph (after the 'nir' pass pipeline) as a nir.NIRGraph."""
+def quantization_metadata(report) -> dict:
+    """The Loihi 2 fixed-point scales of the same model (a :class:`spikec.passes.quantize.QuantReport`
+    from the intref / lava pipeline), keyed by source module: value ≈ integer · scale."""
+    return {
+        "convention": "Loihi 2 fixed point as `spikec compile --target intref|lava` quantizes this model: "
+                      "real value = integer * scale; weights = mantissa << exp",
+        "input_scale": report.input_scale,
+        "calibrated": report.calibrated,
+        "synapses": [{"module": r.source, "node": r.name, "weight_exp": r.weight_exp, "sign_mode": r.sign_mode,
+                      "scale_in": r.delta_in, "scale_out": r.delta_out} for r in report.synapses],
+        "neurons": [{"module": r.source, "node": r.name, "scale_v": r.delta_v, "vth": r.vth, "dv": r.dv,
+                     "threshold": r.threshold} for r in report.neurons],
+    }
+
+
+def export_nir(graph: ir.Graph, max_neurons: int = 1_000_000, partial: bool = False,
+               quantization: Optional[dict] = None) -> Exported:
+    """Export a float IR graph (after the 'nir' pass pipeline) as a nir.NIRGraph.  ``quantization``
+    (see :func:`quantization_metadata`) is stored in the metadata as given."""
     import nir
 
     graph, readout = _readout(graph)
@@ -429,5 +448,8 @@ def export_nir(graph: ir.Graph, max_neurons: int = 1_000_000, partial: bool = Fa
         "input_layout": json.dumps(graph.inputs[0].layout),
         "sources": json.dumps({k: n.source for k, n in ((m.name, m) for m in graph.nodes) if n.source}),
         "notes": json.dumps(ex.notes),
+        "recurrent_edge_convention": json.dumps("an edge that closes a cycle carries its source's output of the "
+                                                "previous time step (zeros at the first step)"),
+        "quantization": json.dumps(quantization if quantization is not None else {"unavailable": "not computed"}),
     }
     return Exported(nir.NIRGraph(nodes=ex.nodes, edges=ex.edges, metadata=meta), ex.coincidences, ex.notes, outputs)
