@@ -92,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("run", help="run a compiled artifact on inputs",
-                       description="Run a compiled artifact (intref: integer reference executor) on an input array, without the model code.")
-    p.add_argument("artifact", help="directory written by spikec compile")
+                       description="Run a compiled artifact on an input array, without the model code: intref (integer "
+                                   "reference executor), lava (Loihi2SimCfg fixed_pt), onnx (onnxruntime), nir (nirtorch).")
+    p.add_argument("artifact", help="what spikec compile wrote (a directory, or a .onnx / .nir file)")
     p.add_argument("--input", required=True, metavar="X.npy", help="inputs in the model's input layout ([B, ...] or [T, B, ...])")
     p.add_argument("--save", metavar="Y.npy", help="write the (dequantized) outputs here")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -253,8 +254,10 @@ def cmd_run(args) -> int:
     from .compiler import load_array
     from .targets.intref import load_artifact, run_int
 
-    graph, manifest = load_artifact(args.artifact)
     x = load_array(args.input, "--input")
+    if Path(args.artifact).is_file():
+        return _run_file(args, x)
+    graph, manifest = load_artifact(args.artifact)
     if manifest["format"] == "spikec-lava":
         from .targets.lava import build_netspec
         from .targets.lava.runner import run_lava
@@ -276,6 +279,43 @@ def cmd_run(args) -> int:
     Console(width=160).print(table)
     print(f"output: shape {list(y.shape)}, integer scale {r.scales[0]:.6g}")
     flat = y.reshape(-1, y.shape[-1])
+    print("top-1 (first 20):", flat.argmax(-1)[:20].tolist())
+    if args.save:
+        np.save(args.save, y)
+        print(f"saved outputs to {args.save}")
+    return 0
+
+
+def _run_file(args, x) -> int:
+    """``spikec run`` on a single-file artifact: ONNX (onnxruntime) or NIR (nirtorch re-import)."""
+    import numpy as np
+
+    path = Path(args.artifact)
+    with open(path, "rb") as f:
+        magic = f.read(8)
+    if magic == b"\x89HDF\r\n\x1a\n":
+        from .targets.nir.verify import run_file
+
+        y, rec, meta = run_file(path, x)
+        y = y.numpy()
+        print(f"nir: {meta['T']} steps per sample in nirtorch with spikec's node map (forward Euler, dt from the "
+              f"metadata); readout: {meta['readout']}")
+        kinds = meta["node_types"]
+        keys = {k.replace(".", "_").replace(":", "_"): (k, m) for k, m in meta.get("sources", {}).items()}
+        print(f"  {'neuron layer':44s} {'source module':44s} rate")
+        for key, s in rec.items():  # neurons: LIF / IF nodes, and soft-reset thresholds over a membrane
+            if key in keys and (kinds[key] in ("LIF", "IF") or key + "_membrane" in kinds):
+                print(f"  {keys[key][0]:44s} {keys[key][1]:44s} {float(s.float().mean()):.4f}")
+    elif path.suffix == ".onnx" or magic[:1] == b"\x08":
+        from .targets.onnx.runner import run_onnx
+
+        outs, scales, meta = run_onnx(path, x)
+        y = outs[0] * scales[0]
+        print(f"onnx: onnxruntime, integer outputs x scale {scales[0]:.6g} ({meta.get('semantics', '')})")
+    else:
+        raise SpikecError(f"{path}: not a spikec artifact (an intref / lava directory, a .onnx or a .nir file)")
+    print(f"output: shape {list(y.shape)}")
+    flat = np.asarray(y).reshape(-1, y.shape[-1])
     print("top-1 (first 20):", flat.argmax(-1)[:20].tolist())
     if args.save:
         np.save(args.save, y)

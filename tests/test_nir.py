@@ -197,3 +197,12 @@ def test_cli_compile_and_verify_nir(tmp_path, capsys, family):
     assert main(["verify", *args, "--target", "nir", "--input", str(tmp_path / "x.npy")]) == 0
     out = capsys.readouterr().out
     assert "spikes identical in every layer: yes" in out
+    # spikec run on the .nir file: nirtorch, readout from the metadata, equal to the torch model
+    assert main(["run", str(tmp_path / "m.nir"), "--input", str(tmp_path / "x.npy"), "--save", str(tmp_path / "y.npy")]) == 0
+    with torch.no_grad():
+        want = model(x[:4]).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), want, atol=1e-5, rtol=0)
+    assert "rate" in capsys.readouterr().out
+    np.save(tmp_path / "bad.npy", x[:4, :1].numpy())
+    assert main(["run", str(tmp_path / "m.nir"), "--input", str(tmp_path / "bad.npy")]) == 2
+    assert "per-sample features [3, 16, 16]" in capsys.readouterr().err

@@ -46,3 +46,24 @@ def test_compile_onnx_cli(tmp_path):
     model = onnx.load(str(out))
     meta = {p.key: p.value for p in model.metadata_props}
     assert "output_scales" in meta and meta["time_steps"] == "4"
+    # spikec run on the .onnx file (onnxruntime) equals spikec run on the intref artifact
+    x = np.random.default_rng(0).random((6, 1, 8, 8), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["compile", str(ckpt), "--model", f"{ROOT}/examples/models/spikformer.py:spikformer_digits",
+                 "--input-shape", "1,8,8", "--target", "intref", "-o", str(tmp_path / "m.intref")]) == 0
+    for art in ("m.onnx", "m.intref"):
+        assert main(["run", str(tmp_path / art), "--input", str(tmp_path / "x.npy"), "--save", str(tmp_path / f"{art}.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "m.onnx.npy"), np.load(tmp_path / "m.intref.npy"))
+    np.save(tmp_path / "bad.npy", x[:, :, :4])
+    assert main(["run", str(out), "--input", str(tmp_path / "bad.npy")]) == 2
+    (tmp_path / "junk.bin").write_bytes(b"not a model")
+    assert main(["run", str(tmp_path / "junk.bin"), "--input", str(tmp_path / "x.npy")]) == 2
+
+
+def test_run_onnx_rejects_a_mis_shaped_input(tmp_path):
+    from spikec.errors import SpikecError
+    from spikec.targets.onnx.runner import run_onnx
+
+    (tmp_path / "m.onnx").write_bytes(b"\x08garbage")
+    with pytest.raises(SpikecError, match="not a readable ONNX model"):
+        run_onnx(tmp_path / "m.onnx", np.zeros((1, 1, 8, 8), np.float32))

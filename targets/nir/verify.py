@@ -172,6 +172,36 @@ def run_nir(path_or_graph, x_steps: torch.Tensor, record: bool = False):
     return torch.stack(outs), {k: torch.stack(v) for k, v in recorded.items()}
 
 
+def run_file(path, x) -> tuple[torch.Tensor, dict, dict]:
+    """Run a spikec NIR file on model inputs ``x`` (the source model's input layout) as its
+    metadata says: static inputs repeated for T steps, then the readout (sum / mean over time, or
+    per step).  Returns the outputs, every NIR node's per-step output and the metadata."""
+    import nir
+
+    from spikec.errors import SpikecError
+
+    try:
+        g = nir.read(str(path))
+    except Exception as e:  # h5py / nir raise several types for a foreign or corrupt file
+        raise SpikecError(f"{path}: not a readable NIR file ({e})") from None
+    meta = {k: json.loads(v) if isinstance(v, str) else v for k, v in (g.metadata or {}).items()
+            if k in ("T", "input_layout", "readout", "sources")}
+    if "T" not in meta:
+        raise SpikecError(f"{path}: a NIR graph without spikec's metadata (T, input layout, readout): "
+                          "run it with its own consumer")
+    xs = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    want = tuple(int(d) for d in next(iter(g.nodes[k] for k in g.nodes if type(g.nodes[k]).__name__ == "Input")).input_type["input"])
+    feats = tuple(xs.shape[1:]) if meta["input_layout"] == "static" else tuple(xs.shape[2:])
+    if feats != want:
+        raise SpikecError(f"--input has shape {list(xs.shape)}: the NIR graph takes per-sample features {list(want)} "
+                          f"({'[B, ...] frames' if meta['input_layout'] == 'static' else '[T, B, ...] sequences'})")
+    steps = xs.unsqueeze(0).expand(meta["T"], *xs.shape) if meta["input_layout"] == "static" else xs
+    y, rec = run_nir(g, steps, record=True)
+    meta["node_types"] = {k: type(v).__name__ for k, v in g.nodes.items()}
+    y = {"sum": lambda v: v.sum(0), "mean": lambda v: v.mean(0)}.get(meta["readout"], lambda v: v)(y)
+    return y, rec, meta
+
+
 def check_against_float(float_graph, nir_path, x) -> dict:
     """Compare the re-imported NIR model with the float IR (per-step semantics, readout moved
     behind the classifier as in the export): neuron spikes per layer and outputs."""
