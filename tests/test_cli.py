@@ -96,6 +96,20 @@ def test_console_script_installed():
     assert r.returncode == 0 and r.stdout.startswith("spikec ")
 
 
+def test_model_package_resolves_from_the_working_directory(digits_ckpt, tmp_path):
+    """`--model pkg.module:factory` imports from the working directory, as `python -m` does, also
+    in the console script (whose sys.path does not hold the working directory)."""
+    import shutil
+
+    exe = shutil.which("spikec", path=str(ROOT / ".venv" / "bin")) or shutil.which("spikec")
+    args = ["show", str(digits_ckpt), "--model", "examples.models.zoo:spikformer_digits", "--input-shape", "1,8,8"]
+    for cmd in ([exe], [sys.executable, "-m", "spikec"]):
+        r = subprocess.run(cmd + args, capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 0 and "block.0.attn" in r.stdout, r.stderr[-2000:]
+    r = subprocess.run([exe] + args, capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and "cannot import 'examples.models.zoo'" in r.stderr
+
+
 def test_list_passes(capsys):
     assert main(["compile", "--list-passes"]) == 0
     out = capsys.readouterr().out

@@ -77,8 +77,16 @@ def load_factory(spec: str):
                     raise
                 finally:
                     sys.path.pop(0)
-        else:
-            module = importlib.import_module(mod_part)
+        else:  # like `python -m`, resolve packages from the working directory too
+            cwd = str(Path.cwd())
+            added = cwd not in sys.path and "" not in sys.path
+            if added:
+                sys.path.append(cwd)
+            try:
+                module = importlib.import_module(mod_part)
+            finally:
+                if added:
+                    sys.path.remove(cwd)
     except CheckpointError:
         raise
     except ImportError as e:
