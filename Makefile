@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.spikec-installed
 
-.PHONY: demo test test-long bench install clean
+.PHONY: demo test test-long bench examples install clean
 
 # torch==2.13.0 first (a CPU wheel here; anything else pulls a multi-GB CUDA build), then
 # spikingjelly / lava-nc with --no-deps (their pins pull CUDA torchvision or refuse Python 3.11),
@@ -29,6 +29,9 @@ test: $(STAMP)
 # bigger model configurations (minutes)
 test-long: $(STAMP)
 	SPIKEC_LONG_TESTS=1 $(PY) -m pytest -q tests
+
+examples: $(STAMP)
+	$(PY) examples/compile_family.py all
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

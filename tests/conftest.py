@@ -9,6 +9,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from examples.models import zoo  # noqa: E402
+
 LONG = bool(os.environ.get("SPIKEC_LONG_TESTS"))
 
 
@@ -50,8 +52,8 @@ def zoo_models():
 LAVA_FAMILIES = ["spikformer_digits", "sj_spikformer", "sj_sdt", "meta_spikformer", "neuron_variants"]
 INTREF_FAMILIES = ["sj_spikformer", "sj_sdt", "meta_spikformer", "neuron_variants", "spikformer_digits"]
 ONNX_FAMILIES = list(INTREF_FAMILIES)
-NIR_FAMILIES = {"sj_spikformer": dict(embed_dims=16, num_heads=2), "sj_sdt": dict(embed_dims=16, num_heads=2), "spikformer_digits": dict(embed_dims=16, num_heads=2),
-                "meta_spikformer": {}, "neuron_variants": {}}
+NIR_FAMILIES = {f: zoo.EXAMPLE_KWARGS.get(f, {})  # model kwargs per family
+                for f in ("sj_spikformer", "sj_sdt", "spikformer_digits", "meta_spikformer", "neuron_variants")}
 
 
 def first_samples(x: torch.Tensor, graph, n: int = 8) -> torch.Tensor:

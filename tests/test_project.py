@@ -84,3 +84,15 @@ def test_editable_install_maps_passes_and_targets():
 
     assert spikec.passes.__file__ == str(ROOT / "passes" / "__init__.py")
     assert spikec.targets.__file__ == str(ROOT / "targets" / "__init__.py")
+
+
+def test_example_script_compiles_a_family_for_every_target(tmp_path, capsys):
+    """examples/compile_family.py drives the CLI: compile, run and verify per target."""
+    from examples.compile_family import main
+
+    assert main(["neuron_variants", "--targets", "intref,nir,onnx", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for target, suffix in [("intref", ".intref"), ("nir", ".nir"), ("onnx", ".onnx")]:
+        assert (tmp_path / f"neuron_variants{suffix}").exists()
+        assert f"--target {target}" in out
+    assert "spikes identical in every layer: yes" in out and "onnxruntime outputs == intref outputs" in out

@@ -117,6 +117,10 @@ def meta_spikformer(**kw) -> nn.Module:
 FAMILIES["neuron_variants"] = (neuron_variants, (2, 8, 8))
 FAMILIES["meta_spikformer"] = (meta_spikformer, (3, 32, 32))
 SEQUENCE_INPUT = {"neuron_variants": 4}  # families that take [T, B, ...] input: their T
+# sizes for the example scripts and the NIR tests: attention of 16 tokens x 8 channels per head keeps
+# NIR's coincidence expansion (tokens^2 x head-dim^2 neurons per head) small
+EXAMPLE_KWARGS = {"sj_spikformer": dict(embed_dims=16, num_heads=2), "sj_sdt": dict(embed_dims=16, num_heads=2),
+                  "spikformer_digits": dict(embed_dims=16, num_heads=2)}
 
 
 def input_shape_of(family: str) -> tuple[int, ...]:
