@@ -50,6 +50,12 @@ def _range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _add_max_nir_neurons(group) -> None:
+    group.add_argument("--max-nir-neurons", type=int, default=1_000_000, metavar="N",
+                       help="nir: refuse expansions (spike-product coincidences, max-pool selections) above N "
+                            "threshold neurons in all (default 1000000)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spikec",
@@ -84,9 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--calib", metavar="FILE", help="calibration inputs (.npy, model input layout): per-layer scales from measured currents")
     g.add_argument("--input-range", type=_range, default=(0.0, 1.0), metavar="LO,HI", help="range of the model's analog input (default 0,1)")
     g = p.add_argument_group("nir")
-    g.add_argument("--max-nir-neurons", type=int, default=1_000_000, metavar="N",
-                   help="refuse expansions (spike-product coincidences, max-pool selections) above N threshold "
-                        "neurons in all (default 1000000)")
+    _add_max_nir_neurons(g)
     g.add_argument("--partial", action="store_true", help="export the expressible prefix instead of failing")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_compile)
@@ -118,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", metavar="FILE", help="write the per-layer report as JSON")
     g.add_argument("--calib", metavar="FILE", help="calibration inputs for quantization (.npy)")
     g.add_argument("--input-range", type=_range, default=(0.0, 1.0), metavar="LO,HI", help="range of the model's analog input")
+    _add_max_nir_neurons(g)
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_verify)
     return parser
@@ -356,7 +361,7 @@ def cmd_verify_nir(args) -> int:
 
     x, _ = load_data(args)
     res = compile_graph(load_graph(args), "nir")
-    ex = export_nir(res.optimized)
+    ex = export_nir(res.optimized, max_neurons=args.max_nir_neurons)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "model.nir"
         write_nir(ex, path)

@@ -206,3 +206,6 @@ def test_cli_compile_and_verify_nir(tmp_path, capsys, family):
     np.save(tmp_path / "bad.npy", x[:4, :1].numpy())
     assert main(["run", str(tmp_path / "m.nir"), "--input", str(tmp_path / "bad.npy")]) == 2
     assert "per-sample features [3, 16, 16]" in capsys.readouterr().err
+    if family == "sj_spikformer":  # verify exports with the same limit as compile
+        assert main(["verify", *args, "--target", "nir", "--input", str(tmp_path / "x.npy"), "--max-nir-neurons", "1000"]) == 2
+        assert "max pool" in capsys.readouterr().err
