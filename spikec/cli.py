@@ -115,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dataset", choices=["digits"], help="a bundled dataset instead of --input (digits: scikit-learn 8x8 held-out split)")
     g.add_argument("--limit", type=int, metavar="N", help="use the first N inputs")
     g = p.add_argument_group("checks")
-    g.add_argument("--target", choices=["intref", "lava", "nir"], default="intref",
+    g.add_argument("--target", choices=["intref", "lava", "nir", "onnx"], default="intref",
                    help="target to verify (lava: also runs the network in Lava and checks it bit for bit against intref; "
+                        "onnx: also runs the ONNX model in onnxruntime and checks its outputs bit for bit against intref; "
                         "nir: exports, reads the file back with nirtorch and compares it with the float IR)")
     g.add_argument("--min-agreement", type=float, default=0.0, metavar="F", help="exit 1 if float vs integer top-1 agreement is below F (0..1)")
     g.add_argument("--json", metavar="FILE", help="write the per-layer report as JSON")
@@ -343,6 +344,9 @@ def cmd_verify(args) -> int:
         print(f"wrote {args.json}")
     if report.lava and not (report.lava["bit_exact"] and report.lava["outputs_equal"]):
         print("FAIL: the Lava run differs from intref", file=sys.stderr)
+        return 1
+    if report.onnx and not report.onnx["outputs_equal"]:
+        print("FAIL: the onnxruntime outputs differ from intref's", file=sys.stderr)
         return 1
     if report.top1_agreement < args.min_agreement:
         print(f"FAIL: top-1 agreement {report.top1_agreement:.4f} < --min-agreement {args.min_agreement}", file=sys.stderr)

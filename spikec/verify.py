@@ -6,7 +6,11 @@ Columns of the per-layer table:
 * ``torch=IR``: spike agreement of the traced float IR with the torch model (expected 100 %);
 * ``passes``: agreement after the float pass pipeline (re-association flips only);
 * ``float=int``: agreement of the integer model with the optimised float IR, and the first
-  (time step, sample) where they diverge.
+  (time step, sample) where they diverge;
+* ``lava=int`` (target lava): the Lava network's spikes equal intref's bit for bit.
+
+Target onnx also runs the exported ONNX model in onnxruntime and compares its integer outputs with
+intref's bit for bit.
 
 Top-1 agreement and accuracy (with labels) are reported for the outputs.
 """
@@ -45,6 +49,7 @@ class VerifyReport:
     accuracy: dict = field(default_factory=dict)
     first_divergent_layer: Optional[str] = None
     lava: Optional[dict] = None  # {"bit_exact": bool, "outputs_equal": bool, "steps": int, "steps_per_second": float}
+    onnx: Optional[dict] = None  # {"outputs_equal": bool, "nodes": int}: onnxruntime vs intref (target onnx)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,6 +69,9 @@ class VerifyReport:
             out.append(f"lava ({self.lava['steps']} steps, {self.lava['steps_per_second']:.1f} steps/s): "
                        f"bit-exact with intref in every layer: {'yes' if self.lava['bit_exact'] else 'NO'}; "
                        f"outputs equal: {'yes' if self.lava['outputs_equal'] else 'NO'}")
+        if self.onnx:
+            out.append(f"onnx (onnxruntime, {self.onnx['nodes']} nodes): outputs equal intref bit for bit: "
+                       f"{'yes' if self.onnx['outputs_equal'] else 'NO'}")
         out.append(f"top-1 agreement float vs integer: {self.top1_agreement:.4%}"
                    + ("" if self.top1_torch_vs_int is None else f"  (torch vs integer: {self.top1_torch_vs_int:.4%})"))
         for k, v in self.accuracy.items():
@@ -168,6 +176,14 @@ def run_verify(args) -> VerifyReport:
         stages_exact = all(torch.equal(v, r_int.values[k]) for k, v in lr.values.items())
         report.lava = {"bit_exact": stages_exact, "outputs_equal": bool(torch.equal(lr.outputs[0], r_int.outputs[0])),
                        "steps": lr.steps, "steps_per_second": lr.timings["steps_per_second"]}
+    if args.target == "onnx":
+        from .targets.onnx import export_onnx
+        from .targets.onnx.runner import run_onnx_model
+
+        model = export_onnx(res.quantized)
+        outs, _, _ = run_onnx_model(model, x)
+        report.onnx = {"outputs_equal": bool(np.array_equal(outs[0], r_int.outputs[0].numpy())),
+                       "nodes": len(model.graph.node)}
     y_float = r_opt.outputs[0]
     y_int = r_int.real_outputs()[0].to(y_float.dtype)
     report.top1_agreement = float((_top1(y_float) == _top1(y_int)).float().mean())

@@ -30,10 +30,30 @@ def test_onnx_equals_intref(zoo_models, family):
     np.testing.assert_array_equal(y, ref)
     # integer-only datapath: the only float tensors feed the input quantization (before its Cast)
     inferred = onnx.shape_inference.infer_shapes(model)
-    float_values = {v.name for v in inferred.graph.value_info if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    float_values = {v.name for v in inferred.graph.value_info
+                    if v.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE)}
     for node in model.graph.node:
         if any(o in float_values for o in node.output):
             assert node.op_type in FLOAT_OPS, node.op_type
+
+
+def test_input_quantization_ties_round_like_intref(zoo_models):
+    """Inputs exactly half an LSB between two levels (8x8 digits at 1/16 steps hit them): the
+    quantization runs in float64 as in intref (in float32, x / scale lands on either side of .5)."""
+    import torch
+
+    _, x, g = zoo_models["spikformer_digits"]
+    res = compile_graph(g, "onnx", input_range=(0, 2))
+    scale = next(n.scale for n in res.quantized.nodes if n.op == "quantize_input")
+    k = torch.randint(0, 255, (8, *x.shape[1:]), generator=torch.Generator().manual_seed(0))
+    xh = ((k + 0.5) * scale).float()
+    f32 = np.floor(xh.numpy() / np.float32(scale) + np.float32(0.5))
+    f64 = np.floor(xh.numpy().astype(np.float64) / scale + 0.5)
+    assert (f32 != f64).any()  # the inputs do exercise the difference
+    from spikec.targets.onnx.runner import run_onnx_model
+
+    outs, _, _ = run_onnx_model(export_onnx(res.quantized), xh.numpy())
+    np.testing.assert_array_equal(outs[0], run_int(res.quantized, xh).outputs[0].numpy())
 
 
 def test_compile_onnx_cli(tmp_path):
@@ -67,3 +87,14 @@ def test_run_onnx_rejects_a_mis_shaped_input(tmp_path):
     (tmp_path / "m.onnx").write_bytes(b"\x08garbage")
     with pytest.raises(SpikecError, match="not a readable ONNX model"):
         run_onnx(tmp_path / "m.onnx", np.zeros((1, 1, 8, 8), np.float32))
+
+
+def test_verify_target_onnx(capsys):
+    """`spikec verify --target onnx` runs onnxruntime and compares with intref bit for bit (the
+    held-out digits include half-LSB inputs)."""
+    from spikec.cli import main
+
+    ckpt = ROOT / "examples" / "checkpoints" / "spikformer_digits.pth"
+    assert main(["verify", str(ckpt), "--model", f"{ROOT}/examples/models/spikformer.py:spikformer_digits",
+                 "--input-shape", "1,8,8", "--target", "onnx", "--dataset", "digits", "--limit", "48"]) == 0
+    assert "outputs equal intref bit for bit: yes" in capsys.readouterr().out

@@ -5,7 +5,7 @@
   MIXED weights stored halved, exact int32 accumulation); other convolutions and sum pools are
   unrolled integer matrices;
 * the only float operations are the input quantization at the boundary
-  (``Cast(Clip(Floor(x / scale + 0.5)))``, as intref's quantize_input); from there on every tensor is
+  (``Cast(Clip(Floor(double(x) / scale + 0.5)))``, in float64 as intref's quantize_input); from there on every tensor is
   int64 and every operation integer: MatMul (synapses, with convolutions and sum pools unrolled to
   matrices), Add, Mul, Div (truncates toward zero, as Lava's decay), Where, Clip, Greater, Max,
   ReduceSum, Reshape / Transpose / Slice / Pad;
@@ -113,10 +113,11 @@ def export_onnx(graph: ir.Graph):
                 val[(n.name, t)] = "x" if inp.layout == "static" else b.op("Gather", ["x", b.const(t)], axis=0)
         elif isinstance(n, ir.QuantizeInputNode):
             lo, hi = n.bounds
-            for t in steps:
-                q = b.op("Floor", [b.op("Add", [b.op("Div", [at(n.inputs[0], t), b.const(n.scale, np.float32)]),
-                                                 b.const(0.5, np.float32)])])
-                q = b.op("Clip", [q, b.const(lo, np.float32), b.const(hi, np.float32)])
+            for t in steps:  # in float64, like intref: float32 would round x / scale differently at .5
+                x64 = b.op("Cast", [at(n.inputs[0], t)], to=TensorProto.DOUBLE)
+                q = b.op("Floor", [b.op("Add", [b.op("Div", [x64, b.const(n.scale, np.float64)]),
+                                                 b.const(0.5, np.float64)])])
+                q = b.op("Clip", [q, b.const(lo, np.float64), b.const(hi, np.float64)])
                 val[(n.name, t)] = b.op("Cast", [q], to=TensorProto.INT64)
         elif isinstance(n, ir.RepeatTimeNode):
             for t in steps:

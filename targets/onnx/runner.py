@@ -13,15 +13,21 @@ from spikec.errors import SpikecError
 def run_onnx(path: str | Path, x: np.ndarray) -> tuple[list[np.ndarray], list[float], dict]:
     """Integer outputs, their real scales (real = integer · scale) and the model metadata."""
     import onnx
-    import onnxruntime as ort
 
     try:
         model = onnx.load(str(path))
     except Exception as e:  # protobuf raises several types for a corrupt file
         raise SpikecError(f"{path}: not a readable ONNX model ({e})") from None
+    return run_onnx_model(model, x, str(path))
+
+
+def run_onnx_model(model, x: np.ndarray, what: str = "the ONNX model") -> tuple[list[np.ndarray], list[float], dict]:
+    """:func:`run_onnx` on an ``onnx.ModelProto``."""
+    import onnxruntime as ort
+
     meta = {p.key: p.value for p in model.metadata_props}
     if "output_scales" not in meta:
-        raise SpikecError(f"{path}: not a spikec ONNX model (no output_scales metadata)")
+        raise SpikecError(f"{what}: not a spikec ONNX model (no output_scales metadata)")
     (inp,) = model.graph.input
     dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in inp.type.tensor_type.shape.dim]
     if x.ndim != len(dims) or any(isinstance(d, int) and d != s for d, s in zip(dims, x.shape)):
