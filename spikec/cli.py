@@ -309,8 +309,8 @@ def _run_file(args, x) -> int:
         kinds = meta["node_types"]
         keys = {k.replace(".", "_").replace(":", "_"): (k, m) for k, m in meta.get("sources", {}).items()}
         print(f"  {'neuron layer':44s} {'source module':44s} rate")
-        for key, s in rec.items():  # neurons: LIF / IF nodes, and soft-reset thresholds over a membrane
-            if key in keys and (kinds[key] in ("LIF", "IF") or key + "_membrane" in kinds):
+        for key, s in rec.items():  # neurons: LIF / IF nodes, and soft-reset neurons (nested graphs)
+            if key in keys and kinds[key] in ("LIF", "IF", "NIRGraph"):
                 print(f"  {keys[key][0]:44s} {keys[key][1]:44s} {float(s.float().mean()):.4f}")
     elif path.suffix == ".onnx" or magic[:1] == b"\x08":
         from .targets.onnx.runner import run_onnx

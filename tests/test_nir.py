@@ -54,34 +54,54 @@ def _soft_reset_net(neuron_cls, **kw):
     return net.eval()
 
 
-@pytest.mark.parametrize("variant", ["IF", "LIF", "LIF-no-decay-input", "PLIF"])
-def test_soft_reset_exports_as_membrane_threshold_and_recurrent_inhibition(tmp_path, variant):
-    """V = H - θS: a reset-free LI / I membrane, Threshold, and a recurrent Scale edge; the
-    re-imported network fires exactly like the source, and without the recurrent edge it does not."""
+@pytest.mark.parametrize("variant", ["IF", "LIF", "LIF-no-decay-input", "PLIF", "LIF-tau-3"])
+def test_soft_reset_exports_as_an_exact_recurrent_subgraph(tmp_path, variant):
+    """V = H - θS: a nested graph of Scale / Threshold nodes with one recurrent edge, in
+    spikingjelly's operation order: the re-imported network fires exactly like the source, and
+    without the subtraction it does not."""
     import nir
     from spikingjelly.activation_based import neuron
 
     cls, kw = {"IF": (neuron.IFNode, dict(v_threshold=0.7)),
-               "LIF": (neuron.LIFNode, dict(tau=3.0, v_threshold=0.6)),
-               "LIF-no-decay-input": (neuron.LIFNode, dict(tau=1.5, decay_input=False, v_threshold=0.9)),
-               "PLIF": (neuron.ParametricLIFNode, dict(init_tau=2.5, v_threshold=0.5))}[variant]
+               "LIF": (neuron.LIFNode, dict(tau=2.0, v_threshold=0.6)),
+               "LIF-no-decay-input": (neuron.LIFNode, dict(tau=4.0, decay_input=False, v_threshold=0.9)),
+               "PLIF": (neuron.ParametricLIFNode, dict(init_tau=2.5, v_threshold=0.5)),
+               "LIF-tau-3": (neuron.LIFNode, dict(tau=3.0, v_threshold=0.6))}[variant]
     net = _soft_reset_net(cls, **kw)
-    x = torch.rand(8, 10, 6, generator=torch.Generator().manual_seed(1)) * 1.5
-    g = run_pipeline(trace(net, (6,), time_steps=8), "nir").graph
+    x = torch.rand(16, 10, 6, generator=torch.Generator().manual_seed(1)) * 1.5
+    g = run_pipeline(trace(net, (6,), time_steps=16), "nir").graph
     ex = export_nir(g)
-    kinds = {type(v).__name__ for v in ex.graph.nodes.values()}
-    assert {"I" if variant == "IF" else "LI", "Threshold", "Scale"} <= kinds and not kinds & {"LIF", "IF"}
-    assert any(a.endswith("_soft_reset") for a, _ in ex.graph.edges)
+    (sub,) = [v for v in ex.graph.nodes.values() if isinstance(v, nir.NIRGraph)]
+    assert json.loads(sub.metadata["spikec_neuron"])["reset"] == "subtract threshold"
+    assert {type(v).__name__ for v in sub.nodes.values()} == {"Input", "Output", "Scale", "Threshold"}
+    assert any("one ulp" in note for note in ex.notes) == (variant == "LIF-tau-3")
     write_nir(ex, tmp_path / "m.nir")
     rep = check_against_float(g, tmp_path / "m.nir", x)
     assert rep["spikes_identical"] and rep["output_max_abs_diff"] == 0.0, rep
     spikes = run_float(g, x).outputs[0]
     assert 0.2 < float(spikes.mean()) < 0.9, float(spikes.mean())  # the reset is exercised
-    for k, v in ex.graph.nodes.items():  # mutation: no subtraction after a spike
-        if k.endswith("_soft_reset"):
-            v.scale = v.scale * 0
+    sub.nodes["d_reset"].scale = sub.nodes["d_reset"].scale * 0  # mutation: no subtraction after a spike
     nir.write(str(tmp_path / "broken.nir"), ex.graph)
     assert not check_against_float(g, tmp_path / "broken.nir", x)["spikes_identical"]
+
+
+def test_soft_reset_rounds_like_spikingjelly(tmp_path):
+    """H = (V - θ) + X, not V + (X - θ): with these inputs the two differ in float32 (0.99999994 vs
+    1.0), and only the first fires no second spike, as spikingjelly does."""
+    from spikingjelly.activation_based import functional, neuron
+
+    net = torch.nn.Sequential(neuron.IFNode(v_reset=None, v_threshold=1.0))
+    functional.set_step_mode(net, "m")
+    x = torch.tensor([2.903069257736206, -0.9030693173408508]).reshape(2, 1, 1)
+    with torch.no_grad():
+        want = net(x)
+    assert want.flatten().tolist() == [1.0, 0.0]
+    g = run_pipeline(trace(net.eval(), (1,), time_steps=2), "nir").graph
+    write_nir(export_nir(g), tmp_path / "m.nir")
+    from spikec.targets.nir.verify import run_nir
+
+    got, _ = run_nir(tmp_path / "m.nir", x)
+    assert got.flatten().tolist() == [1.0, 0.0]
 
 
 def _conv_maxpool_net(conv_kw, pool_kw, spiking_input=True):
@@ -103,6 +123,9 @@ def _conv_maxpool_net(conv_kw, pool_kw, spiking_input=True):
 @pytest.mark.parametrize("conv_kw,pool_kw", [
     (dict(kernel_size=3, padding=1, groups=2), dict(kernel_size=3, stride=2, padding=1)),
     (dict(kernel_size=2, stride=2, padding=1), dict(kernel_size=2, stride=1)),
+    (dict(kernel_size=3, padding=2, dilation=2), dict(kernel_size=3, stride=2, padding=1)),
+    (dict(kernel_size=(3, 1), padding=(1, 0)), dict(kernel_size=(3, 1), stride=(2, 1), padding=(1, 0))),
+    (dict(kernel_size=3, padding=1), dict(kernel_size=1, stride=2)),  # a 1x1 window: subsampling
 ])
 def test_maxpool_of_spike_conv_is_exact_selection(tmp_path, conv_kw, pool_kw):
     """max_p (W*s + b)_p from comparisons, winners and AND selections: equal to torch's max pool
@@ -113,7 +136,8 @@ def test_maxpool_of_spike_conv_is_exact_selection(tmp_path, conv_kw, pool_kw):
     x = torch.rand(3, 5, 4, 7, 7, generator=torch.Generator().manual_seed(4))
     g = run_pipeline(trace(net, (4, 7, 7), time_steps=3), "nir").graph
     ex = export_nir(g)
-    assert any("max pool of real values" in note for note in ex.notes) and ex.coincidence_neurons > 0
+    assert any("max pool of real values" in note for note in ex.notes)
+    assert (ex.coincidence_neurons > 0) == (pool_kw["kernel_size"] != 1)
     assert not {type(v).__name__ for v in ex.graph.nodes.values()} - {"Input", "Output", "IF", "Conv2d", "Threshold", "Scale"}
     write_nir(ex, tmp_path / "m.nir")
     with torch.no_grad():
@@ -124,8 +148,11 @@ def test_maxpool_of_spike_conv_is_exact_selection(tmp_path, conv_kw, pool_kw):
     assert torch.equal(got.reshape(want.shape), want)
     with torch.no_grad():  # ties are exercised: windows whose maximum occurs more than once
         y = net[1](net[0](x)).flatten(0, 1)
-    k, st, p = pool_kw["kernel_size"], pool_kw["stride"], pool_kw.get("padding", 0)
-    win = torch.nn.functional.pad(y, (p,) * 4, value=float("-inf")).unfold(2, k, st).unfold(3, k, st)
+    if pool_kw["kernel_size"] == 1:
+        return
+    pair = lambda v: v if isinstance(v, tuple) else (v, v)  # noqa: E731
+    (kh, kw), (sh, sw), (ph, pw) = (pair(pool_kw.get(k, 0)) for k in ("kernel_size", "stride", "padding"))
+    win = torch.nn.functional.pad(y, (pw, pw, ph, ph), value=float("-inf")).unfold(2, kh, sh).unfold(3, kw, sw)
     assert int(((win == win.amax(dim=(-1, -2), keepdim=True)).sum(dim=(-1, -2)) > 1).sum()) > 20
     for part, change in [("_cmp_diff", lambda v: setattr(v, "weight", -v.weight)),  # selects the minimum
                          ("_win", lambda v: setattr(v, "threshold", v.threshold - 1))]:  # several winners
@@ -157,6 +184,81 @@ def test_maxpool_padding_loses_to_negative_values(tmp_path):
         if k.endswith("_cmp_pad"):
             v.weight = v.weight * 0
     assert not torch.equal(run_nir(ex.graph, x)[0].reshape(want.shape), want)
+
+
+def test_maxpool_window_that_nir_cannot_type_is_refused():
+    """A (2, 3) window needs non-square convolutions whose sizes differ by an odd number, which
+    NIR 1.0.8's Conv2d type check (one kernel size for both axes) rejects: refused by name."""
+    net = _conv_maxpool_net(dict(kernel_size=3, padding=1), dict(kernel_size=(2, 3), stride=2))
+    g = run_pipeline(trace(net, (4, 7, 7), time_steps=2), "nir").graph
+    with pytest.raises(UnsupportedError, match=r"max pooling of real values: a \[2, 3\] window .* cannot type"):
+        export_nir(g)
+
+
+@pytest.mark.parametrize("kernel", [(3, 1), (3, 2)])
+def test_non_square_convolutions(tmp_path, kernel):
+    """NIR 1.0.8 types Conv2d with one kernel size: (3, 1) is centred in a zero-padded 3x3 kernel,
+    (3, 2) (odd difference) becomes an Affine; both re-import exactly."""
+    from spikingjelly.activation_based import functional, layer, neuron
+
+    net = torch.nn.Sequential(neuron.IFNode(v_threshold=0.5), layer.Conv2d(2, 3, kernel, padding=(1, 0)),
+                              neuron.IFNode(v_threshold=0.3))
+    functional.set_step_mode(net, "m")
+    x = torch.rand(3, 4, 2, 6, 6, generator=torch.Generator().manual_seed(0))
+    g = run_pipeline(trace(net.eval(), (2, 6, 6), time_steps=3), "nir").graph
+    ex = export_nir(g)
+    kinds = {type(v).__name__ for v in ex.graph.nodes.values()}
+    assert ("Conv2d" in kinds) == (kernel == (3, 1)) and ("Affine" in kinds) == (kernel == (3, 2))
+    write_nir(ex, tmp_path / "m.nir")
+    rep = check_against_float(g, tmp_path / "m.nir", x)
+    assert rep["spikes_identical"] and rep["output_max_abs_diff"] <= 1e-6, rep
+
+
+class _Sums(torch.nn.Module):
+    """Fan-in sums: conv(s) + conv(s) (a repeated term) and a + b + c (three terms) into neurons."""
+
+    def __init__(self):
+        from spikingjelly.activation_based import layer, neuron
+
+        super().__init__()
+        self.inp = neuron.IFNode(v_threshold=0.5, step_mode="m")
+        self.conv = layer.Conv2d(2, 3, 3, padding=1, step_mode="m")
+        self.a, self.b, self.c = (layer.Conv2d(2, 3, 1, step_mode="m") for _ in range(3))
+        self.n1 = neuron.LIFNode(v_threshold=0.4, step_mode="m")
+        self.n2 = neuron.IFNode(v_threshold=0.7, v_reset=None, step_mode="m")
+
+    def forward(self, x):
+        s = self.inp(x)
+        y = self.conv(s)
+        return self.n1(y + y) + self.n2(self.a(s) + self.b(s) + self.c(s))
+
+
+def test_fan_in_sums_keep_the_source_order(tmp_path):
+    """NIR has no duplicate edges and nirtorch sums a node's inputs in set order: y + y becomes
+    Scale(2) and longer sums are added pairwise in the IR's order, so the re-import is exact
+    (and the same whatever the hash seed)."""
+    x = torch.rand(4, 5, 2, 6, 6, generator=torch.Generator().manual_seed(2)) * 1.5
+    g = run_pipeline(trace(_Sums().eval(), (2, 6, 6), time_steps=4), "nir").graph
+    ex = export_nir(g)
+    assert len(ex.graph.edges) == len(set(ex.graph.edges))
+    assert max(sum(1 for _, b in ex.graph.edges if b == k) for k in ex.graph.nodes) <= 2
+    write_nir(ex, tmp_path / "m.nir")
+    rep = check_against_float(g, tmp_path / "m.nir", x)
+    assert rep["spikes_identical"] and rep["output_max_abs_diff"] == 0.0, rep
+
+
+def test_run_file_checks_the_sequence_length(tmp_path):
+    """A sequence model exported for T steps refuses inputs of another length (its readout and
+    classifier bias assume T) instead of returning a silently wrong output."""
+    from spikec.errors import SpikecError
+    from spikec.targets.nir.verify import run_file
+
+    g, x = _nir_graph("neuron_variants")
+    write_nir(export_nir(g), tmp_path / "m.nir")
+    y, _, meta = run_file(tmp_path / "m.nir", x)
+    assert meta["T"] == x.shape[0] and meta["readout"] == "per step" and y.shape[:2] == x.shape[:2]
+    with pytest.raises(SpikecError, match=r"2 time steps: the NIR graph was exported for T = 4"):
+        run_file(tmp_path / "m.nir", x[:2])
 
 
 def test_refuses_what_nir_cannot_express():

@@ -20,12 +20,13 @@ Conventions (stored in the graph metadata as JSON strings):
   as the ``quantization`` metadata;
 * a sum / mean over time at the end becomes the ``readout`` metadata (per-step outputs, summed or
   averaged by the consumer), classifier biases divided by T accordingly;
-* soft reset (V = H − θS) = a reset-free LI / I membrane, Threshold(θ') and a self-inhibiting
-  recurrent edge (see :meth:`_Exporter.soft_reset_neuron`);
+* soft reset (V = H − θS) = a nested graph: a recurrent circuit of Scale nodes around
+  Threshold(θ'), in the source's operation order (see :meth:`_Exporter.soft_reset_neuron`);
 * max pool of real values that are a convolution of spikes = comparisons, winners and AND
   selections (:mod:`.real_maxpool`; counted against ``max_neurons`` with the coincidences);
-* grouped convolutions are written with block-diagonal dense weights (NIR 1.0.8's type check
-  ignores ``groups``).
+* grouped convolutions are written with block-diagonal dense weights and non-square kernels
+  zero-padded to square ones (NIR 1.0.8's type check ignores ``groups`` and reads one kernel
+  size); a kernel that cannot be centred in a square one (kh − kw odd) becomes an Affine.
 
 Anything else (real-valued products, max pool of other real values, ops across time inside the
 network) raises an error naming the node and its module; ``partial=True`` exports the
@@ -99,6 +100,22 @@ class _Exporter:
         return UnsupportedError(f"nir: {what} at {n.name} ({n.op}, module '{n.source or 'top level'}')")
 
     def add(self, name: str, node, inputs: list[str]) -> str:
+        """Add ``node`` under a fresh key derived from ``name``, fed by the (summed) ``inputs``."""
+        return self._add(name, node, self._fan_in(name, list(inputs)))
+
+    def _fan_in(self, name: str, inputs: list[str]) -> list[str]:
+        """At most two distinct inputs per node: nirtorch sums a node's input edges in set order
+        (only a + b is order-free in float) and NIR has no duplicate edges.  Longer sums are
+        added pairwise in the given order (the IR's) through Scale(1) nodes; x + x is Scale(2)."""
+        while len(inputs) > 2 or (len(inputs) == 2 and inputs[0] == inputs[1]):
+            a, b = inputs[:2]
+            ones = np.ones(self.nodes[a].output_type["output"], np.float32)
+            s = self._add(f"{name}_x2", self.nir.Scale(scale=2 * ones), [a]) if a == b else \
+                self._add(f"{name}_sum", self.nir.Scale(scale=ones), [a, b])
+            inputs = [s] + inputs[2:]
+        return inputs
+
+    def _add(self, name: str, node, inputs: list[str]) -> str:
         base, k = name.replace(".", "_").replace(":", "_"), 1
         key = base
         while key in self.nodes:
@@ -156,15 +173,17 @@ class _Exporter:
             x = get(0)
             spatial = any(k > 1 for k in n.weight.shape[2:]) or any(s > 1 for s in n.stride) or any(n.padding) or \
                 any(isinstance(u, ir.MaxPoolNode) for u in self.g.users(n.name))
-            if spatial and not x.flat:
+            square = real_maxpool.square_kernel(n.weight, n.padding, n.dilation) if n.spatial_dims == 2 else (n.weight, n.padding)
+            if spatial and not x.flat and square is not None:
                 cls = nir.Conv2d if n.spatial_dims == 2 else nir.Conv1d
+                weight, padding = square
                 shp = tuple(x.shape[1:]) if n.spatial_dims == 2 else x.shape[1]
                 arg = lambda a: tuple(a) if n.spatial_dims == 2 else a[0]  # noqa: E731
-                node = self.add(n.name, cls(input_shape=shp, weight=real_maxpool.dense_conv_weight(_f32(n.weight), n.groups),
-                                            stride=arg(n.stride), padding=arg(n.padding), dilation=arg(n.dilation), groups=1,
+                node = self.add(n.name, cls(input_shape=shp, weight=real_maxpool.dense_conv_weight(_f32(weight), n.groups),
+                                            stride=arg(n.stride), padding=arg(padding), dilation=arg(n.dilation), groups=1,
                                             bias=_f32(n.bias if n.bias is not None else np.zeros(n.weight.shape[0]))), x.terms)
                 self.vals[n.name] = Val([node], t.features)
-            else:  # 1x1 convs on token layouts, or convs on flat values: an unrolled Affine
+            else:  # 1x1 convs on token layouts, convs on flat values, odd non-square kernels: an unrolled Affine
                 from ..lava.netspec import conv_matrix
 
                 w = conv_matrix(n.weight, self.types[n.inputs[0]].features, n.stride, n.padding, n.dilation, n.groups,
@@ -183,10 +202,12 @@ class _Exporter:
             a, b = get(0), get(1)
             if self.types[n.inputs[0]].features != self.types[n.inputs[1]].features:
                 raise self.fail(n, "a broadcasting sum")
-            if a.shape == b.shape:
-                self.vals[n.name] = Val(a.terms + b.terms, a.shape)
-            else:
-                self.vals[n.name] = Val(self.flat_terms(a) + self.flat_terms(b), (t.numel,))
+            if a.shape != b.shape:
+                a, b = Val(self.flat_terms(a), (t.numel,)), Val(self.flat_terms(b), (t.numel,))
+            # each operand summed first: the float order of the IR's (a1 + a2) + (b1 + b2)
+            one = lambda v: v.terms if len(v.terms) == 1 else \
+                [self.add(f"{n.name}_operand", nir.Scale(scale=np.ones(v.shape, np.float32)), v.terms)]  # noqa: E731
+            self.vals[n.name] = Val(one(a) + one(b), a.shape)
         elif isinstance(n, ir.ScaleNode):
             f = np.broadcast_to(np.asarray(n.factor, np.float64), t.features)
             f = f if n.mode == "mul" else 1.0 / f
@@ -260,36 +281,66 @@ class _Exporter:
         self.vals[n.name] = Val([self.add(n.name, node, x.terms)], shape)
 
     def soft_reset_neuron(self, n: ir.NeuronNode, x: Val, th_below: np.ndarray) -> None:
-        """Soft reset (V = H − θS) with standard nodes: NIR neurons only reset to a value, so the
-        membrane is a reset-free LI (IF: I) node holding H, the spikes are Threshold(θ') of it, and
-        the subtraction is a self-inhibiting recurrent edge S → Scale(−c) → membrane, which NIR
-        consumers evaluate with a one-step delay (the previous step's spikes).
+        """Soft reset (V = H − θS) with standard nodes, in the source's float32 operation order.
 
-        With leak rate k (1/τ, or sigmoid(w) for parametric LIF) the source computes
-        H[t] = V + (X − V)·k with V = H[t−1] − θS[t−1]; the LI node computes
-        H[t] = H[t−1] + (X + F − H[t−1])·k, equal for F = −θ(1 − k)/k · S[t−1]
-        (decay_input=False: H = (1 − k)V + X, F = −θ(1 − k)·S[t−1]; IF: F = −θ·S[t−1]).
-        The algebra is exact; float32 rounding follows a different operation order than the
-        source, which the re-import check measures.
+        NIR neurons only reset to a value, so the neuron is a nested NIRGraph (NIR's extension
+        mechanism; its ``spikec_neuron`` metadata names the neuron for consumers that have one) of
+        Scale nodes (each sums its input edges, then scales) around Threshold(θ').  The membrane
+        state travels on one recurrent edge, which carries the previous step's value (zeros at
+        t = 0, the source's initial V = 0)::
+
+            IF:                   H = X + V[t−1]
+            LIF, decay_input:     H = V[t−1] + (X − V[t−1])·k
+            LIF, no decay_input:  H = X + (V − V·k)[t−1]
+            S = [H > θ'],  V = H + (−θ)·S
+
+        with leak rate k = 1/τ (or the parametric LIF's sigmoid(w)).  Each operation rounds as
+        spikingjelly's does (``v + x``, ``v − v/τ``, ``h − θ·s``), so spikes are bit-identical, except
+        that ``·k`` stands for ``/τ``: exact when τ is a power of two or the leak is a rate; otherwise
+        the product can differ from the quotient by one ulp (noted).  Inside the subgraph the
+        node names sort in evaluation order, so nirtorch breaks the cycle at the recurrent edge.
         """
+        if n.v_init != 0.0:
+            raise self.fail(n, f"soft reset with initial membrane {n.v_init} (recurrent edges start at 0)")
         nir, shape = self.nir, x.shape
         full = lambda v: np.full(shape, v, np.float32)  # noqa: E731
-        theta = np.broadcast_to(np.asarray(n.v_threshold, np.float64), self.types[n.name].features).reshape(shape)
-        if n.model == "IF":
-            mem = nir.I(r=full(1.0 / DT))
-            c = theta
+        theta = np.broadcast_to(np.asarray(n.v_threshold, np.float32), self.types[n.name].features).reshape(shape)
+        nodes = {"input": nir.Input(input_type={"input": np.array(shape)}),
+                 "output": nir.Output(output_type={"output": np.array(shape)})}
+        edges: list[tuple[str, str]] = []
+
+        def node(name, nir_node, inputs):
+            nodes[name] = nir_node
+            edges.extend((i, name) for i in inputs)
+            return name
+
+        def scale(name, factor, inputs):
+            return node(name, nir.Scale(scale=full(factor) if np.isscalar(factor) else _f32(factor)), inputs)
+
+        k = None if n.model == "IF" else np.float32(n.leak_rate if n.leak_rate is not None else 1.0 / n.tau)
+        if n.model == "LIF" and n.decay_input:  # names sort in evaluation order
+            d = scale("a_decay", k, ["input", "f_neg_v"])
+            h = scale("b_membrane", 1.0, [d, "e_v"])
+        elif n.model == "LIF":
+            h = scale("b_membrane", 1.0, ["input", "g_leaked"])
         else:
-            k = n.leak_rate if n.leak_rate is not None else 1.0 / n.tau
-            tau = 1.0 / k
-            mem = nir.LI(tau=full(tau * DT), r=full(1.0 if n.decay_input else tau), v_leak=full(0.0))
-            mem.metadata = {"spikec_leak_rate": json.dumps(n.leak_rate), "spikec_decay_input": json.dumps(n.decay_input)}
-            c = theta * (1 - k) / k if n.decay_input else theta * (1 - k)
-        m = self.add(f"{n.name}_membrane", mem, x.terms)
-        spikes = self.add(n.name, nir.Threshold(threshold=th_below), [m])
-        inhibit = self.add(f"{n.name}_soft_reset", nir.Scale(scale=_f32(-c)), [spikes])
-        self.edges.append((inhibit, m))  # recurrent: previous step's spikes
-        self.notes.append(f"{n.name}: soft reset as {type(mem).__name__} + Threshold + recurrent Scale(-theta*...)")
-        self.vals[n.name] = Val([spikes], shape)
+            h = scale("b_membrane", 1.0, ["input", "e_v"])
+        spikes = node("c_spikes", nir.Threshold(threshold=th_below), [h])
+        v = scale("e_v", 1.0, [h, scale("d_reset", -theta, [spikes])])
+        if n.model == "LIF" and n.decay_input:
+            scale("f_neg_v", -1.0, [v])
+        elif n.model == "LIF":
+            scale("g_leaked", 1.0, [v, scale("f_leak", -k, [v])])
+        edges.append((spikes, "output"))
+        spec = {"model": n.model, "reset": "subtract threshold", "v_threshold": np.asarray(n.v_threshold).tolist(),
+                "tau": n.tau if n.model == "LIF" and n.leak_rate is None else None, "leak_rate": n.leak_rate,
+                "decay_input": n.decay_input if n.model == "LIF" else None}
+        sub = nir.NIRGraph(nodes=nodes, edges=edges, metadata={"spikec_neuron": json.dumps(spec)})
+        if n.model == "LIF" and n.leak_rate is None and np.frexp(n.tau)[0] != 0.5:
+            self.notes.append(f"{n.name}: soft-reset leak v/tau computed as v*(1/tau) (tau={n.tau} is not a power of "
+                              "two: may differ by one ulp)")
+        self.notes.append(f"{n.name}: soft reset as a nested graph (Scale / Threshold circuit, one recurrent edge)")
+        self.vals[n.name] = Val([self.add(n.name, sub, x.terms)], shape)
 
     def count_expansion(self, n: ir.Node, size: int, what: str) -> None:
         self.coincidences += size

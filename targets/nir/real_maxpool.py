@@ -48,8 +48,21 @@ def dense_conv_weight(weight: np.ndarray, groups: int) -> np.ndarray:
     return dense
 
 
-def _out_size(n: int, k: int, s: int, p: int) -> int:
-    return (n + 2 * p - k) // s + 1
+def square_kernel(weight: np.ndarray, padding, dilation=(1, 1)):
+    """A [.., kh, kw] conv weight as the equal square one, or None: NIR 1.0.8's Conv2d computes
+    both output sizes from ``weight.shape[2]``.  The kernel is centred in K = max(kh, kw) with zero
+    taps and the padding grown by as many (dilated) taps, which keeps every output; that needs
+    an even K − kh and K − kw."""
+    kh, kw = weight.shape[2:]
+    if kh == kw:
+        return weight, tuple(padding)
+    if (kh - kw) % 2:
+        return None
+    K = max(kh, kw)
+    ah, aw = (K - kh) // 2, (K - kw) // 2
+    sq = np.zeros((*weight.shape[:2], K, K), weight.dtype)
+    sq[:, :, ah:ah + kh, aw:aw + kw] = weight
+    return sq, (padding[0] + ah * dilation[0], padding[1] + aw * dilation[1])
 
 
 def _power_of_two_above(x: np.ndarray) -> np.ndarray:
@@ -61,7 +74,7 @@ def selection_units(conv: ir.ConvNode, pool: ir.MaxPoolNode, out_features) -> in
     co, cig = conv.weight.shape[0], conv.weight.shape[1]
     P, K = int(np.prod(pool.kernel)), int(np.prod(conv.weight.shape[2:]))
     pix = int(np.prod(out_features[1:]))
-    return co * pix * (P * (P - 1) // 2 + P + P * cig * K)
+    return 0 if P == 1 else co * pix * (P * (P - 1) // 2 + P + P * cig * K)
 
 
 def _geometry(conv: ir.ConvNode, pool: ir.MaxPoolNode):
@@ -85,11 +98,10 @@ def unsupported_reason(graph: ir.Graph, pool: ir.MaxPoolNode) -> Optional[str]:
                "only a max of a convolution of spikes can be built from thresholds)"
     if len(pool.kernel) != 2 or pool.ceil_mode or any(d != 1 for d in pool.dilation):
         return "dilated or ceil-mode pooling"
-    extent, stride, pad = _geometry(conv, pool)
-    _, SH, SW = graph.types[conv.inputs[0]].features
-    _, OH, OW = graph.types[pool.name].features
-    if (_out_size(SH, extent[0], stride[0], pad[0]), _out_size(SW, extent[1], stride[1], pad[1])) != (OH, OW):
-        return "a pooling window that reads past the convolution's padded input"
+    extent, _, _ = _geometry(conv, pool)
+    if (pool.kernel[0] - pool.kernel[1]) % 2 or (extent[0] - extent[1]) % 2:
+        return f"a {list(pool.kernel)} window over a {list(conv.weight.shape[2:])} kernel needs a non-square " \
+               "convolution that NIR 1.0.8 cannot type (odd difference of its sizes)"
     return None
 
 
@@ -109,14 +121,21 @@ def lower(ex, pool: ir.MaxPoolNode, conv: ir.ConvNode, y_terms: list[str], s_ter
     pairs = list(itertools.combinations(range(P), 2))
     f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
 
-    def conv2d(name, weight, inputs, in_hw, stride=(1, 1), padding=(0, 0), groups=1, bias=None):
+    def conv2d(name, weight, inputs, in_hw, stride=(1, 1), padding=(0, 0), groups=1, bias=None, dilation=(1, 1)):
         bias = np.zeros(weight.shape[0], np.float32) if bias is None else bias
-        node = nir.Conv2d(input_shape=tuple(in_hw), weight=dense_conv_weight(f32(weight), groups), stride=tuple(stride),
-                          padding=tuple(padding), dilation=(1, 1), groups=1, bias=f32(bias))
+        weight, padding = square_kernel(dense_conv_weight(f32(weight), groups), padding, dilation)
+        node = nir.Conv2d(input_shape=tuple(in_hw), weight=weight, stride=tuple(stride), padding=tuple(padding),
+                          dilation=tuple(dilation), groups=1, bias=f32(bias))
         return ex.add(name, node, inputs)
 
     def threshold(name, value, shape, inputs):
         return ex.add(name, nir.Threshold(threshold=np.full(shape, value, np.float32)), inputs)
+
+    _, SH, SW = types[conv.inputs[0]].features
+    if P == 1:  # a 1x1 window (no padding) subsamples: the convolution with the pool's stride folded in
+        stride = (pool.stride[0] * conv.stride[0], pool.stride[1] * conv.stride[1])
+        return [conv2d(f"{pool.name}_subsample", W, s_terms, (SH, SW), stride=stride, padding=conv.padding,
+                       groups=conv.groups, bias=conv.bias, dilation=conv.dilation)]
 
     # 1. pairwise comparisons c_pq = [y_p >= y_q] (p < q), exact signs; padding positions lose
     cmp_w = np.zeros((co, len(pairs), 1, ph, pw), np.float32)
@@ -150,7 +169,6 @@ def lower(ex, pool: ir.MaxPoolNode, conv: ir.ConvNode, y_terms: list[str], s_ter
     # 3. AND units (c, p, i, k) = [w_p ∧ s_i(window p + tap k)], summed with the conv weights
     (sh, sw), (dh, dw) = conv.stride, conv.dilation
     (eh, ew), stride, pad = _geometry(conv, pool)
-    _, SH, SW = types[conv.inputs[0]].features
     taps = list(itertools.product(range(kh), range(kw)))
     units = co * P * cig * len(taps)
     read = np.zeros((units, ci, eh, ew), np.float32)

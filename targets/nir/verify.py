@@ -57,43 +57,6 @@ class _IF(nn.Module):
         return s, s * self.v_reset + (1 - s) * h
 
 
-class _LI(nn.Module):
-    """Reset-free leaky membrane (NIR LI, forward Euler); the same float order as :class:`_LIF`."""
-
-    def __init__(self, node, dt):
-        super().__init__()
-        self.tau = float(np.asarray(node.tau, np.float64).reshape(-1)[0] / dt)
-        self.r = float(np.asarray(node.r).reshape(-1)[0])
-        self.v_leak = float(np.asarray(node.v_leak).reshape(-1)[0])
-        meta = node.metadata or {}
-        self.decay_input = json.loads(meta.get("spikec_decay_input", "true"))
-        rate = json.loads(meta.get("spikec_leak_rate", "null"))
-        self.rate = None if rate is None else torch.tensor(rate, dtype=torch.float32)
-
-    def forward(self, x, state=None):
-        v = torch.full_like(x, self.v_leak) if state is None else state
-        vl = self.v_leak
-        if self.decay_input:
-            drive = x if self.r == 1.0 else x * self.r
-            h = v + (drive - (v - vl)) * self.rate if self.rate is not None else v + (drive - (v - vl)) / self.tau
-        else:
-            h = v - (v - vl) * self.rate + x if self.rate is not None else v - (v - vl) / self.tau + x
-        return h, h
-
-
-class _I(nn.Module):
-    """Reset-free integrator (NIR I): v += r·dt·x."""
-
-    def __init__(self, node, dt):
-        super().__init__()
-        self.gain = float(np.asarray(node.r).reshape(-1)[0]) * dt
-
-    def forward(self, x, state=None):
-        v = torch.zeros_like(x) if state is None else state
-        h = v + (x if self.gain == 1.0 else x * self.gain)
-        return h, h
-
-
 class _Affine(nn.Module):
     def __init__(self, node):
         super().__init__()
@@ -132,8 +95,6 @@ def node_map(dt: float) -> dict:
     return {
         nir.LIF: lambda n: _LIF(n, dt),
         nir.IF: lambda n: _IF(n, dt),
-        nir.LI: lambda n: _LI(n, dt),
-        nir.I: lambda n: _I(n, dt),
         nir.Affine: _Affine,
         nir.Conv2d: conv2d,
         nir.Conv1d: conv1d,
@@ -147,6 +108,31 @@ def node_map(dt: float) -> dict:
     }
 
 
+def topological(g):
+    """``g`` with its nodes in evaluation order.  nirtorch evaluates nodes in dict order, re-queueing
+    a node whose inputs are not computed yet, and ``nir.read`` returns them sorted by name; a
+    re-queued nested graph is then wired twice (an error in nirtorch 2.6).  spikec's top level is
+    acyclic (cycles live inside nested graphs, whose node names sort in evaluation order)."""
+    import nir
+
+    indeg = {k: 0 for k in g.nodes}
+    succ: dict[str, list[str]] = {k: [] for k in g.nodes}
+    for a, b in g.edges:
+        indeg[b] += 1
+        succ[a].append(b)
+    ready = [k for k in g.nodes if indeg[k] == 0]
+    order = []
+    while ready:
+        k = ready.pop(0)
+        order.append(k)
+        for b in succ[k]:
+            indeg[b] -= 1
+            if indeg[b] == 0:
+                ready.append(b)
+    order += [k for k in g.nodes if k not in order]
+    return nir.NIRGraph(nodes={k: g.nodes[k] for k in order}, edges=g.edges, metadata=g.metadata, type_check=False)
+
+
 def run_nir(path_or_graph, x_steps: torch.Tensor, record: bool = False):
     """Run a NIR file / graph step by step on ``x_steps`` [T, B, *features]; returns the per-step
     outputs [T, B, ...] and (if ``record``) every module's per-step output."""
@@ -155,7 +141,7 @@ def run_nir(path_or_graph, x_steps: torch.Tensor, record: bool = False):
 
     g = nir.read(str(path_or_graph)) if not isinstance(path_or_graph, nir.NIRGraph) else path_or_graph
     dt = json.loads(g.metadata.get("dt", "1.0")) if isinstance(g.metadata.get("dt"), str) else float(g.metadata.get("dt", 1.0))
-    module = nirtorch.nir_to_torch(g, node_map(dt))
+    module = nirtorch.nir_to_torch(topological(g), node_map(dt))
     recorded: dict[str, list] = {}
     hooks = []
     if record:
@@ -186,8 +172,8 @@ def run_file(path, x) -> tuple[torch.Tensor, dict, dict]:
         raise SpikecError(f"{path}: not a readable NIR file ({e})") from None
     meta = {k: json.loads(v) if isinstance(v, str) else v for k, v in (g.metadata or {}).items()
             if k in ("T", "input_layout", "readout", "sources")}
-    if "T" not in meta:
-        raise SpikecError(f"{path}: a NIR graph without spikec's metadata (T, input layout, readout): "
+    if not {"T", "input_layout", "readout"} <= set(meta):
+        raise SpikecError(f"{path}: a NIR graph without spikec's metadata (T, input_layout, readout): "
                           "run it with its own consumer")
     xs = torch.as_tensor(np.asarray(x), dtype=torch.float32)
     want = tuple(int(d) for d in next(iter(g.nodes[k] for k in g.nodes if type(g.nodes[k]).__name__ == "Input")).input_type["input"])
@@ -195,6 +181,9 @@ def run_file(path, x) -> tuple[torch.Tensor, dict, dict]:
     if feats != want:
         raise SpikecError(f"--input has shape {list(xs.shape)}: the NIR graph takes per-sample features {list(want)} "
                           f"({'[B, ...] frames' if meta['input_layout'] == 'static' else '[T, B, ...] sequences'})")
+    if meta["input_layout"] != "static" and xs.shape[0] != meta["T"]:
+        raise SpikecError(f"--input has {xs.shape[0]} time steps: the NIR graph was exported for T = {meta['T']} "
+                          "(its readout and classifier bias assume it); give [T, B, ...] sequences of that length")
     steps = xs.unsqueeze(0).expand(meta["T"], *xs.shape) if meta["input_layout"] == "static" else xs
     y, rec = run_nir(g, steps, record=True)
     meta["node_types"] = {k: type(v).__name__ for k, v in g.nodes.items()}
