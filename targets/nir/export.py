@@ -503,4 +503,9 @@ def export_nir(graph: ir.Graph, max_neurons: int = 1_000_000, partial: bool = Fa
                                                 "previous time step (zeros at the first step)"),
         "quantization": json.dumps(quantization if quantization is not None else {"unavailable": "not computed"}),
     }
-    return Exported(nir.NIRGraph(nodes=ex.nodes, edges=ex.edges, metadata=meta), ex.coincidences, ex.notes, outputs)
+    try:
+        nir_graph = nir.NIRGraph(nodes=ex.nodes, edges=ex.edges, metadata=meta)
+    except ValueError as e:  # NIR's own type check: a form spikec does not yet adapt to NIR's limits
+        raise UnsupportedError(f"nir: NIR {nir.__version__} rejects the exported graph ({e}): a NIR limit "
+                               "spikec does not work around yet; please report the model") from None
+    return Exported(nir_graph, ex.coincidences, ex.notes, outputs)
