@@ -311,3 +311,34 @@ def test_cli_compile_and_verify_nir(tmp_path, capsys, family):
     if family == "sj_spikformer":  # verify exports with the same limit as compile
         assert main(["verify", *args, "--target", "nir", "--input", str(tmp_path / "x.npy"), "--max-nir-neurons", "1000"]) == 2
         assert "max pool" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pool_kw", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
+                                     dict(kernel_size=3, stride=1, padding=1, count_include_pad=False)])
+def test_average_pools(tmp_path, pool_kw):
+    """Average pools: SumPool2d + Scale(1/k²) (avg_pool2d's sum-then-divide), or an Affine that
+    divides each window by its inside count without count_include_pad; residual sum after it."""
+    from spikingjelly.activation_based import functional, layer, neuron
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = neuron.IFNode(v_threshold=0.5, step_mode="m")
+            self.a, self.b = (layer.Conv2d(2, 3, 3, padding=1, step_mode="m") for _ in range(2))
+            self.pa, self.pb = (layer.AvgPool2d(**pool_kw, step_mode="m") for _ in range(2))
+            self.out = neuron.LIFNode(v_threshold=0.3, step_mode="m")
+
+        def forward(self, x):
+            s = self.inp(x)
+            return self.out(self.pa(self.a(s)) + self.pb(self.b(s)))
+
+    net = Net().eval()
+    functional.set_step_mode(net, "m")
+    x = torch.rand(3, 4, 2, 6, 6, generator=torch.Generator().manual_seed(0)) * 1.5
+    g = run_pipeline(trace(net, (2, 6, 6), time_steps=3), "nir").graph
+    ex = export_nir(g)
+    kinds = {type(v).__name__ for v in ex.graph.nodes.values()}
+    assert ("SumPool2d" in kinds) == pool_kw.get("count_include_pad", True)
+    write_nir(ex, tmp_path / "m.nir")
+    rep = check_against_float(g, tmp_path / "m.nir", x)
+    assert rep["spikes_identical"] and rep["output_max_abs_diff"] <= 1e-6, rep

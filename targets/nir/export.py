@@ -11,6 +11,8 @@ Conventions (stored in the graph metadata as JSON strings):
   so the two agree exactly on float32 membranes;
 * sums are fan-in edges; every linear data movement (reshape, permute, slice, token sums, 1×1
   convs on token layouts) is an Affine on the flattened vector (Flatten first where needed);
+* average pools = SumPool2d then Scale(1/divisor) (an Affine with per-window divisors without
+  ``count_include_pad``);
 * AND of two spike tensors = two edges into Threshold(1.5); max pool of spikes = SumPool2d then
   Threshold(0.5); a product of spike matrices is a count of coincidences:
   (A B)[n, j] = Σ_k [a_nk + b_kj > 1.5] and (Q Kᵀ V)[n, j] = Σ_{m,i} [q_ni + k_mi + v_mj > 2.5],
@@ -93,6 +95,7 @@ class _Exporter:
         self.edges: list[tuple[str, str]] = []
         self.vals: dict[str, Val] = {}
         self.flat_cache: dict[str, str] = {}
+        self.term_shapes: dict[str, tuple[int, ...]] = {}
         self.coincidences = 0
         self.notes: list[str] = []
 
@@ -109,7 +112,7 @@ class _Exporter:
         added pairwise in the given order (the IR's) through Scale(1) nodes; x + x is Scale(2)."""
         while len(inputs) > 2 or (len(inputs) == 2 and inputs[0] == inputs[1]):
             a, b = inputs[:2]
-            ones = np.ones(self.nodes[a].output_type["output"], np.float32)
+            ones = np.ones(self.term_shapes.get(a) or self.nodes[a].output_type["output"], np.float32)
             s = self._add(f"{name}_x2", self.nir.Scale(scale=2 * ones), [a]) if a == b else \
                 self._add(f"{name}_sum", self.nir.Scale(scale=ones), [a, b])
             inputs = [s] + inputs[2:]
@@ -151,6 +154,8 @@ class _Exporter:
         for n in self.g.nodes:
             try:
                 self.visit(n)
+                if n.name in self.vals:  # shapes of the terms (some NIR nodes, e.g. SumPool2d, leave them open)
+                    self.term_shapes.update((k, self.vals[n.name].shape) for k in self.vals[n.name].terms)
             except UnsupportedError:
                 if not partial:
                     raise
@@ -240,8 +245,22 @@ class _Exporter:
             self.vals[n.name] = Val([th], t.features)
         elif isinstance(n, ir.AvgPoolNode):
             x = get(0)
-            m = self._op_matrix(n, self.types[n.inputs[0]], t).astype(np.float64) / (n.divisor_override or int(np.prod(n.kernel)))
-            self.vals[n.name] = self.affine(n.name, x, m)
+            if n.ceil_mode:
+                raise self.fail(n, "ceil-mode average pooling")
+            div = n.divisor_override or int(np.prod(n.kernel))
+            if not x.flat and len(n.kernel) == 2 and (n.count_include_pad or n.divisor_override or not any(n.padding)):
+                # SumPool2d (+ Scale(1/divisor)): avg_pool2d's own order, sum then divide
+                pooled = self.add(n.name if div == 1 else f"{n.name}_sum",
+                                  nir.SumPool2d(kernel_size=np.array(n.kernel), stride=np.array(n.stride),
+                                                padding=np.array(n.padding)), x.terms)
+                if div != 1:
+                    pooled = self.add(n.name, nir.Scale(scale=np.full(t.features, 1.0 / div, np.float32)), [pooled])
+                self.vals[n.name] = Val([pooled], t.features)
+            else:  # an unrolled Affine; without count_include_pad each window divides by its inside count
+                m = sp.csr_matrix(self._op_matrix(n, self.types[n.inputs[0]], t), dtype=np.float64)
+                m = m / div if n.count_include_pad or n.divisor_override else \
+                    sp.diags(1.0 / np.asarray(m.sum(1)).ravel()) @ m
+                self.vals[n.name] = self.affine(n.name, x, m)
         elif isinstance(n, ir.AndNode):
             if any(self.types[i].kind is not ir.Kind.SPIKE for i in n.inputs):
                 raise self.fail(n, "AND of non-binary values")
