@@ -128,6 +128,10 @@ class _Exporter:
         self.edges += [(i, key) for i in inputs]
         return key
 
+    def spatial(self, v: Val, name: str) -> bool:
+        """Whether ``v`` is held in NIR with the IR value ``name``'s own (unflattened) shape."""
+        return not v.flat and v.shape == tuple(self.types[name].features)
+
     def flat_terms(self, v: Val) -> list[str]:
         if v.flat:
             return v.terms
@@ -176,10 +180,19 @@ class _Exporter:
             self.vals[n.name] = get(0)
         elif isinstance(n, ir.ConvNode):
             x = get(0)
-            spatial = any(k > 1 for k in n.weight.shape[2:]) or any(s > 1 for s in n.stride) or any(n.padding) or \
-                any(isinstance(u, ir.MaxPoolNode) for u in self.g.users(n.name))
             square = real_maxpool.square_kernel(n.weight, n.padding, n.dilation) if n.spatial_dims == 2 else (n.weight, n.padding)
-            if spatial and not x.flat and square is not None:
+            pointwise = all(k == 1 for k in n.weight.shape[2:]) and all(v == 1 for v in n.stride) and not any(n.padding)
+            if pointwise and not x.flat and x.shape != self.types[n.inputs[0]].features and len(x.shape) in (2, 3):
+                # a 1x1 conv over a kept view ([C, H, W] seen as [C, N] tokens): the same per-pixel map
+                w = real_maxpool.dense_conv_weight(_f32(n.weight), n.groups).reshape(n.weight.shape[0], -1,
+                                                                                      *([1] * (len(x.shape) - 1)))
+                cls, shp = (nir.Conv2d, tuple(x.shape[1:])) if len(x.shape) == 3 else (nir.Conv1d, x.shape[1])
+                one = (1, 1) if len(x.shape) == 3 else 1
+                node = self.add(n.name, cls(input_shape=shp, weight=w, stride=one, padding=(0, 0) if one == (1, 1) else 0,
+                                            dilation=one, groups=1,
+                                            bias=_f32(n.bias if n.bias is not None else np.zeros(n.weight.shape[0]))), x.terms)
+                self.vals[n.name] = Val([node], (n.weight.shape[0], *x.shape[1:]))
+            elif self.spatial(x, n.inputs[0]) and square is not None:  # a NIR Conv (1x1 too: compact, the source's op)
                 cls = nir.Conv2d if n.spatial_dims == 2 else nir.Conv1d
                 weight, padding = square
                 shp = tuple(x.shape[1:]) if n.spatial_dims == 2 else x.shape[1]
@@ -188,7 +201,7 @@ class _Exporter:
                                             stride=arg(n.stride), padding=arg(padding), dilation=arg(n.dilation), groups=1,
                                             bias=_f32(n.bias if n.bias is not None else np.zeros(n.weight.shape[0]))), x.terms)
                 self.vals[n.name] = Val([node], t.features)
-            else:  # 1x1 convs on token layouts, convs on flat values, odd non-square kernels: an unrolled Affine
+            else:  # convs on flattened values (token layouts after a reshape), odd non-square kernels: an Affine
                 from ..lava.netspec import conv_matrix
 
                 w = conv_matrix(n.weight, self.types[n.inputs[0]].features, n.stride, n.padding, n.dilation, n.groups,
@@ -217,14 +230,16 @@ class _Exporter:
             f = np.broadcast_to(np.asarray(n.factor, np.float64), t.features)
             f = f if n.mode == "mul" else 1.0 / f
             x = get(0)
-            fx = f if not x.flat else f.reshape(-1)
+            fx = f.reshape(x.shape)
             node = self.add(n.name, nir.Scale(scale=_f32(fx)), x.terms)
             self.vals[n.name] = Val([node], x.shape)
         elif isinstance(n, (ir.ReshapeNode, ir.PermuteNode, ir.SliceNode)) or \
                 (isinstance(n, ir.ReduceNode) and not n.over_time):
             x = get(0)
             if isinstance(n, ir.ReshapeNode):  # row-major: the flattened vector is unchanged
-                self.vals[n.name] = Val(self.flat_terms(x), (t.numel,))
+                keep = not x.flat and t.features and x.shape[0] == t.features[0] and len(t.features) <= len(x.shape)
+                # channel-first views ([C, H, W] <-> [C, N]) keep their NIR shape (1x1 convs stay convs)
+                self.vals[n.name] = x if keep else Val(self.flat_terms(x), (t.numel,))
                 return
             m = self._op_matrix(n.replace(reduce="sum") if isinstance(n, ir.ReduceNode) else n,
                                 self.types[n.inputs[0]], t).astype(np.float64)
@@ -237,7 +252,7 @@ class _Exporter:
             self.real_maxpool(n)
         elif isinstance(n, ir.MaxPoolNode):
             x = get(0)
-            if x.flat or len(n.kernel) != 2 or any(d != 1 for d in n.dilation):
+            if not self.spatial(x, n.inputs[0]) or len(n.kernel) != 2 or any(d != 1 for d in n.dilation):
                 raise self.fail(n, "max pooling of spikes on a flattened layout or with dilation")
             s = self.add(n.name, nir.SumPool2d(kernel_size=np.array(n.kernel), stride=np.array(n.stride),
                                                padding=np.array(n.padding)), x.terms)
@@ -248,7 +263,7 @@ class _Exporter:
             if n.ceil_mode:
                 raise self.fail(n, "ceil-mode average pooling")
             div = n.divisor_override or int(np.prod(n.kernel))
-            if not x.flat and len(n.kernel) == 2 and (n.count_include_pad or n.divisor_override or not any(n.padding)):
+            if self.spatial(x, n.inputs[0]) and len(n.kernel) == 2 and (n.count_include_pad or n.divisor_override or not any(n.padding)):
                 # SumPool2d (+ Scale(1/divisor)): avg_pool2d's own order, sum then divide
                 pooled = self.add(n.name if div == 1 else f"{n.name}_sum",
                                   nir.SumPool2d(kernel_size=np.array(n.kernel), stride=np.array(n.stride),
@@ -376,7 +391,7 @@ class _Exporter:
             raise self.fail(n, f"max pooling of real values: {reason}")
         conv = self.g.producer(n.inputs[0])
         y, s = self.vals[conv.name], self.vals[conv.inputs[0]]
-        if y.flat or s.flat:
+        if not (self.spatial(y, conv.name) and self.spatial(s, conv.inputs[0])):
             raise self.fail(n, "max pooling of real values on a flattened layout")
         size = real_maxpool.selection_units(conv, n, self.types[n.name].features)
         self.count_expansion(n, size, "max pool")
