@@ -306,12 +306,10 @@ def _run_file(args, x) -> int:
         y = y.numpy()
         print(f"nir: {meta['T']} steps per sample in nirtorch with spikec's node map (forward Euler, dt from the "
               f"metadata); readout: {meta['readout']}")
-        kinds = meta["node_types"]
-        keys = {k.replace(".", "_").replace(":", "_"): (k, m) for k, m in meta.get("sources", {}).items()}
+        sources = meta.get("sources", {})
         print(f"  {'neuron layer':44s} {'source module':44s} rate")
-        for key, s in rec.items():  # neurons: LIF / IF nodes, and soft-reset neurons (nested graphs)
-            if key in keys and kinds[key] in ("LIF", "IF", "NIRGraph"):
-                print(f"  {keys[key][0]:44s} {keys[key][1]:44s} {float(s.float().mean()):.4f}")
+        for layer, key in meta.get("neurons", {}).items():
+            print(f"  {layer:44s} {sources.get(layer, ''):44s} {float(rec[key].float().mean()):.4f}")
     elif path.suffix == ".onnx" or magic[:1] == b"\x08":
         from .targets.onnx.runner import run_onnx
 

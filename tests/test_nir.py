@@ -47,9 +47,12 @@ def _soft_reset_net(neuron_cls, **kw):
     from spikingjelly.activation_based import functional, layer
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(layer.Linear(6, 12), neuron_cls(v_reset=None, **kw))
+    from collections import OrderedDict
+
+    # the neuron's name sorts before its input's: nir.read's name order is not evaluation order
+    net = torch.nn.Sequential(OrderedDict(z_fc=layer.Linear(6, 12), m_lif=neuron_cls(v_reset=None, **kw)))
     with torch.no_grad():
-        net[0].weight.copy_(torch.randn(12, 6) * 0.5 + 0.15)
+        net.z_fc.weight.copy_(torch.randn(12, 6) * 0.5 + 0.15)
     functional.set_step_mode(net, "m")
     return net.eval()
 
@@ -80,6 +83,18 @@ def test_soft_reset_exports_as_an_exact_recurrent_subgraph(tmp_path, variant):
     assert rep["spikes_identical"] and rep["output_max_abs_diff"] == 0.0, rep
     spikes = run_float(g, x).outputs[0]
     assert 0.2 < float(spikes.mean()) < 0.9, float(spikes.mean())  # the reset is exercised
+    # keys sort in evaluation order, so plain nirtorch on nir.read's (sorted) graph needs no re-ordering
+    import nirtorch
+    from spikec.targets.nir.verify import node_map, run_nir
+
+    back = nir.read(str(tmp_path / "m.nir"))
+    plain = nirtorch.nir_to_torch(back, node_map(json.loads(back.metadata["dt"])))
+    state, outs = None, []
+    with torch.no_grad():
+        for xt in x:
+            y, state = plain(xt, state)
+            outs.append(y)
+    assert torch.equal(torch.stack(outs), run_nir(back, x)[0])
     sub.nodes["d_reset"].scale = sub.nodes["d_reset"].scale * 0  # mutation: no subtraction after a spike
     nir.write(str(tmp_path / "broken.nir"), ex.graph)
     assert not check_against_float(g, tmp_path / "broken.nir", x)["spikes_identical"]

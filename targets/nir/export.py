@@ -451,6 +451,26 @@ class _Exporter:
         self.notes.append(f"{n.name}: spike product as {size} coincidence neurons (threshold {th})")
 
 
+def topological_order(keys: list[str], edges: list[tuple[str, str]]) -> list[str]:
+    """``keys`` in evaluation order (Kahn; spikec's top level is acyclic: cycles live inside
+    nested graphs), ties in the given order."""
+    indeg = {k: 0 for k in keys}
+    succ: dict[str, list[str]] = {k: [] for k in keys}
+    for a, b in edges:
+        indeg[b] += 1
+        succ[a].append(b)
+    ready = [k for k in keys if indeg[k] == 0]
+    order = []
+    while ready:
+        k = ready.pop(0)
+        order.append(k)
+        for b in succ[k]:
+            indeg[b] -= 1
+            if indeg[b] == 0:
+                ready.append(b)
+    return order + [k for k in keys if k not in set(order)]
+
+
 def _readout(graph: ir.Graph) -> tuple[ir.Graph, Optional[str]]:
     """Move a final sum / mean over time behind the per-step classifier (dividing its bias by T)."""
     (out,) = graph.outputs
@@ -521,8 +541,14 @@ def export_nir(graph: ir.Graph, max_neurons: int = 1_000_000, partial: bool = Fa
         if v not in live:
             live.add(v)
             stack += rev.get(v, [])
-    ex.nodes = {k: v for k, v in ex.nodes.items() if k in live}
-    ex.edges = [(a, b) for a, b in ex.edges if a in live and b in live]
+    # keys prefixed in evaluation order: nir.read returns nodes sorted by key, and nirtorch evaluates
+    # them in that order (re-queueing a nested graph whose inputs are not ready breaks nirtorch 2.6)
+    order = topological_order([k for k in ex.nodes if k in live], [(a, b) for a, b in ex.edges if a in live and b in live])
+    rename = {k: f"n{i:0{len(str(len(order)))}d}_{k}" for i, k in enumerate(order)}
+    ex.nodes = {rename[k]: ex.nodes[k] for k in order}
+    ex.edges = [(rename[a], rename[b]) for a, b in ex.edges if a in live and b in live]
+    neurons = {n.name: rename[ex.vals[n.name].terms[0]] for n in graph.nodes
+               if isinstance(n, ir.NeuronNode) and n.name in ex.vals and ex.vals[n.name].terms[0] in rename}
     T = max(graph.types[n.name].time for n in graph.nodes)
     meta = {
         "spikec_version": __version__,
@@ -532,6 +558,7 @@ def export_nir(graph: ir.Graph, max_neurons: int = 1_000_000, partial: bool = Fa
         "readout": json.dumps(readout or "per step"),
         "input_layout": json.dumps(graph.inputs[0].layout),
         "sources": json.dumps({k: n.source for k, n in ((m.name, m) for m in graph.nodes) if n.source}),
+        "neurons": json.dumps(neurons),  # IR neuron layer -> the NIR node whose output is its spikes
         "notes": json.dumps(ex.notes),
         "recurrent_edge_convention": json.dumps("an edge that closes a cycle carries its source's output of the "
                                                 "previous time step (zeros at the first step)"),

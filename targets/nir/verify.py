@@ -109,27 +109,14 @@ def node_map(dt: float) -> dict:
 
 
 def topological(g):
-    """``g`` with its nodes in evaluation order.  nirtorch evaluates nodes in dict order, re-queueing
-    a node whose inputs are not computed yet, and ``nir.read`` returns them sorted by name; a
-    re-queued nested graph is then wired twice (an error in nirtorch 2.6).  spikec's top level is
-    acyclic (cycles live inside nested graphs, whose node names sort in evaluation order)."""
+    """``g`` with its nodes in evaluation order (spikec writes them so; older or foreign files may
+    not be): nirtorch evaluates nodes in dict order and re-queues a node whose inputs are not
+    ready, which breaks on nested graphs in nirtorch 2.6."""
     import nir
 
-    indeg = {k: 0 for k in g.nodes}
-    succ: dict[str, list[str]] = {k: [] for k in g.nodes}
-    for a, b in g.edges:
-        indeg[b] += 1
-        succ[a].append(b)
-    ready = [k for k in g.nodes if indeg[k] == 0]
-    order = []
-    while ready:
-        k = ready.pop(0)
-        order.append(k)
-        for b in succ[k]:
-            indeg[b] -= 1
-            if indeg[b] == 0:
-                ready.append(b)
-    order += [k for k in g.nodes if k not in order]
+    from .export import topological_order
+
+    order = topological_order(list(g.nodes), g.edges)
     return nir.NIRGraph(nodes={k: g.nodes[k] for k in order}, edges=g.edges, metadata=g.metadata, type_check=False)
 
 
@@ -171,7 +158,7 @@ def run_file(path, x) -> tuple[torch.Tensor, dict, dict]:
     except Exception as e:  # h5py / nir raise several types for a foreign or corrupt file
         raise SpikecError(f"{path}: not a readable NIR file ({e})") from None
     meta = {k: json.loads(v) if isinstance(v, str) else v for k, v in (g.metadata or {}).items()
-            if k in ("T", "input_layout", "readout", "sources")}
+            if k in ("T", "input_layout", "readout", "sources", "neurons")}
     if not {"T", "input_layout", "readout"} <= set(meta):
         raise SpikecError(f"{path}: a NIR graph without spikec's metadata (T, input_layout, readout): "
                           "run it with its own consumer")
@@ -186,7 +173,6 @@ def run_file(path, x) -> tuple[torch.Tensor, dict, dict]:
                           "(its readout and classifier bias assume it); give [T, B, ...] sequences of that length")
     steps = xs.unsqueeze(0).expand(meta["T"], *xs.shape) if meta["input_layout"] == "static" else xs
     y, rec = run_nir(g, steps, record=True)
-    meta["node_types"] = {k: type(v).__name__ for k, v in g.nodes.items()}
     y = {"sum": lambda v: v.sum(0), "mean": lambda v: v.mean(0)}.get(meta["readout"], lambda v: v)(y)
     return y, rec, meta
 
@@ -204,13 +190,16 @@ def check_against_float(float_graph, nir_path, x) -> dict:
     xs = torch.as_tensor(np.asarray(x), dtype=torch.float32)
     T = max(g.types[n.name].time for n in g.nodes)
     steps = xs.unsqueeze(0).expand(T, *xs.shape) if inp.layout == "static" else xs
-    y, rec = run_nir(nir_path, steps, record=True)
+    import nir
+
+    back = nir.read(str(nir_path))
+    neurons = json.loads(back.metadata["neurons"])
+    y, rec = run_nir(back, steps, record=True)
     layers = {}
     for n in g.nodes:
         if n.op == "neuron":
-            key = n.name.replace(".", "_").replace(":", "_")
             a = rf.values[n.name]
-            b = rec[key].reshape(a.shape)
+            b = rec[neurons[n.name]].reshape(a.shape)
             layers[n.name] = float((a == b).float().mean())
     yf = rf.outputs[0]
     diff = float((y.reshape(yf.shape) - yf).abs().max()) if yf.numel() else 0.0
