@@ -274,6 +274,8 @@ def cmd_run(args) -> int:
               f"{r.timings['steps_per_second']:.1f} steps/s")
     else:
         r = run_int(graph, x, record=True)
+        for line in r.overflow_lines():
+            print(line, file=sys.stderr)
     y = r.real_outputs()[0].numpy()
     table = Table(title=f"{args.artifact}: per-layer spikes ({x.shape[0] if manifest['input']['layout'] == 'static' else x.shape[1]} samples)")
     for col in ("neuron layer", "source module", "spikes", "rate"):

@@ -50,6 +50,7 @@ class VerifyReport:
     first_divergent_layer: Optional[str] = None
     lava: Optional[dict] = None  # {"bit_exact": bool, "outputs_equal": bool, "steps": int, "steps_per_second": float}
     onnx: Optional[dict] = None  # {"outputs_equal": bool, "nodes": int}: onnxruntime vs intref (target onnx)
+    overflows: dict = field(default_factory=dict)  # neuron layer -> currents beyond Lava's int32 datapath
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,6 +64,9 @@ class VerifyReport:
             lv = "" if not self.lava else f"{'yes' if r.lava_exact else 'NO':>9s} "
             out.append(f"{r.layer[:44]:44s} {r.rate:6.3f} {t:>9s} {r.passes:9.4%} {r.float_vs_int:10.4%} {lv} "
                        + ("-" if r.first_divergence is None else str(r.first_divergence)))
+        from spikec.targets.intref.executor import overflow_lines
+
+        out += overflow_lines(self.overflows)
         if self.first_divergent_layer:
             out.append(f"first divergence float vs integer: layer {self.first_divergent_layer}")
         if self.lava:
@@ -144,8 +148,10 @@ def run_verify(args) -> VerifyReport:
     r_traced = run_float(graph, xt, record=True)
     r_opt = run_float(res.optimized, xt, record=True)
     r_int = run_int(res.quantized, xt, record=True)
+    report_overflows = r_int.overflows
 
-    report = VerifyReport(samples=int(x.shape[0] if graph.inputs[0].layout == "static" else x.shape[1]), target=args.target)
+    report = VerifyReport(samples=int(x.shape[0] if graph.inputs[0].layout == "static" else x.shape[1]), target=args.target,
+                          overflows=report_overflows)
     for n in res.quantized.nodes:
         if not isinstance(n, ir.LoihiNeuronNode):
             continue

@@ -195,3 +195,28 @@ def test_verify_spikingjelly_models(tmp_path, zoo_models, family, capsys):
     rep = json.loads((tmp_path / "r.json").read_text())
     assert all(l["torch_vs_ir"] == 1.0 for l in rep["layers"])
     assert 0.0 <= rep["top1_agreement"] <= 1.0 and rep["layers"][0]["float_vs_int"] > 0.97
+
+
+def test_currents_beyond_lavas_int32_datapath_are_reported():
+    """Calibrated on all-zero inputs, a layer of large weights sees currents far beyond the
+    quantization bounds on real inputs; past |a| = 2^25 Lava's int32 `a << 6` overflows, so intref
+    reports those layers (and spikec verify prints the warning) instead of claiming Lava agreement."""
+    from spikingjelly.activation_based import functional, layer, neuron
+
+    from spikec.compiler import compile_graph
+    from spikec.frontend import trace
+    from spikec.targets.intref.executor import run_int
+
+    torch.manual_seed(0)
+    lin = layer.Linear(50, 4, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.rand(4, 50) * 1000)
+    net = torch.nn.Sequential(layer.Flatten(), lin, neuron.IFNode(v_threshold=1.0), layer.Linear(4, 2))
+    functional.set_step_mode(net, "m")
+    g = trace(net.eval(), (2, 5, 5), time_steps=4)
+    calib = np.zeros((4, 2, 2, 5, 5), np.float32)
+    x = torch.rand(4, 4, 2, 5, 5, generator=torch.Generator().manual_seed(0))
+    r = run_int(compile_graph(g, "intref", calib=calib).quantized, x)
+    assert list(r.overflows) == ["2"] and r.overflows["2"] > 0
+    assert "overflows int32" in r.overflow_lines()[0] and "--calib" in r.overflow_lines()[0]
+    assert not run_int(compile_graph(g, "intref").quantized, x).overflows  # worst-case bounds: none

@@ -98,3 +98,46 @@ def test_verify_target_onnx(capsys):
     assert main(["verify", str(ckpt), "--model", f"{ROOT}/examples/models/spikformer.py:spikformer_digits",
                  "--input-shape", "1,8,8", "--target", "onnx", "--dataset", "digits", "--limit", "48"]) == 0
     assert "outputs equal intref bit for bit: yes" in capsys.readouterr().out
+
+
+def _conv_if_linear():
+    import torch
+    from spikingjelly.activation_based import functional, layer, neuron
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(layer.Conv2d(2, 4, 3, padding=1), neuron.IFNode(v_threshold=0.5), layer.Flatten(),
+                              layer.Linear(64, 3))
+    functional.set_step_mode(net, "m")
+    return net.eval()
+
+
+def test_signed_input_into_a_convolution():
+    """An input range below zero quantizes to signed 8-bit levels: the first convolution must not
+    read them as uint8 (ConvInteger), else -1 becomes 255."""
+    import torch
+
+    from spikec.frontend import trace
+    from spikec.targets.onnx.runner import run_onnx_model
+
+    q = compile_graph(trace(_conv_if_linear(), (2, 4, 4), time_steps=3), "onnx", input_range=(-1, 1)).quantized
+    x = torch.rand(3, 8, 2, 4, 4, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    ref = run_int(q, x)
+    assert ref.outputs[0].abs().sum() > 0
+    np.testing.assert_array_equal(run_onnx_model(export_onnx(q), x.numpy())[0][0], ref.outputs[0].numpy())
+
+
+def test_nan_inputs_are_refused():
+    """NaN has no 8-bit level (intref would carry INT64_MIN, ONNX and Lava a 0): refused alike."""
+    import torch
+
+    from spikec.errors import SpikecError
+    from spikec.frontend import trace
+    from spikec.targets.onnx.runner import run_onnx_model
+
+    q = compile_graph(trace(_conv_if_linear(), (2, 4, 4), time_steps=3), "onnx").quantized
+    x = torch.rand(3, 2, 2, 4, 4)
+    x[0, 0, 0, 0, 0] = float("nan")
+    with pytest.raises(SpikecError, match="1 NaN values"):
+        run_int(q, x)
+    with pytest.raises(SpikecError, match="1 NaN values"):
+        run_onnx_model(export_onnx(q), x.numpy())

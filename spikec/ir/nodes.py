@@ -797,7 +797,8 @@ class PadNode(Node):
 class QuantizeInputNode(Node):
     """Host-side input quantization to ``bits``-bit graded values:
     ``q = clip(floor(x / scale + 1/2), lo, hi)`` with ``[lo, hi] = [0, 2^bits − 1]`` (unsigned) or
-    ``[−2^(bits−1), 2^(bits−1) − 1]`` (signed).  The integer datapath starts at its output."""
+    ``[−2^(bits−1), 2^(bits−1) − 1]`` (signed), where ``x`` is the model's float32 input and the
+    division runs in float64.  NaN inputs are refused.  The integer datapath starts at its output."""
 
     scale: float = 1.0
     bits: int = 8

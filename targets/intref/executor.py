@@ -28,10 +28,24 @@ class IntRunResult:
     scales: list[float]  # real value = integer * scale
     values: dict[str, torch.Tensor] = field(default_factory=dict)
     membranes: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # name -> (v, u)
+    # neuron layer -> input currents with |a| >= 2^25, where Lava's int32 `a << 6` overflows (Lava
+    # then differs from intref); worst-case quantization bounds exclude it, narrow --calib data may not
+    overflows: dict[str, int] = field(default_factory=dict)
+
+    def overflow_lines(self) -> list[str]:
+        return overflow_lines(self.overflows)
 
     def real_outputs(self) -> list[torch.Tensor]:
         """Dequantized outputs (outside the integer datapath)."""
         return [o.to(torch.float64) * s for o, s in zip(self.outputs, self.scales)]
+
+
+def overflow_lines(overflows: dict[str, int]) -> list[str]:
+    """Warnings for neuron layers whose input currents left the range where intref equals Lava."""
+    return [f"WARNING: {name}: {count} input currents reach 2^25, where Lava's fixed_pt LIF overflows int32 "
+            "(a << 6); Lava and Loihi differ from intref there. The inputs exceed the quantization bounds: "
+            "recompile with --calib data that covers them, or with worst-case bounds (no --calib)"
+            for name, count in overflows.items()]
 
 
 def _i64(a) -> torch.Tensor:
@@ -64,10 +78,19 @@ def _synapse(n: ir.SynapseNode, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _neuron(n: ir.LoihiNeuronNode, *ins: torch.Tensor, record=False):
+# Lava's fixed_pt LIF shifts the int32 input current left by 6 in int32: beyond this, Lava's
+# arithmetic overflows and differs from intref's (int64); the quantization bounds exclude it
+A_LAVA_LIMIT = 1 << 25
+
+
+def _neuron(n: ir.LoihiNeuronNode, *ins: torch.Tensor, record=False, overflows: Optional[dict] = None):
     a = ins[0]
     for x in ins[1:]:
         a = a + x
+    if overflows is not None and a.numel():
+        count = int((a.abs() >= A_LAVA_LIMIT).sum())
+        if count:
+            overflows[n.name] = count
     bias = K.shift(_i64(n.bias_mant), 0) << _i64(n.bias_exp) if np.any(np.asarray(n.bias_mant)) else torch.zeros((), dtype=torch.int64)
     bias = torch.broadcast_to(bias, a.shape[2:]) if bias.dim() else bias
     return K.lif_run(a, n.du, n.dv, n.vth, bias, n.reset, n.reset_value, n.v_init, record=record)
@@ -76,6 +99,9 @@ def _neuron(n: ir.LoihiNeuronNode, *ins: torch.Tensor, record=False):
 def _quantize_input(n: ir.QuantizeInputNode, x: torch.Tensor) -> torch.Tensor:
     """The host boundary: float input -> integers (the only float arithmetic of a run)."""
     lo, hi = n.bounds
+    if torch.isnan(x).any():
+        raise SpikecError(f"--input contains {int(torch.isnan(x).sum())} NaN values: the 8-bit input quantization "
+                          "has no level for them (clean the data)")
     q = torch.floor(x.double() / n.scale + 0.5).clamp(lo, hi)
     return q.to(torch.int64)
 
@@ -147,6 +173,7 @@ def run_int(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], record: bool = 
     inp, xs = input_to_values(graph, x)
     env: dict[str, torch.Tensor] = {inp.name: xs}
     membranes = {}
+    overflows: dict[str, int] = {}
     users_left = {n.name: len(graph.users(n.name)) for n in graph.nodes}
     for n in graph.nodes:
         if isinstance(n, ir.InputNode):
@@ -156,10 +183,10 @@ def run_int(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], record: bool = 
             env[n.name] = overrides[n.name]
         elif isinstance(n, ir.LoihiNeuronNode):
             if record:
-                env[n.name], v, u = _neuron(n, *ins, record=True)
+                env[n.name], v, u = _neuron(n, *ins, record=True, overflows=overflows)
                 membranes[n.name] = (v, u)
             else:
-                env[n.name] = _neuron(n, *ins)
+                env[n.name] = _neuron(n, *ins, overflows=overflows)
         else:
             env[n.name] = _KERNELS[type(n)](n, *ins)
         if env[n.name].dtype not in K.INT_DTYPES:
@@ -174,4 +201,4 @@ def run_int(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], record: bool = 
         outs.append(to_output_layout(o, env[o.name]).to(torch.int64))
         src = graph.producer(o.inputs[0])
         scales.append(src.scale if isinstance(src, ir.DequantizeNode) else 1.0)
-    return IntRunResult(outs, scales, env if record else {}, membranes)
+    return IntRunResult(outs, scales, env if record else {}, membranes, overflows)

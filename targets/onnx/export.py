@@ -125,10 +125,11 @@ def export_onnx(graph: ir.Graph):
         elif isinstance(n, ir.SynapseNode):
             fin = types[n.inputs[0]].features
             w_t = b.const(np.asarray(n.weight, np.int64).T) if n.layout == "linear" else None
-            u8_input = types[n.inputs[0]].kind is ir.Kind.SPIKE or isinstance(graph.producer(n.inputs[0]), ir.QuantizeInputNode) \
-                or (isinstance(graph.producer(n.inputs[0]), ir.RepeatTimeNode)
-                    and isinstance(graph.producer(graph.producer(n.inputs[0]).inputs[0]), ir.QuantizeInputNode)
-                    and not graph.producer(graph.producer(n.inputs[0]).inputs[0]).signed)
+            src = graph.producer(n.inputs[0])
+            if isinstance(src, ir.RepeatTimeNode):
+                src = graph.producer(src.inputs[0])
+            # uint8 operands: spikes, or the unsigned 8-bit input (a signed input is int64 MatMul)
+            u8_input = types[n.inputs[0]].kind is ir.Kind.SPIKE or (isinstance(src, ir.QuantizeInputNode) and not src.signed)
             native = n.layout == "conv" and u8_input
             if n.layout == "conv" and not native:
                 m = b.matrix(conv_matrix(np.asarray(n.weight, np.int64), fin, n.stride, n.padding, n.dilation, n.groups,

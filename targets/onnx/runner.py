@@ -33,6 +33,9 @@ def run_onnx_model(model, x: np.ndarray, what: str = "the ONNX model") -> tuple[
     if x.ndim != len(dims) or any(isinstance(d, int) and d != s for d, s in zip(dims, x.shape)):
         raise SpikecError(f"--input has shape {list(x.shape)}, the ONNX model takes {dims} "
                           f"({'[T, B, ...] sequences' if len(dims) > 0 and dims[0] != 'B' else '[B, ...] frames'})")
+    if np.isnan(np.asarray(x, np.float32)).any():
+        raise SpikecError(f"--input contains {int(np.isnan(x).sum())} NaN values: the 8-bit input quantization has "
+                          "no level for them (clean the data)")
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
