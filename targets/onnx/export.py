@@ -1,9 +1,10 @@
 """The integer model (quantized IR) as an ONNX graph that onnxruntime runs bit-exactly like intref.
 
 * opset 17; time unrolled for the fixed T (every value exists once per step);
-* convolutions on spikes and on the 8-bit input use ConvInteger (uint8 inputs, int8 / uint8 weights,
-  MIXED weights stored halved, exact int32 accumulation); other convolutions and sum pools are
-  unrolled integer matrices;
+* convolutions on spikes and on the unsigned 8-bit input use ConvInteger with uint8 operands only
+  (MIXED weights as halved positive and negative parts: onnxruntime's u8 x s8 kernels may
+  saturate to int16 on CPUs without VNNI; exact int32 accumulation); other convolutions and sum
+  pools are unrolled integer matrices;
 * the only float operations are the input quantization at the boundary
   (``Cast(Clip(Floor(double(x) / scale + 0.5)))``, in float64 as intref's quantize_input); from there on every tensor is
   int64 and every operation integer: MatMul (synapses, with convolutions and sum pools unrolled to
@@ -134,18 +135,24 @@ def export_onnx(graph: ir.Graph):
             if n.layout == "conv" and not native:
                 m = b.matrix(conv_matrix(np.asarray(n.weight, np.int64), fin, n.stride, n.padding, n.dilation, n.groups,
                                          tn.features))
-            if native:  # ConvInteger on uint8 inputs (spikes / 8-bit input): exact int32 accumulation
+            if native:  # ConvInteger, uint8 x uint8 (exact int32 accumulation): mixed-sign weights
+                # as a positive and a negative part, since onnxruntime's u8 x s8 kernels may saturate
+                # pairs of products to int16 on x86 CPUs without VNNI (onnxruntime issue 6004)
                 w = np.asarray(n.weight, np.int64)
-                scale_w, wq, wdt = (2, w // 2, np.int8) if n.sign_mode == "mixed" else \
-                    ((1, w, np.uint8) if n.sign_mode == "exc" else (-1, -w, np.uint8))
-                w_c, zx, zw = b.const(wq, wdt), b.const(0, np.uint8), b.const(0, wdt)
+                parts = [(2, np.clip(w, 0, None) // 2), (-2, np.clip(-w, 0, None) // 2)] if n.sign_mode == "mixed" else \
+                    [(1, w)] if n.sign_mode == "exc" else [(-1, -w)]
+                parts = [(sc, b.const(wp, np.uint8)) for sc, wp in parts if wp.any()] or [(1, b.const(0 * w, np.uint8))]
+                zx = b.const(0, np.uint8)
                 conv_attrs = dict(strides=list(n.stride), pads=list(n.padding) * 2, dilations=list(n.dilation), group=n.groups)
             for t in steps:
                 x = at(n.inputs[0], t)
                 if native:
                     xu = b.op("Cast", [x], to=TensorProto.UINT8)
-                    acc = b.op("Cast", [b.op("ConvInteger", [xu, w_c, zx, zw], **conv_attrs)], to=TensorProto.INT64)
-                    acc = acc if scale_w == 1 else b.op("Mul", [acc, b.const(scale_w)])
+                    terms = []
+                    for sc, w_c in parts:
+                        term = b.op("Cast", [b.op("ConvInteger", [xu, w_c, zx, zx], **conv_attrs)], to=TensorProto.INT64)
+                        terms.append(term if sc == 1 else b.op("Mul", [term, b.const(sc)]))
+                    acc = b.add_all(terms)
                 elif n.layout == "conv":
                     acc = b.flat_matmul(x, m, fin, tn.features)
                 else:
