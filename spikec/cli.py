@@ -183,6 +183,11 @@ def cmd_compile(args) -> int:
     if missing:
         raise SpikecError(f"compile needs {', '.join(missing)} (see spikec compile --help)")
     resolve({"onnx": "intref"}.get(args.target, args.target), args.skip)  # unknown pass names fail before the (slow) trace
+    from .outputs import check_output
+
+    check_output(args.output, directory=args.target in ("intref", "lava"), protect=(args.checkpoint,))
+    if args.emit_ir:
+        check_output(args.emit_ir, directory=True)
     calib = load_array(args.calib, "--calib") if args.calib else None
     graph = load_graph(args)  # trace first: model errors are reported whatever the target
     if args.emit_ir:

@@ -132,3 +132,34 @@ def test_compile_rejects_unknown_pass_before_tracing(digits_ckpt, capsys):
     assert "unknown pass(es) no_such_pass" in capsys.readouterr().err
     assert main(["compile", "--target", "nir"]) == 2
     assert "compile needs CHECKPOINT, -o/--output" in capsys.readouterr().err
+
+
+def test_outputs_never_replace_what_spikec_did_not_write(tmp_path, digits_ckpt, capsys, monkeypatch):
+    """-o over a directory that is not a spikec artifact (or the working directory, or the
+    checkpoint) is refused before any work; an earlier artifact is replaced; permissions are the
+    usual ones, not tempfile's owner-only."""
+    import os
+
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("precious")
+    args = ["compile", str(digits_ckpt), "--model", DIGITS, "--input-shape", "1,8,8"]
+    for out, target in [(keep, "intref"), (keep / "notes.txt", "intref"), (keep, "onnx")]:
+        assert main([*args, "--target", target, "-o", str(out)]) == 2
+    monkeypatch.chdir(keep)
+    assert main([*args, "--target", "intref", "-o", "."]) == 2
+    assert main([*args, "--target", "onnx", "-o", str(digits_ckpt)]) == 2
+    err = capsys.readouterr().err
+    assert "not a spikec artifact" in err and "is a directory" in err and "input checkpoint" in err
+    assert (keep / "notes.txt").read_text() == "precious" and digits_ckpt.exists()
+    art = tmp_path / "a.intref"
+    for _ in range(2):  # the second compile replaces the first artifact
+        assert main([*args, "--target", "intref", "-o", str(art)]) == 0
+    assert main([*args, "--target", "onnx", "-o", str(tmp_path / "m.onnx")]) == 0
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (art.stat().st_mode & 0o777) == 0o777 & ~mask
+    assert ((tmp_path / "m.onnx").stat().st_mode & 0o777) == 0o666 & ~mask
+    (tmp_path / "file").write_text("x")
+    assert main([*args, "--target", "onnx", "-o", str(tmp_path / "file" / "m.onnx")]) == 2
+    assert "is a file, not a directory" in capsys.readouterr().err

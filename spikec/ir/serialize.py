@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import IRError
+from ..outputs import atomic_directory
 from .graph import Graph
 from .nodes import NODE_TYPES
 
@@ -97,22 +96,6 @@ def graph_from_dict(doc: dict, arrays: dict[str, np.ndarray]) -> Graph:
             kwargs[k] = arrays[f"{idx}.{k}"]
         nodes.append(cls(name=nd["name"], inputs=tuple(nd["inputs"]), source=nd["source"], **kwargs))
     return Graph(nodes, name=doc["name"], metadata=_from_json(doc["metadata"]))
-
-
-def atomic_directory(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmpdir)`` and move the result to ``path`` only if it succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        write(tmp)
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
 
 
 def write_graph_files(graph: Graph, directory: Path) -> None:

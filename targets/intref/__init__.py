@@ -22,7 +22,8 @@ import torch
 import spikec
 from spikec import ir
 from spikec.errors import SpikecError
-from spikec.ir.serialize import atomic_directory, write_graph_files
+from spikec.ir.serialize import write_graph_files
+from spikec.outputs import atomic_directory
 
 from .executor import IntRunResult, check_integer_graph, run_int
 

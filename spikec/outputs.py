@@ -1,0 +1,80 @@
+"""Writing artifacts safely: outputs are checked before any work, written to a temporary sibling
+and renamed into place, so a failure never leaves a half-written artifact and nothing but an
+earlier spikec artifact is ever replaced.  Files and directories get the usual permissions
+(0666 / 0777 minus the umask), not the owner-only ones of ``tempfile``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .errors import SpikecError
+
+ARTIFACT_MARKERS = ("graph.json",)  # every spikec artifact / IR directory holds these
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_output(path: str | os.PathLike, directory: bool, protect: tuple = ()) -> Path:
+    """Refuse, before any work, an output that cannot or must not be written: a directory output
+    over anything but an empty directory or an earlier spikec artifact, a file output over a directory or over one of
+    ``protect`` (e.g. the input checkpoint), or a location that is not writable."""
+    path = Path(path)
+    if path.exists():
+        replaceable = path.is_dir() and (not any(path.iterdir()) or all((path / m).exists() for m in ARTIFACT_MARKERS))
+        if directory and not replaceable:
+            raise SpikecError(f"-o {path}: exists and is not a spikec artifact; refusing to replace it "
+                              "(choose a new path, or remove it yourself)")
+        if not directory and path.is_dir():
+            raise SpikecError(f"-o {path}: is a directory; give a file path")
+        if any(path.resolve() == Path(p).resolve() for p in protect):
+            raise SpikecError(f"-o {path}: is the input checkpoint; refusing to overwrite it")
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SpikecError(f"-o {path}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SpikecError(f"-o {path}: {parent} is not writable")
+    return path
+
+
+def atomic_directory(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmpdir)`` and move the result to ``path`` only if it succeeds (replacing an
+    earlier spikec artifact there, nothing else)."""
+    path = check_output(path, directory=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o777 & ~_umask())
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def atomic_file(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmpfile)`` and rename the file to ``path`` only if it succeeds."""
+    path = check_output(path, directory=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
