@@ -99,6 +99,24 @@ def test_pickled_module_needs_trust(tmp_path, zoo_models):
     torch.testing.assert_close(run_float(g, x).outputs[0], y, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("wrapper", ["none", "DataParallel"])
+def test_pickled_legacy_module_in_a_fresh_process(tmp_path, zoo_models, wrapper):
+    """A whole pickled module whose code imports the legacy spikingjelly.clock_driven API (the
+    compat layer must be in place before unpickling), found from the working directory like
+    --model, and a pickled DataParallel wrapper (unwrapped): traced by the console script."""
+    import shutil
+    import subprocess
+
+    from conftest import ROOT
+
+    model = zoo_models["spikformer_digits"][0]
+    torch.save(torch.nn.DataParallel(model) if wrapper == "DataParallel" else model, tmp_path / "whole.pt")
+    exe = shutil.which("spikec", path=str(ROOT / ".venv" / "bin")) or shutil.which("spikec")
+    r = subprocess.run([exe, "show", str(tmp_path / "whole.pt"), "--trust-checkpoint", "--input-shape", "1,8,8"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and "block.0.attn" in r.stdout, r.stderr[-1500:]
+
+
 @pytest.mark.parametrize("family", ["sj_spikformer", "sj_sdt"])
 def test_exported_program_with_spikingjelly_ops(tmp_path, zoo_models, family):
     """A .pt2 of the *unmodified* spikingjelly model: neurons arrive as sj_lif ops."""
@@ -110,6 +128,29 @@ def test_exported_program_with_spikingjelly_ops(tmp_path, zoo_models, family):
     assert [n.source for n in g.nodes if n.op == "neuron"] == [n.source for n in graph.nodes if n.op == "neuron"]
     y, _ = neuron_outputs(model, x[:2])
     torch.testing.assert_close(run_float(g, x[:2]).outputs[0], y, rtol=0, atol=1e-5)
+
+
+def test_exported_program_compiles_in_a_fresh_process(tmp_path, zoo_models):
+    """The CLI registers spikingjelly's custom ops itself (in the test process an earlier model
+    call already did): compile and run a .pt2 of the unmodified model in a new process."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from examples.models.zoo import _reset
+
+    model, x, _ = zoo_models["sj_sdt"]
+    _reset(model)  # fresh membranes (earlier tests ran the model)
+    torch.export.save(torch.export.export(model, (x[:2],), strict=False), tmp_path / "m.pt2")
+    np.save(tmp_path / "x.npy", x[:3].numpy())
+    cmd = [sys.executable, "-m", "spikec"]
+    r = subprocess.run(cmd + ["compile", str(tmp_path / "m.pt2"), "--target", "intref", "-o", str(tmp_path / "m.intref")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-1500:]
+    r = subprocess.run(cmd + ["run", str(tmp_path / "m.intref"), "--input", str(tmp_path / "x.npy")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "top-1" in r.stdout, r.stderr[-1500:]
 
 
 def test_missing_and_corrupt_files(tmp_path):

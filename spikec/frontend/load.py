@@ -41,11 +41,22 @@ class LoadedModel:
 
 
 def _register_spikingjelly_ops() -> None:
-    """Exported programs of spikingjelly models call its custom ops; register them if available."""
+    """Exported programs of spikingjelly models call its custom ops (``sj_lif``, ``sj_if``,
+    ``sj_plif``, ...), which its ``_ops`` subpackages register on import (importing the neuron
+    module alone does not); register every one available."""
+    import importlib
+    import pkgutil
+
     try:
-        import spikingjelly.activation_based.neuron  # noqa: F401
+        import spikingjelly._ops as ops
     except ImportError:
-        pass
+        return
+    for info in pkgutil.iter_modules(ops.__path__):
+        if info.ispkg:
+            try:
+                importlib.import_module(f"{ops.__name__}.{info.name}")
+            except Exception:  # an op family this build cannot provide (e.g. CUDA-only)
+                pass
 
 
 def load_factory(spec: str):
@@ -159,6 +170,10 @@ def apply_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], origin: str)
 
 
 def _torch_load(path: Path, trust: bool):
+    cwd = str(Path.cwd())
+    added = trust and cwd not in sys.path and "" not in sys.path  # a pickled module's classes, like --model
+    if added:
+        sys.path.append(cwd)
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as e:
@@ -172,6 +187,9 @@ def _torch_load(path: Path, trust: bool):
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError,
             ModuleNotFoundError) as e:
         raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    finally:
+        if added:
+            sys.path.remove(cwd)
 
 
 def load_checkpoint(
@@ -194,11 +212,13 @@ def load_checkpoint(
             raise CheckpointError(f"{path}: cannot read exported program ({type(e).__name__}: {e})") from None
         return LoadedModel(exported=ep, origin=str(path))
 
-    if factory is not None:
+    if factory is not None or trust_checkpoint:  # model code (or a pickled module) may use the legacy API
         from ..compat import legacy_spikingjelly
 
         legacy_spikingjelly.install_if_missing()
     obj = _torch_load(path, trust_checkpoint)
+    while isinstance(obj, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        obj = obj.module  # a pickled (Distributed)DataParallel wrapper: the model is inside
     if isinstance(obj, nn.Module):
         if factory is not None:
             raise CheckpointError(f"{path}: holds a whole nn.Module; do not pass --model with it")
