@@ -10,6 +10,7 @@ code 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -36,7 +37,7 @@ def _add_model_options(p: argparse.ArgumentParser, optional: bool = False) -> No
     g.add_argument("--model", metavar="FACTORY", help="architecture of a state_dict: 'package.module:factory' or 'path/to/file.py:factory'")
     g.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments for the factory, as a JSON object")
     g.add_argument("--input-shape", type=_shape, metavar="C,H,W", help="per-sample input shape without batch, e.g. 3,32,32")
-    g.add_argument("--time-steps", type=int, metavar="T", help="the model takes a sequence [T, B, *input-shape] (default: a frame [B, *input-shape])")
+    g.add_argument("--time-steps", type=_positive, metavar="T", help="the model takes a sequence [T, B, *input-shape] (default: a frame [B, *input-shape])")
     g.add_argument("--trust-checkpoint", action="store_true", help="allow unpickling a whole nn.Module (runs code from the file: only for files you trust)")
 
 
@@ -45,9 +46,19 @@ def _range(text: str) -> tuple[float, float]:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected LO,HI like 0,1, got {text!r}") from None
-    if not hi > lo:
-        raise argparse.ArgumentTypeError(f"expected LO < HI, got {text!r}")
+    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+        raise argparse.ArgumentTypeError(f"expected finite LO < HI, got {text!r}")
     return lo, hi
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
 
 
 def _add_max_nir_neurons(group) -> None:
@@ -88,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-v", "--verbose", action="store_true", help="print what every pass did where (and where it did not fire, why)")
     g = p.add_argument_group("quantization (integer targets)")
     g.add_argument("--calib", metavar="FILE", help="calibration inputs (.npy, model input layout): per-layer scales from measured currents")
-    g.add_argument("--input-range", type=_range, default=(0.0, 1.0), metavar="LO,HI", help="range of the model's analog input (default 0,1)")
+    g.add_argument("--input-range", type=_range, default=(0.0, 1.0), metavar="LO,HI", help="range of the model's analog input (default 0,1; a negative LO needs '=': --input-range=-1,1)")
     g = p.add_argument_group("nir")
     _add_max_nir_neurons(g)
     g.add_argument("--partial", action="store_true", help="export the expressible prefix instead of failing")
@@ -122,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-agreement", type=float, default=0.0, metavar="F", help="exit 1 if float vs integer top-1 agreement is below F (0..1)")
     g.add_argument("--json", metavar="FILE", help="write the per-layer report as JSON")
     g.add_argument("--calib", metavar="FILE", help="calibration inputs for quantization (.npy)")
-    g.add_argument("--input-range", type=_range, default=(0.0, 1.0), metavar="LO,HI", help="range of the model's analog input")
+    g.add_argument("--input-range", type=_range, default=(0.0, 1.0), metavar="LO,HI", help="range of the model's analog input (default 0,1; a negative LO needs '=': --input-range=-1,1)")
     _add_max_nir_neurons(g)
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_verify)
@@ -266,6 +277,10 @@ def cmd_run(args) -> int:
     from .targets.intref import load_artifact, run_int
 
     x = load_array(args.input, "--input")
+    if args.save:
+        from .outputs import check_output
+
+        check_output(args.save, directory=False)
     if Path(args.artifact).is_file():
         return _run_file(args, x)
     graph, manifest = load_artifact(args.artifact)
@@ -294,6 +309,7 @@ def cmd_run(args) -> int:
     flat = y.reshape(-1, y.shape[-1])
     print("top-1 (first 20):", flat.argmax(-1)[:20].tolist())
     if args.save:
+        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
         np.save(args.save, y)
         print(f"saved outputs to {args.save}")
     return 0
@@ -329,6 +345,7 @@ def _run_file(args, x) -> int:
     flat = np.asarray(y).reshape(-1, y.shape[-1])
     print("top-1 (first 20):", flat.argmax(-1)[:20].tolist())
     if args.save:
+        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
         np.save(args.save, y)
         print(f"saved outputs to {args.save}")
     return 0
@@ -337,14 +354,18 @@ def _run_file(args, x) -> int:
 def cmd_verify(args) -> int:
     import json
 
+    from .outputs import check_output
     from .verify import run_verify
 
+    if args.json:
+        check_output(args.json, directory=False)
     if args.target == "nir":
         return cmd_verify_nir(args)
 
     report = run_verify(args)
     print("\n".join(report.lines()))
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=1))
         print(f"wrote {args.json}")
     if report.lava and not (report.lava["bit_exact"] and report.lava["outputs_equal"]):
@@ -368,8 +389,12 @@ def cmd_verify_nir(args) -> int:
     from .targets.nir.verify import check_against_float
     from .verify import load_data
 
+    from .verify import check_inputs
+
     x, _ = load_data(args)
-    res = compile_graph(load_graph(args), "nir")
+    graph = load_graph(args)
+    check_inputs(graph, x, None)
+    res = compile_graph(graph, "nir")
     ex = export_nir(res.optimized, max_neurons=args.max_nir_neurons)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "model.nir"
@@ -381,6 +406,7 @@ def cmd_verify_nir(args) -> int:
     print(f"spikes identical in every layer: {'yes' if rep['spikes_identical'] else 'NO'}; "
           f"outputs max |diff| {rep['output_max_abs_diff']:.3g}")
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rep, indent=1))
     return 0 if rep["spikes_identical"] and rep["output_max_abs_diff"] <= 1e-5 else 1
 

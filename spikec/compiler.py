@@ -26,12 +26,20 @@ class CompileResult:
 
 
 def load_array(path: str | Path, what: str) -> np.ndarray:
+    """A user's .npy array: numeric (bool / int / float), non-empty, without NaN."""
     try:
-        return np.load(path, allow_pickle=False)
+        a = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise SpikecError(f"{what} {path}: no such file") from None
     except (ValueError, OSError) as e:
         raise SpikecError(f"{what} {path}: not a readable .npy array ({e})") from None
+    if a.dtype.kind not in "biuf":
+        raise SpikecError(f"{what} {path}: holds {a.dtype} values; expected numbers (float, int or bool)")
+    if a.size == 0:
+        raise SpikecError(f"{what} {path}: is empty (shape {list(a.shape)})")
+    if a.dtype.kind == "f" and np.isnan(a).any():
+        raise SpikecError(f"{what} {path}: contains {int(np.isnan(a).sum())} NaN values; clean the data")
+    return a
 
 
 def compile_graph(graph: ir.Graph, target: str, calib: Optional[np.ndarray] = None,

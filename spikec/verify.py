@@ -83,8 +83,24 @@ class VerifyReport:
         return out
 
 
-def _top1(y: torch.Tensor) -> torch.Tensor:
+def _top1(y: torch.Tensor, per_step: bool = False) -> torch.Tensor:
+    """Predicted class per sample; per-step outputs [T, B, C] are averaged over time first."""
+    y = y.double().mean(0) if per_step else y
     return y.reshape(-1, y.shape[-1]).argmax(-1)
+
+
+def check_inputs(graph: ir.Graph, x: np.ndarray, labels: Optional[np.ndarray]) -> None:
+    """The data must fit the model before anything runs (the torch model would fail obscurely)."""
+    from .errors import ShapeError
+
+    inp = graph.inputs[0]
+    want = (["B"] if inp.layout == "static" else [inp.time, "B"]) + list(inp.features)
+    got = list(x.shape)
+    if len(got) != len(want) or any(w != "B" and w != g for w, g in zip(want, got)):
+        raise ShapeError(f"--input has shape {got}; the model takes {want} (B = samples)")
+    n = x.shape[0 if inp.layout == "static" else 1]
+    if labels is not None and labels.shape != (n,):
+        raise ShapeError(f"--labels has shape {list(labels.shape)}; expected one label per sample: [{n}]")
 
 
 def load_data(args) -> tuple[np.ndarray, Optional[np.ndarray]]:
@@ -117,6 +133,7 @@ def run_verify(args) -> VerifyReport:
 
     x, labels = load_data(args)
     graph = load_graph(args)
+    check_inputs(graph, x, labels)
     calib = load_array(args.calib, "--calib") if args.calib else None
     res = compile_graph(graph, args.target, calib=calib, input_range=args.input_range)
     xt = torch.as_tensor(x)
@@ -192,13 +209,15 @@ def run_verify(args) -> VerifyReport:
                        "nodes": len(model.graph.node)}
     y_float = r_opt.outputs[0]
     y_int = r_int.real_outputs()[0].to(y_float.dtype)
-    report.top1_agreement = float((_top1(y_float) == _top1(y_int)).float().mean())
+    per_step = graph.outputs[0].layout == "split"
+    top1 = lambda y: _top1(y, per_step)  # noqa: E731
+    report.top1_agreement = float((top1(y_float) == top1(y_int)).float().mean())
     if y_torch is not None:
-        report.top1_torch_vs_int = float((_top1(y_torch) == _top1(y_int)).float().mean())
+        report.top1_torch_vs_int = float((top1(y_torch) == top1(y_int)).float().mean())
     if labels is not None:
         lab = torch.as_tensor(labels)
         if y_torch is not None:
-            report.accuracy["torch"] = float((_top1(y_torch) == lab).float().mean())
-        report.accuracy["float IR"] = float((_top1(y_float) == lab).float().mean())
-        report.accuracy["integer"] = float((_top1(y_int) == lab).float().mean())
+            report.accuracy["torch"] = float((top1(y_torch) == lab).float().mean())
+        report.accuracy["float IR"] = float((top1(y_float) == lab).float().mean())
+        report.accuracy["integer"] = float((top1(y_int) == lab).float().mean())
     return report

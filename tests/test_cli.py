@@ -163,3 +163,55 @@ def test_outputs_never_replace_what_spikec_did_not_write(tmp_path, digits_ckpt, 
     (tmp_path / "file").write_text("x")
     assert main([*args, "--target", "onnx", "-o", str(tmp_path / "file" / "m.onnx")]) == 2
     assert "is a file, not a directory" in capsys.readouterr().err
+
+
+def test_bad_data_is_refused_in_one_line(tmp_path, digits_ckpt, capsys):
+    """Inputs that do not fit, empty / non-numeric / NaN arrays, labels of the wrong length, and
+    bad option values: one-line errors (exit 2), before anything runs."""
+    import numpy as np
+
+    model = ["--model", DIGITS, "--input-shape", "1,8,8"]
+    arrays = {"wrong.npy": np.zeros((4, 3, 8, 8), np.float32), "empty.npy": np.zeros((0, 1, 8, 8), np.float32),
+              "text.npy": np.array(["a", "b"]), "nan.npy": np.full((4, 1, 8, 8), np.nan, np.float32),
+              "x.npy": np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32),
+              "labels5.npy": np.zeros(5, np.int64)}
+    for name, a in arrays.items():
+        np.save(tmp_path / name, a)
+    verify = ["verify", str(digits_ckpt), *model, "--input"]
+    cases = [([*verify, str(tmp_path / "wrong.npy")], "the model takes ['B', 1, 8, 8]"),
+             ([*verify, str(tmp_path / "empty.npy")], "is empty"),
+             ([*verify, str(tmp_path / "text.npy")], "expected numbers"),
+             ([*verify, str(tmp_path / "nan.npy")], "256 NaN values"),
+             ([*verify, str(tmp_path / "x.npy"), "--labels", str(tmp_path / "labels5.npy")], "one label per sample: [4]"),
+             (["compile", str(digits_ckpt), *model, "--target", "intref", "-o", str(tmp_path / "o"),
+               "--calib", str(tmp_path / "nan.npy")], "NaN values")]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        assert message in capsys.readouterr().err, message
+    for bad in (["--time-steps", "0"], ["--input-range", "0,inf"]):
+        with pytest.raises(SystemExit) as e:
+            main(["compile", str(digits_ckpt), *model, "--target", "intref", "-o", str(tmp_path / "o"), *bad])
+        assert e.value.code == 2
+    assert not (tmp_path / "o").exists()
+
+
+def test_per_step_outputs_are_averaged_for_top1(tmp_path, zoo_models, capsys):
+    """spikingjelly's Spikformer returns [T, B, classes]: top-1 and accuracy average over time."""
+    import json
+
+    import numpy as np
+
+    model, x, _ = zoo_models["sj_spikformer"]
+    torch.save(model.state_dict(), tmp_path / "m.pth")
+    np.save(tmp_path / "x.npy", x[:8].numpy())
+    np.save(tmp_path / "y.npy", np.arange(8) % 10)
+    assert main(["verify", str(tmp_path / "m.pth"), "--model", "examples.models.zoo:sj_spikformer", "--input-shape",
+                 "3,16,16", "--input", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"),
+                 "--input-range", "0,2", "--json", str(tmp_path / "new" / "r.json")]) == 0
+    rep = json.loads((tmp_path / "new" / "r.json").read_text())
+    with torch.no_grad():
+        from examples.models.zoo import _reset
+
+        _reset(model)
+        pred = model(x[:8]).mean(0).argmax(-1).numpy()
+    assert rep["accuracy"]["torch"] == float((pred == np.arange(8) % 10).mean())
