@@ -245,6 +245,7 @@ class MetaSpikeFormer(nn.Module):
 
 
 def meta_spikformer_tiny(T: int = 2, num_classes: int = 10) -> MetaSpikeFormer:
-    """3x16x16 input; 16 -> 8 -> 4 -> 2 (4 tokens in the transformer stage); SepConv kernel 3."""
+    """3xHxW input, downsampled 8x before the transformer stage (the zoo's 3x32x32 gives 4x4 = 16
+    tokens); SepConv kernel 3."""
     return MetaSpikeFormer(in_channels=3, num_classes=num_classes, embed_dim=(8, 16, 32), num_heads=2, T=T,
                            sep_kernel=3)
