@@ -108,6 +108,20 @@ class QuantReport:
         for n in self.neurons:
             out.append(f"{n.name[:44]:44s} {n.vth:7d} {n.dv:5d} {n.threshold:8.4g} {n.threshold_int:9.5g} "
                        f"{n.headroom_v:8.3f} {n.headroom_u:8.3f}" + (f"  bias saturated x{n.bias_saturated}" if n.bias_saturated else ""))
+        return out + self.warnings()
+
+    def warnings(self) -> list[str]:
+        """Layers whose quantization is too coarse to trust: weights that mostly round away
+        (relative error >= 0.25) or thresholds off by more than 10 %.  Typically one value with a
+        far larger range (e.g. a sum over many tokens) shares its scale with the layers named."""
+        out = [f"WARNING: synapse {s.name} ({s.source}): weights quantized with relative error {s.rel_error:.2f}"
+               for s in self.synapses if s.rel_error >= 0.25]
+        out += [f"WARNING: neuron {n.name} ({n.source}): threshold {n.threshold:.4g} realised as {n.threshold_int:.4g}"
+                for n in self.neurons if abs(n.threshold_int - n.threshold) > 0.1 * abs(n.threshold)]
+        if out:
+            out.append("WARNING: the integer model will disagree with the float model in these layers; they share a "
+                       "fixed-point scale with a value of far larger range (see the |v|/max column); verify with "
+                       "spikec verify, try --calib with representative inputs")
         return out
 
 
