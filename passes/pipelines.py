@@ -18,6 +18,7 @@ from .base import PassReport, PassResult
 from .cleanup import cleanup
 from .distribute_over_spike_sums import distribute_over_spike_sums
 from .fold_batchnorm import fold_batchnorm
+from .fold_sums_into_synapses import fold_sums_into_synapses
 from .merge_repconv import merge_repconv
 from .merge_scale_into_threshold import merge_scale_into_threshold
 from .spike_matmul_to_addressed_accumulation import spike_matmul_to_addressed_accumulation
@@ -29,6 +30,7 @@ PASSES: dict[str, Callable[[Graph], PassResult]] = {
     "merge_scale_into_threshold": merge_scale_into_threshold,
     "spike_matmul_to_addressed_accumulation": spike_matmul_to_addressed_accumulation,
     "distribute_over_spike_sums": distribute_over_spike_sums,
+    "fold_sums_into_synapses": fold_sums_into_synapses,
 }
 
 _FLOAT = ["cleanup", "fold_batchnorm", "merge_repconv", "merge_scale_into_threshold",
@@ -37,8 +39,9 @@ _FLOAT = ["cleanup", "fold_batchnorm", "merge_repconv", "merge_scale_into_thresh
 PIPELINES: dict[str, list[str]] = {
     # the reference float pipeline: every exact rewrite
     "float": _FLOAT + ["distribute_over_spike_sums"],
-    "intref": list(_FLOAT),
-    "lava": _FLOAT + ["distribute_over_spike_sums"],
+    # integer targets: sums over positions get synapses (and fixed-point scales) of their own
+    "intref": _FLOAT[:-1] + ["fold_sums_into_synapses", "cleanup"],
+    "lava": _FLOAT[:-1] + ["fold_sums_into_synapses", "cleanup", "distribute_over_spike_sums"],
     "nir": _FLOAT + ["distribute_over_spike_sums"],
 }
 

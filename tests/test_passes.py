@@ -334,3 +334,47 @@ def test_merge_repconv_negative():
     assert r.report.fired == 1 and r.graph.count_ops()["linear"] == 1
     x = seq_input(g)
     torch.testing.assert_close(run_float(r.graph, x).outputs[0], run_float(g, x).outputs[0], rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------------- fold sums into synapses
+def token_sum_graph(leaf="conv"):
+    """A residual stream of two convs over spikes, summed over positions into a neuron (SDT's
+    head); ``leaf='real'`` reads a real value that is no synapse over spikes."""
+    nodes = [ir.InputNode("x", (), features=(3, 4, 4), time=2, layout="sequence"),
+             ir.NeuronNode("s1", ("x",), v_threshold=0.5), ir.NeuronNode("s2", ("x",), v_threshold=0.9),
+             ir.ConvNode("c1", ("s1",), "c1", weight=f32(5, 3, 3, 3, scale=0.4), bias=f32(5), stride=(1, 1),
+                         padding=(1, 1), dilation=(1, 1)),
+             ir.ConvNode("c2", ("s2",), "c2", weight=f32(5, 3, 1, 1, scale=0.4), bias=None, stride=(1, 1),
+                         padding=(0, 0), dilation=(1, 1))]
+    if leaf == "real":
+        nodes.append(ir.MaxPoolNode("mp", ("c2",), kernel=(1, 1), stride=(1, 1), padding=(0, 0)))
+    nodes += [ir.AddNode("res", ("c1", "mp" if leaf == "real" else "c2")), ir.NeuronNode("mid", ("res",)),
+              ir.ReshapeNode("tok", ("res",), features=(5, 16)),
+              ir.ReduceNode("sum", ("tok",), axes=(1,), reduce="sum"),
+              ir.NeuronNode("head", ("sum",), v_threshold=8.0), ir.OutputNode("o", ("head",)),
+              ir.OutputNode("o2", ("mid",))]
+    return graph(*nodes)
+
+
+def test_fold_sums_into_synapses():
+    """The sum over 16 positions becomes Linear synapses from the spikes (its own fixed-point scale
+    later); the float model is unchanged up to float32 rounding of the summed weights."""
+    from spikec.passes.fold_sums_into_synapses import fold_sums_into_synapses
+
+    g = token_sum_graph()
+    r = fold_sums_into_synapses(g)
+    assert r.report.fired == 1
+    head_in = r.graph.producer(r.graph["head"].inputs[0])
+    assert head_in.op == "add"
+    folds = [n for n in r.graph.nodes if n.op == "linear"]
+    assert len(folds) == 2 and all(r.graph.types[r.graph.producer(n.inputs[0]).inputs[0]].kind is ir.Kind.SPIKE
+                                   for n in folds)
+    assert sum(n.bias is not None for n in folds) == 1  # c1's bias, summed over 16 positions
+    assert_equivalent(g, r.graph, seq_input(g, scale=1.5), min_agreement=0.999, rtol=1e-5)
+
+
+def test_fold_sums_reports_what_it_cannot_fold():
+    from spikec.passes.fold_sums_into_synapses import fold_sums_into_synapses
+
+    r = fold_sums_into_synapses(token_sum_graph(leaf="real"))
+    assert r.report.fired == 0 and "is not a synapse over spikes" in r.report.not_applied[0][1]
