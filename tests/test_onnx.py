@@ -141,3 +141,15 @@ def test_nan_inputs_are_refused():
         run_int(q, x)
     with pytest.raises(SpikecError, match="1 NaN values"):
         run_onnx_model(export_onnx(q), x.numpy())
+
+
+def test_pointwise_convolutions_on_counts_stay_small(zoo_models):
+    """1x1 convolutions on graded values (Spikformer's residual spike counts) are MatMuls over
+    channels, not unrolled [C*N, C*N] matrices (1.9 GB at embed 64 / 32x32 before)."""
+    import onnx.numpy_helper
+
+    _, _, g = zoo_models["sj_spikformer"]
+    model = export_onnx(compile_graph(g, "onnx", input_range=(0, 2)).quantized)
+    c, n = 32, 16  # embed dims, tokens of the tiny configuration
+    biggest = max(onnx.numpy_helper.to_array(t).size for t in model.graph.initializer)
+    assert biggest < (c * n) ** 2 // 4, biggest

@@ -3,8 +3,8 @@
 * opset 17; time unrolled for the fixed T (every value exists once per step);
 * convolutions on spikes and on the unsigned 8-bit input use ConvInteger with uint8 operands only
   (MIXED weights as halved positive and negative parts: onnxruntime's u8 x s8 kernels may
-  saturate to int16 on CPUs without VNNI; exact int32 accumulation); other convolutions and sum
-  pools are unrolled integer matrices;
+  saturate to int16 on CPUs without VNNI; exact int32 accumulation); 1x1 convolutions on graded
+  values are MatMuls over channels; other convolutions and sum pools are unrolled integer matrices;
 * the only float operations are the input quantization at the boundary
   (``Cast(Clip(Floor(double(x) / scale + 0.5)))``, in float64 as intref's quantize_input); from there on every tensor is
   int64 and every operation integer: MatMul (synapses, with convolutions and sum pools unrolled to
@@ -132,7 +132,11 @@ def export_onnx(graph: ir.Graph):
             # uint8 operands: spikes, or the unsigned 8-bit input (a signed input is int64 MatMul)
             u8_input = types[n.inputs[0]].kind is ir.Kind.SPIKE or (isinstance(src, ir.QuantizeInputNode) and not src.signed)
             native = n.layout == "conv" and u8_input
-            if n.layout == "conv" and not native:
+            pointwise = n.layout == "conv" and not native and n.groups == 1 and all(k == 1 for k in n.weight.shape[2:]) \
+                and all(v == 1 for v in n.stride) and not any(n.padding)
+            if pointwise:  # a 1x1 conv on graded values: MatMul over channels, [C_out, C] x [B, C, positions]
+                w_pw = b.const(np.asarray(n.weight, np.int64).reshape(n.weight.shape[0], -1))
+            elif n.layout == "conv" and not native:  # other convs on graded values: an unrolled matrix
                 m = b.matrix(conv_matrix(np.asarray(n.weight, np.int64), fin, n.stride, n.padding, n.dilation, n.groups,
                                          tn.features))
             if native:  # ConvInteger, uint8 x uint8 (exact int32 accumulation): mixed-sign weights
@@ -153,6 +157,9 @@ def export_onnx(graph: ir.Graph):
                         term = b.op("Cast", [b.op("ConvInteger", [xu, w_c, zx, zx], **conv_attrs)], to=TensorProto.INT64)
                         terms.append(term if sc == 1 else b.op("Mul", [term, b.const(sc)]))
                     acc = b.add_all(terms)
+                elif pointwise:
+                    xs_ = b.op("Reshape", [x, b.const([0, fin[0], -1])])
+                    acc = b.op("Reshape", [b.op("MatMul", [w_pw, xs_]), b.const([0, *tn.features])])
                 elif n.layout == "conv":
                     acc = b.flat_matmul(x, m, fin, tn.features)
                 else:
@@ -265,5 +272,8 @@ def export_onnx(graph: ir.Graph):
             "semantics": "integer model of spikec intref; real output = output * output_scales[i]"}
     for k, v in meta.items():
         model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    if model.ByteSize() >= 2 ** 31:
+        raise UnsupportedError(f"onnx: the model needs {model.ByteSize() / 2 ** 30:.1f} GiB, over protobuf's 2 GiB limit "
+                               "(convolutions on graded values are unrolled matrices); use a smaller model or --target intref")
     onnx.checker.check_model(model)
     return model
