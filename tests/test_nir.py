@@ -357,3 +357,15 @@ def test_average_pools(tmp_path, pool_kw):
     write_nir(ex, tmp_path / "m.nir")
     rep = check_against_float(g, tmp_path / "m.nir", x)
     assert rep["spikes_identical"] and rep["output_max_abs_diff"] <= 1e-6, rep
+
+
+def test_dense_affine_size_is_guarded(monkeypatch):
+    """NIR Affines are dense: an export whose weights would pass the limit is refused before the
+    matrices are built, naming where (and --partial exports the prefix)."""
+    import spikec.targets.nir.export as export
+
+    g, _ = _nir_graph("sj_sdt", **NIR_FAMILIES["sj_sdt"])
+    monkeypatch.setattr(export, "MAX_DENSE_ENTRIES", 10_000)
+    with pytest.raises(UnsupportedError, match=r"dense Affine weights would exceed .* --partial"):
+        export_nir(g)
+    assert "partial export" in export_nir(g, partial=True).notes[-1]

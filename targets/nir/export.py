@@ -50,6 +50,7 @@ from spikec.errors import UnsupportedError
 from . import real_maxpool
 
 DT = 2.0 ** -10
+MAX_DENSE_ENTRIES = 2 ** 29  # float32 Affine weights in all: 2 GiB
 EXPANSION_NAMES = {"spike product": "coincidence neurons", "max pool": "comparison / selection neurons"}
 EXPANSION_ADVICE = {"spike product": "use smaller attention (tokens x head dim)",
                     "max pool": "use fewer channels or a smaller pooled map"}
@@ -96,6 +97,7 @@ class _Exporter:
         self.vals: dict[str, Val] = {}
         self.flat_cache: dict[str, str] = {}
         self.term_shapes: dict[str, tuple[int, ...]] = {}
+        self.dense_entries = 0
         self.coincidences = 0
         self.notes: list[str] = []
 
@@ -144,6 +146,12 @@ class _Exporter:
         return out
 
     def affine(self, name: str, v: Val, w, bias=None) -> Val:
+        self.dense_entries += w.shape[0] * w.shape[1]  # NIR Affines are dense: guard memory before building
+        if self.dense_entries > MAX_DENSE_ENTRIES:
+            raise UnsupportedError(
+                f"nir: dense Affine weights would exceed {MAX_DENSE_ENTRIES * 4 / 2 ** 30:.0f} GiB at {name} "
+                f"({w.shape[0]} x {w.shape[1]}; NIR has no sparse or reshaping nodes); use a smaller model, "
+                "or export the expressible prefix with --partial")
         w = w.toarray() if sp.issparse(w) else np.asarray(w)
         b = np.zeros(w.shape[0], np.float32) if bias is None else _f32(bias)
         node = self.add(name, self.nir.Affine(weight=_f32(w), bias=b), self.flat_terms(v))
