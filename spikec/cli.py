@@ -284,6 +284,10 @@ def cmd_run(args) -> int:
     if Path(args.artifact).is_file():
         return _run_file(args, x)
     graph, manifest = load_artifact(args.artifact)
+    from .targets.intref.executor import clipped_input_lines
+
+    for line in clipped_input_lines(graph, x):
+        print(line, file=sys.stderr)
     if manifest["format"] == "spikec-lava":
         from .targets.lava import build_netspec
         from .targets.lava.runner import run_lava

@@ -17,6 +17,7 @@ Top-1 agreement and accuracy (with labels) are reported for the outputs.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -166,6 +167,10 @@ def run_verify(args) -> VerifyReport:
     r_opt = run_float(res.optimized, xt, record=True)
     r_int = run_int(res.quantized, xt, record=True)
     report_overflows = r_int.overflows
+    from .targets.intref.executor import clipped_input_lines
+
+    for line in clipped_input_lines(res.quantized, x):
+        print(line, file=sys.stderr)
 
     report = VerifyReport(samples=int(x.shape[0] if graph.inputs[0].layout == "static" else x.shape[1]), target=args.target,
                           overflows=report_overflows)

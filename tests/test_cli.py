@@ -215,3 +215,18 @@ def test_per_step_outputs_are_averaged_for_top1(tmp_path, zoo_models, capsys):
         _reset(model)
         pred = model(x[:8]).mean(0).argmax(-1).numpy()
     assert rep["accuracy"]["torch"] == float((pred == np.arange(8) % 10).mean())
+
+
+def test_inputs_beyond_the_compiled_range_are_reported(tmp_path, digits_ckpt, capsys):
+    """0..255 images for a model compiled for 0..1 inputs: clipped, and said so."""
+    import numpy as np
+
+    art = tmp_path / "m.intref"
+    assert main(["compile", str(digits_ckpt), "--model", DIGITS, "--input-shape", "1,8,8", "--target", "intref",
+                 "-o", str(art)]) == 0
+    x = np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32)
+    for name, data in (("ok.npy", x), ("bytes.npy", x * 255)):
+        np.save(tmp_path / name, data)
+        assert main(["run", str(art), "--input", str(tmp_path / name)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("outside the compiled input range [0, 1]") == 1

@@ -48,6 +48,23 @@ def overflow_lines(overflows: dict[str, int]) -> list[str]:
             for name, count in overflows.items()]
 
 
+def clipped_input_lines(graph: ir.Graph, x) -> list[str]:
+    """A warning if input values fall beyond the compiled input range (clipped to the end levels),
+    e.g. 0..255 images for a model compiled with the default range 0,1."""
+    q = next((n for n in graph.nodes if isinstance(n, ir.QuantizeInputNode)), None)
+    if q is None:
+        return []
+    xs = torch.as_tensor(np.asarray(x, np.float32))
+    lo, hi = q.bounds
+    levels = torch.floor(xs.double() / q.scale + 0.5)
+    out = int(((levels < lo) | (levels > hi)).sum())
+    if not out:
+        return []
+    return [f"WARNING: {out} of {xs.numel()} input values lie outside the compiled input range "
+            f"[{lo * q.scale:.6g}, {hi * q.scale:.6g}] and are clipped to its ends (recompile with --input-range "
+            "matching the data, or rescale the data)"]
+
+
 def _i64(a) -> torch.Tensor:
     return torch.as_tensor(np.asarray(a, dtype=np.int64))
 
