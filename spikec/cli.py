@@ -61,6 +61,30 @@ def _positive(text: str) -> int:
     return v
 
 
+def _inputs(args) -> tuple:
+    """Every file the command reads (outputs must never overwrite them)."""
+    model = getattr(args, "model", None)
+    model_file = model.rpartition(":")[0] if model and (".py:" in model or "/" in model) else None
+    return tuple(p for p in (getattr(args, "checkpoint", None), model_file, getattr(args, "calib", None),
+                             getattr(args, "input", None), getattr(args, "labels", None)) if p)
+
+
+def _write_file(path, write) -> None:
+    from .outputs import atomic_file
+
+    atomic_file(path, write)
+
+
+def _npy_bytes(a) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(a))
+    return buf.getvalue()
+
+
 def _add_max_nir_neurons(group) -> None:
     group.add_argument("--max-nir-neurons", type=int, default=1_000_000, metavar="N",
                        help="nir: refuse expansions (spike-product coincidences, max-pool selections) above N "
@@ -196,9 +220,9 @@ def cmd_compile(args) -> int:
     resolve({"onnx": "intref"}.get(args.target, args.target), args.skip)  # unknown pass names fail before the (slow) trace
     from .outputs import check_output
 
-    check_output(args.output, directory=args.target in ("intref", "lava"), protect=(args.checkpoint,))
+    check_output(args.output, directory=args.target in ("intref", "lava"), protect=_inputs(args))
     if args.emit_ir:
-        check_output(args.emit_ir, directory=True)
+        check_output(args.emit_ir, directory=True, option="--emit-ir")
     calib = load_array(args.calib, "--calib") if args.calib else None
     graph = load_graph(args)  # trace first: model errors are reported whatever the target
     if args.emit_ir:
@@ -280,7 +304,8 @@ def cmd_run(args) -> int:
     if args.save:
         from .outputs import check_output
 
-        check_output(args.save, directory=False)
+        args.save = args.save if str(args.save).endswith(".npy") else f"{args.save}.npy"  # what np.save writes
+        check_output(args.save, directory=False, protect=(args.input, args.artifact), option="--save")
     if Path(args.artifact).is_file():
         return _run_file(args, x)
     graph, manifest = load_artifact(args.artifact)
@@ -313,8 +338,7 @@ def cmd_run(args) -> int:
     flat = y.reshape(-1, y.shape[-1])
     print("top-1 (first 20):", flat.argmax(-1)[:20].tolist())
     if args.save:
-        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
-        np.save(args.save, y)
+        _write_file(args.save, lambda tmp: tmp.write_bytes(_npy_bytes(y)))
         print(f"saved outputs to {args.save}")
     return 0
 
@@ -349,8 +373,7 @@ def _run_file(args, x) -> int:
     flat = np.asarray(y).reshape(-1, y.shape[-1])
     print("top-1 (first 20):", flat.argmax(-1)[:20].tolist())
     if args.save:
-        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
-        np.save(args.save, y)
+        _write_file(args.save, lambda tmp: tmp.write_bytes(_npy_bytes(y)))
         print(f"saved outputs to {args.save}")
     return 0
 
@@ -362,15 +385,14 @@ def cmd_verify(args) -> int:
     from .verify import run_verify
 
     if args.json:
-        check_output(args.json, directory=False)
+        check_output(args.json, directory=False, protect=_inputs(args), option="--json")
     if args.target == "nir":
         return cmd_verify_nir(args)
 
     report = run_verify(args)
     print("\n".join(report.lines()))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report.to_dict(), indent=1))
+        _write_file(args.json, lambda tmp: tmp.write_text(json.dumps(report.to_dict(), indent=1)))
         print(f"wrote {args.json}")
     if report.lava and not (report.lava["bit_exact"] and report.lava["outputs_equal"]):
         print("FAIL: the Lava run differs from intref", file=sys.stderr)
@@ -410,8 +432,7 @@ def cmd_verify_nir(args) -> int:
     print(f"spikes identical in every layer: {'yes' if rep['spikes_identical'] else 'NO'}; "
           f"outputs max |diff| {rep['output_max_abs_diff']:.3g}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(rep, indent=1))
+        _write_file(args.json, lambda tmp: tmp.write_text(json.dumps(rep, indent=1)))
     return 0 if rep["spikes_identical"] and rep["output_max_abs_diff"] <= 1e-5 else 1
 
 

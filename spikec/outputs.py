@@ -13,7 +13,7 @@ from typing import Callable
 
 from .errors import SpikecError
 
-ARTIFACT_MARKERS = ("graph.json",)  # every spikec artifact / IR directory holds these
+SPIKEC_FILES = {"graph.json", "arrays.npz", "manifest.json"}  # all an artifact / IR directory holds
 
 
 def _umask() -> int:
@@ -22,27 +22,30 @@ def _umask() -> int:
     return mask
 
 
-def check_output(path: str | os.PathLike, directory: bool, protect: tuple = ()) -> Path:
+def check_output(path: str | os.PathLike, directory: bool, protect: tuple = (), option: str = "-o") -> Path:
     """Refuse, before any work, an output that cannot or must not be written: a directory output
-    over anything but an empty directory or an earlier spikec artifact, a file output over a directory or over one of
-    ``protect`` (e.g. the input checkpoint), or a location that is not writable."""
+    over anything but an empty directory or an earlier spikec artifact (exactly the files spikec
+    writes), a file output over a directory or over one of ``protect`` (the command's inputs), or a
+    location that is not writable."""
     path = Path(path)
     if path.exists():
-        replaceable = path.is_dir() and (not any(path.iterdir()) or all((path / m).exists() for m in ARTIFACT_MARKERS))
-        if directory and not replaceable:
-            raise SpikecError(f"-o {path}: exists and is not a spikec artifact; refusing to replace it "
-                              "(choose a new path, or remove it yourself)")
-        if not directory and path.is_dir():
-            raise SpikecError(f"-o {path}: is a directory; give a file path")
-        if any(path.resolve() == Path(p).resolve() for p in protect):
-            raise SpikecError(f"-o {path}: is the input checkpoint; refusing to overwrite it")
+        if directory:
+            names = {p.name for p in path.iterdir()} if path.is_dir() else None
+            if names is None or not names <= SPIKEC_FILES or (names and "graph.json" not in names):
+                extra = "" if names is None else f" (it holds {', '.join(sorted(names - SPIKEC_FILES)[:3])})"
+                raise SpikecError(f"{option} {path}: exists and is not a spikec artifact{extra}; refusing to replace it "
+                                  "(choose a new path, or remove it yourself)")
+        elif path.is_dir():
+            raise SpikecError(f"{option} {path}: is a directory; give a file path")
+        if any(path.resolve() == Path(p).resolve() for p in protect if p):
+            raise SpikecError(f"{option} {path}: is one of the command's inputs; refusing to overwrite it")
     parent = path.absolute().parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise SpikecError(f"-o {path}: {parent} is a file, not a directory")
+        raise SpikecError(f"{option} {path}: {parent} is a file, not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise SpikecError(f"-o {path}: {parent} is not writable")
+        raise SpikecError(f"{option} {path}: {parent} is not writable")
     return path
 
 

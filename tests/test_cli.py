@@ -150,7 +150,7 @@ def test_outputs_never_replace_what_spikec_did_not_write(tmp_path, digits_ckpt, 
     assert main([*args, "--target", "intref", "-o", "."]) == 2
     assert main([*args, "--target", "onnx", "-o", str(digits_ckpt)]) == 2
     err = capsys.readouterr().err
-    assert "not a spikec artifact" in err and "is a directory" in err and "input checkpoint" in err
+    assert "not a spikec artifact" in err and "is a directory" in err and "one of the command's inputs" in err
     assert (keep / "notes.txt").read_text() == "precious" and digits_ckpt.exists()
     art = tmp_path / "a.intref"
     for _ in range(2):  # the second compile replaces the first artifact
@@ -230,3 +230,37 @@ def test_inputs_beyond_the_compiled_range_are_reported(tmp_path, digits_ckpt, ca
         assert main(["run", str(art), "--input", str(tmp_path / name)]) == 0
     err = capsys.readouterr().err
     assert err.count("outside the compiled input range [0, 1]") == 1
+
+
+def test_outputs_never_overwrite_inputs_or_foreign_files(tmp_path, digits_ckpt, capsys):
+    """A directory that merely holds a graph.json next to other files, a directory holding the
+    checkpoint, the --model file, --save over the input (also without its .npy suffix) and
+    --json over the checkpoint: all refused, nothing touched."""
+    import shutil
+
+    import numpy as np
+
+    model_file = tmp_path / "model.py"
+    shutil.copy(ROOT / "examples" / "models" / "spikformer.py", model_file)
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "graph.json").write_text("{}")
+    (proj / "thesis.tex").write_text("precious")
+    art = tmp_path / "art"
+    ckpt = art / "my.pth"
+    args = ["--model", f"{model_file}:spikformer_digits", "--input-shape", "1,8,8"]
+    assert main(["compile", str(digits_ckpt), *args, "--target", "intref", "-o", str(art)]) == 0
+    shutil.copy(digits_ckpt, ckpt)
+    x = tmp_path / "x.npy"
+    np.save(x, np.random.default_rng(0).random((2, 1, 8, 8), dtype=np.float32))
+    refused = [["compile", str(digits_ckpt), *args, "--target", "intref", "-o", str(proj)],
+               ["compile", str(ckpt), *args, "--target", "intref", "-o", str(art)],
+               ["compile", str(digits_ckpt), *args, "--target", "onnx", "-o", str(model_file)],
+               ["run", str(tmp_path / "none"), "--input", str(x), "--save", str(x)],
+               ["run", str(tmp_path / "none"), "--input", str(x), "--save", str(tmp_path / "x")],
+               ["verify", str(digits_ckpt), *args, "--input", str(x), "--json", str(digits_ckpt)]]
+    for argv in refused:
+        assert main(argv) == 2, argv
+    err = capsys.readouterr().err
+    assert "(it holds thesis.tex)" in err and "(it holds my.pth)" in err and err.count("command's inputs") >= 4
+    assert (proj / "thesis.tex").read_text() == "precious" and ckpt.exists() and "def " in model_file.read_text()
