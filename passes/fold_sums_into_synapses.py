@@ -42,8 +42,9 @@ def _tree(graph: ir.Graph, value: str, leaves: dict, inner: list) -> str | None:
         leaves[value] = None  # the spikes themselves
         return None
     if isinstance(n, _MOVES) and not (isinstance(n, ir.ReduceNode) and n.over_time):
-        if n not in inner:
-            inner.append(n)
+        if n in inner:  # a shared subtree, already collected
+            return None
+        inner.append(n)
         for i in n.inputs:
             reason = _tree(graph, i, leaves, inner)
             if reason:
