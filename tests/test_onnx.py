@@ -2,13 +2,13 @@
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
 from conftest import first_samples, ONNX_FAMILIES, ROOT
 from spikec.compiler import compile_graph
 from spikec.targets.intref.executor import run_int
 from spikec.targets.onnx import OPSET, export_onnx
+from spikec.targets.onnx.runner import run_onnx_model
 
 FLOAT_OPS = {"Div", "Add", "Floor", "Clip", "Cast", "Gather"}  # the input quantization boundary may use these on floats
 
@@ -21,10 +21,7 @@ def test_onnx_equals_intref(zoo_models, family):
     model = export_onnx(res.quantized)
     onnx.checker.check_model(model)
     assert model.opset_import[0].version == OPSET
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    y = sess.run(None, {"x": x.numpy().astype(np.float32)})[0]
+    y = run_onnx_model(model, x.numpy())[0][0]
     ref = run_int(res.quantized, x).outputs[0].numpy()
     assert y.dtype == np.int64 and y.shape == ref.shape
     np.testing.assert_array_equal(y, ref)

@@ -56,7 +56,7 @@ def clipped_input_lines(graph: ir.Graph, x) -> list[str]:
         return []
     xs = torch.as_tensor(np.asarray(x, np.float32))
     lo, hi = q.bounds
-    levels = torch.floor(xs.double() / q.scale + 0.5)
+    levels = _input_levels(q, xs)
     out = int(((levels < lo) | (levels > hi)).sum())
     if not out:
         return []
@@ -113,14 +113,18 @@ def _neuron(n: ir.LoihiNeuronNode, *ins: torch.Tensor, record=False, overflows: 
     return K.lif_run(a, n.du, n.dv, n.vth, bias, n.reset, n.reset_value, n.v_init, record=record)
 
 
-def _quantize_input(n: ir.QuantizeInputNode, x: torch.Tensor) -> torch.Tensor:
-    """The host boundary: float input -> integers (the only float arithmetic of a run)."""
-    lo, hi = n.bounds
+def _input_levels(n: ir.QuantizeInputNode, x: torch.Tensor) -> torch.Tensor:
+    """``floor(x / scale + 1/2)`` in float64, before clipping; NaN (no level) is refused."""
     if torch.isnan(x).any():
         raise SpikecError(f"--input contains {int(torch.isnan(x).sum())} NaN values: the 8-bit input quantization "
                           "has no level for them (clean the data)")
-    q = torch.floor(x.double() / n.scale + 0.5).clamp(lo, hi)
-    return q.to(torch.int64)
+    return torch.floor(x.double() / n.scale + 0.5)
+
+
+def _quantize_input(n: ir.QuantizeInputNode, x: torch.Tensor) -> torch.Tensor:
+    """The host boundary: float input -> integers (the only float arithmetic of a run)."""
+    lo, hi = n.bounds
+    return _input_levels(n, x).clamp(lo, hi).to(torch.int64)
 
 
 def _reduce(n: ir.ReduceNode, x: torch.Tensor) -> torch.Tensor:
