@@ -1,0 +1,64 @@
+"""Elementwise arithmetic: sums of activations, products, and scaling by constants."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ... import ir
+from .base import Act, Poison, handles, op_name
+
+
+def _const_factor(c, x: Act, k) -> np.ndarray | float:
+    """A constant multiplier as a scalar or an array over the features."""
+    if isinstance(k, (int, float)):
+        return float(k)
+    arr = c.const(k)
+    feats = c.t(x).features
+    full_nd = len(feats) + (2 if x.layout == "split" else 1)
+    arr = arr.reshape((1,) * (full_nd - arr.ndim) + arr.shape)
+    lead = 2 if x.layout == "split" else 1
+    if any(d != 1 for d in arr.shape[:lead]):
+        raise c.unsupported("multiplication by a constant that varies over time or batch")
+    arr = arr.reshape(arr.shape[lead:]).astype(np.float32)
+    return float(arr.reshape(-1)[0]) if arr.size == 1 else arr
+
+
+@handles("aten.mul")
+def _mul(c, a, b):
+    if isinstance(a, Act) and isinstance(b, Act):
+        ta, tb = c.t(a), c.t(b)
+        if a.layout != b.layout and not (ta.time == 1 and tb.time == 1):
+            raise c.unsupported("a product of tensors with different time layouts")
+        return Act(c.emit(ir.MulNode, [a.value, b.value]), a.layout)
+    if not isinstance(a, Act):
+        a, b = b, a
+    a = c.act(a)
+    return Act(c.emit(ir.ScaleNode, [a.value], factor=_const_factor(c, a, b), mode="mul"), a.layout)
+
+
+@handles("aten.div")
+def _div(c, a, b, rounding_mode=None):
+    a = c.act(a)
+    if isinstance(b, (Act, Poison)) or rounding_mode is not None:
+        raise c.unsupported("division by an activation (or with rounding)")
+    return Act(c.emit(ir.ScaleNode, [a.value], factor=_const_factor(c, a, b), mode="div"), a.layout)
+
+
+@handles("aten.add", "aten.sub")
+def _add(c, a, b, alpha=1):
+    sub = op_name(c.cur) == "aten.sub"
+    if not (isinstance(a, Act) and isinstance(b, Act)):
+        for v in (a, b):
+            if isinstance(v, Poison):
+                raise v.error.with_traceback(None)
+        raise c.unsupported("adding a constant (bias / position embedding) to an activation")
+    ta, tb = c.t(a), c.t(b)
+    if ta.time != tb.time:
+        raise c.unsupported(f"adding values with {ta.time} and {tb.time} time steps")
+    if a.layout != b.layout and ta.time != 1:
+        raise c.unsupported("adding tensors with different time layouts")
+    rhs = b.value
+    k = -alpha if sub else alpha
+    if k != 1:
+        rhs = c.emit(ir.ScaleNode, [rhs], factor=float(k), mode="mul")
+    return Act(c.emit(ir.AddNode, [a.value, rhs]), a.layout)

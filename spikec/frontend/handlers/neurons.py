@@ -1,0 +1,66 @@
+"""Spiking neurons: spikec's neuron op (:mod:`spikec.frontend.neurons`) and the ops of a
+spikingjelly exported program, whose initial membrane is a constant fill (``full_like`` & co)."""
+
+from __future__ import annotations
+
+import torch
+
+from ... import ir
+from .base import Act, Poison, handles, op_name
+
+
+@handles("aten.full_like", "aten.zeros_like", "aten.full", "aten.zeros", "aten.new_zeros", "aten.new_full")
+def _full_like(c, x, value=0.0, *rest, **kwargs):
+    """Only as a neuron's initial state (spikingjelly exported programs); a constant fill."""
+    op = op_name(c.cur)
+    if op in ("aten.zeros_like", "aten.zeros", "aten.new_zeros"):
+        value = 0.0
+    elif op == "aten.new_full":
+        value = rest[0] if rest else kwargs.get("fill_value")
+    return ("full_like", float(value))
+
+
+def _neuron(c, x, model, v_threshold, v_reset, tau, decay_input, leak_rate, v_init):
+    x = c.act(x)
+    if x.layout != "split":
+        raise c.unsupported("a neuron on a tensor whose time axis is merged into the batch")
+    name = c.emit(ir.NeuronNode, [x.value], primary=True, model=model, v_threshold=float(v_threshold),
+                  v_reset=None if v_reset is None else float(v_reset), tau=None if tau is None else float(tau),
+                  decay_input=bool(decay_input), leak_rate=None if leak_rate is None else float(leak_rate),
+                  v_init=float(v_init))
+    return Act(name, "split")
+
+
+@handles("spikec.neuron")
+def _spikec_neuron(c, x, model, v_threshold, v_reset, tau, decay_input, leak_rate, v_init):
+    return _neuron(c, x, model, v_threshold, v_reset, tau, decay_input, leak_rate, v_init)
+
+
+def _sj_v_init(c, v, expected: float):
+    if not (isinstance(v, tuple) and v[0] == "full_like" and v[1] == expected):
+        raise c.unsupported(f"a spikingjelly neuron whose initial membrane is not the constant {expected}")
+
+
+@handles("sj_lif.forward")
+def _sj_lif(c, x, v, tau, decay_input, threshold, reset, detach_reset=False, alpha=4.0, store_v_seq=False, sid=0):
+    v_init = 0.0 if reset is None else float(reset)
+    _sj_v_init(c, v, v_init)
+    return (_neuron(c, x, "LIF", threshold, reset, tau, decay_input, None, v_init), Poison(c.unsupported("reading a neuron's membrane")), Poison(c.unsupported("reading a neuron's membrane")))
+
+
+@handles("sj_if.forward")
+def _sj_if(c, x, v, threshold, reset, detach_reset=False, alpha=4.0, store_v_seq=False, sid=0):
+    v_init = 0.0 if reset is None else float(reset)
+    _sj_v_init(c, v, v_init)
+    return (_neuron(c, x, "IF", threshold, reset, None, True, None, v_init), Poison(c.unsupported("reading a neuron's membrane")), Poison(c.unsupported("reading a neuron's membrane")))
+
+
+@handles("sj_plif.forward")
+def _sj_plif(c, x, v, w, decay_input, threshold, reset, detach_reset=False, alpha=4.0, store_v_seq=False, sid=0):
+    v_init = 0.0 if reset is None else float(reset)
+    _sj_v_init(c, v, v_init)
+    wt = c.const(w)
+    if wt is None:
+        raise c.unsupported("a parametric LIF whose w is not a constant")
+    rate = float(torch.tensor(wt).float().sigmoid().item())
+    return (_neuron(c, x, "LIF", threshold, reset, 1.0 / rate, decay_input, rate, v_init), Poison(c.unsupported("reading a neuron's membrane")), Poison(c.unsupported("reading a neuron's membrane")))

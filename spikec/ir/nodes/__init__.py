@@ -1,0 +1,45 @@
+"""IR node kinds: one frozen dataclass per operation, one module per family.
+
+Every node produces exactly one value, named like the node.  ``inputs`` name the values it reads,
+``source`` names the module of the original model it came from (e.g. ``blocks.1.attn.q_lif``).
+Array parameters are numpy arrays; everything else is plain JSON-able data.
+
+All operations act on values of layout ``[T, B, *features]`` (see :mod:`spikec.ir.types`); axes
+in node attributes are *feature* axes (0 = first feature axis) unless the field says otherwise.
+Each class states its semantics in its docstring; :meth:`Node.infer` computes the output type and
+raises :class:`~spikec.errors.IRError` when inputs do not fit.
+
+Families: :mod:`.base` (the :class:`Node` base and shared typing helpers), :mod:`.io` (graph
+boundary, input quantization, dequantization), :mod:`.synapses` (conv, linear, batch norm, integer
+synapses), :mod:`.neurons` (float and Loihi neurons), :mod:`.elementwise` (add, mul, scale, and,
+shift), :mod:`.matmul` (matmul, addressed accumulation), :mod:`.pooling` (reduce, max / avg pool),
+:mod:`.shape` (repeat over time, reshape, permute, slice, pad).  :data:`NODE_TYPES` maps each
+``op`` to its class (the serializer looks node kinds up there).
+"""
+
+from .base import Node, Scalar
+from .elementwise import AddNode, AndNode, MulNode, ScaleNode, ShiftNode
+from .io import DequantizeNode, InputNode, OutputNode, QuantizeInputNode
+from .matmul import AddressedAccumulationNode, MatMulNode
+from .neurons import LoihiNeuronNode, NeuronNode
+from .pooling import AvgPoolNode, MaxPoolNode, ReduceNode
+from .shape import PadNode, PermuteNode, RepeatTimeNode, ReshapeNode, SliceNode
+from .synapses import BatchNormNode, ConvNode, LinearNode, SynapseNode
+
+NODE_TYPES: dict[str, type[Node]] = {
+    cls.op: cls
+    for cls in (
+        InputNode, OutputNode, ConvNode, LinearNode, BatchNormNode, NeuronNode, AddNode, MulNode,
+        MatMulNode, ScaleNode, ReduceNode, MaxPoolNode, AvgPoolNode, RepeatTimeNode, ReshapeNode,
+        PermuteNode, SliceNode, AndNode, AddressedAccumulationNode, PadNode, QuantizeInputNode,
+        SynapseNode, ShiftNode, LoihiNeuronNode, DequantizeNode,
+    )
+}
+
+__all__ = [
+    "NODE_TYPES", "AddNode", "AddressedAccumulationNode", "AndNode", "AvgPoolNode", "BatchNormNode",
+    "ConvNode", "DequantizeNode", "InputNode", "LinearNode", "LoihiNeuronNode", "MatMulNode",
+    "MaxPoolNode", "MulNode", "NeuronNode", "Node", "OutputNode", "PadNode", "PermuteNode",
+    "QuantizeInputNode", "ReduceNode", "RepeatTimeNode", "ReshapeNode", "Scalar", "ScaleNode",
+    "ShiftNode", "SliceNode", "SynapseNode",
+]

@@ -1,0 +1,186 @@
+"""Synaptic (weighted) operations: float convolution, linear map and batch norm, and the integer
+synapses the quantize pass turns them into."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Optional
+
+import numpy as np
+
+from ..types import Kind, TensorType
+from .base import Node, _check_arity, _conv_out
+
+
+@dataclass(frozen=True, eq=False)
+class ConvNode(Node):
+    """N-d convolution per time step (PyTorch ``conv1d`` / ``conv2d`` semantics, cross-correlation).
+
+    ``weight``: ``[C_out, C_in / groups, *kernel]``; ``bias``: ``[C_out]`` or None.
+    Input features ``[C_in, *spatial]``; output ``[C_out, *spatial_out]`` with
+    ``out = floor((L + 2p - d(k-1) - 1) / s) + 1`` per spatial axis.
+    """
+
+    weight: np.ndarray = field(default_factory=lambda: np.zeros((1, 1, 1), np.float32))
+    bias: Optional[np.ndarray] = None
+    stride: tuple[int, ...] = (1,)
+    padding: tuple[int, ...] = (0,)
+    dilation: tuple[int, ...] = (1,)
+    groups: int = 1
+
+    op: ClassVar[str] = "conv"
+
+    @property
+    def spatial_dims(self) -> int:
+        return self.weight.ndim - 2
+
+    def infer(self, ins):
+        _check_arity(self, ins)
+        (x,) = ins
+        nd = self.spatial_dims
+        if nd not in (1, 2):
+            raise self.fail(f"only conv1d / conv2d are supported, weight has {nd} spatial dims")
+        if len(x.features) != nd + 1:
+            raise self.fail(f"expects features [C, {nd} spatial], got {x.features}")
+        for name in ("stride", "padding", "dilation"):
+            if len(getattr(self, name)) != nd:
+                raise self.fail(f"{name} must have {nd} entries")
+        c_in = x.features[0]
+        if c_in != self.weight.shape[1] * self.groups:
+            raise self.fail(
+                f"input has {c_in} channels, weight expects "
+                f"{self.weight.shape[1]} x {self.groups} groups"
+            )
+        if self.bias is not None and self.bias.shape != (self.weight.shape[0],):
+            raise self.fail(f"bias shape {self.bias.shape} != ({self.weight.shape[0]},)")
+        spatial = tuple(
+            _conv_out(L, k, s, p, d)
+            for L, k, s, p, d in zip(
+                x.features[1:], self.weight.shape[2:], self.stride, self.padding, self.dilation
+            )
+        )
+        if any(o < 1 for o in spatial):
+            raise self.fail(f"output spatial size {spatial} is empty")
+        return TensorType(x.time, (self.weight.shape[0], *spatial), Kind.REAL)
+
+    def summary(self):
+        k = "x".join(map(str, self.weight.shape[2:]))
+        s = f"{self.weight.shape[1] * self.groups}->{self.weight.shape[0]} k{k}"
+        if any(v != 1 for v in self.stride):
+            s += f" s{list(self.stride)}"
+        if any(v != 0 for v in self.padding):
+            s += f" p{list(self.padding)}"
+        if any(v != 1 for v in self.dilation):
+            s += f" d{list(self.dilation)}"
+        if self.groups != 1:
+            s += f" g{self.groups}"
+        return s + (" +bias" if self.bias is not None else "")
+
+
+@dataclass(frozen=True, eq=False)
+class LinearNode(Node):
+    """Affine map on the last feature axis: ``y = x Wᵀ + b``; ``weight`` ``[out, in]``."""
+
+    weight: np.ndarray = field(default_factory=lambda: np.zeros((1, 1), np.float32))
+    bias: Optional[np.ndarray] = None
+
+    op: ClassVar[str] = "linear"
+
+    def infer(self, ins):
+        _check_arity(self, ins)
+        (x,) = ins
+        if not x.features or x.features[-1] != self.weight.shape[1]:
+            raise self.fail(f"last feature dim of {x.features} != in_features {self.weight.shape[1]}")
+        if self.bias is not None and self.bias.shape != (self.weight.shape[0],):
+            raise self.fail(f"bias shape {self.bias.shape} != ({self.weight.shape[0]},)")
+        return TensorType(x.time, (*x.features[:-1], self.weight.shape[0]), Kind.REAL)
+
+    def summary(self):
+        s = f"{self.weight.shape[1]}->{self.weight.shape[0]}"
+        return s + (" +bias" if self.bias is not None else "")
+
+
+@dataclass(frozen=True, eq=False)
+class BatchNormNode(Node):
+    """Inference batch norm over feature axis ``axis`` (the channel axis):
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias`` (PyTorch ``batch_norm``, eval mode)."""
+
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(1, np.float32))
+    var: np.ndarray = field(default_factory=lambda: np.ones(1, np.float32))
+    weight: Optional[np.ndarray] = None
+    bias: Optional[np.ndarray] = None
+    eps: float = 1e-5
+    axis: int = 0
+
+    op: ClassVar[str] = "batchnorm"
+
+    def infer(self, ins):
+        _check_arity(self, ins)
+        (x,) = ins
+        c = self.mean.shape[0]
+        if self.axis >= len(x.features) or x.features[self.axis] != c:
+            raise self.fail(f"channel axis {self.axis} of {x.features} != {c} channels")
+        for nm in ("var", "weight", "bias"):
+            a = getattr(self, nm)
+            if a is not None and a.shape != (c,):
+                raise self.fail(f"{nm} shape {a.shape} != ({c},)")
+        return x.with_(kind=Kind.REAL)
+
+    def summary(self):
+        return f"C={self.mean.shape[0]} eps={self.eps:g}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Integer (quantized) forms, produced by the quantize pass; semantics are Loihi 2 / Lava fixed_pt
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class SynapseNode(Node):
+    """Integer synapses (Lava ``Dense`` / ``Sparse`` fixed_pt semantics, conv or linear layout).
+
+    ``weight`` holds the *effective* integer weights (already clipped and LSB-truncated as Lava's
+    Dense does on its first step: even values in [−256, 254] for MIXED sign mode, [0, 255] EXC,
+    [−255, 0] INH)::
+
+        acc = Σ_j weight[o, j] · in[j]            (exact integer sum; spikes or graded payloads)
+        out = acc << weight_exp   if weight_exp >= 0   else   acc >> −weight_exp   (floor)
+        out += bias                                   (only for host-side output layers)
+
+    ``layout = "conv"`` uses ``stride`` / ``padding`` / ``dilation`` / ``groups`` (PyTorch
+    convolution indexing, zero padding); ``"linear"`` acts on the last feature axis."""
+
+    layout: str = "linear"
+    weight: np.ndarray = field(default_factory=lambda: np.zeros((1, 1), np.int32))
+    weight_exp: int = 0
+    sign_mode: str = "mixed"
+    bias: Optional[np.ndarray] = None
+    stride: tuple[int, ...] = ()
+    padding: tuple[int, ...] = ()
+    dilation: tuple[int, ...] = ()
+    groups: int = 1
+
+    op: ClassVar[str] = "synapse"
+
+    def _as_float_node(self):
+        if self.layout == "conv":
+            return ConvNode(self.name, self.inputs, self.source, weight=self.weight, bias=None, stride=self.stride,
+                            padding=self.padding, dilation=self.dilation, groups=self.groups)
+        return LinearNode(self.name, self.inputs, self.source, weight=self.weight, bias=None)
+
+    def infer(self, ins):
+        _check_arity(self, ins)
+        if ins[0].kind is Kind.REAL:
+            raise self.fail("integer synapses need an integer input")
+        if not np.issubdtype(self.weight.dtype, np.integer):
+            raise self.fail(f"weights must be integers, are {self.weight.dtype}")
+        if self.sign_mode not in ("mixed", "exc", "inh"):
+            raise self.fail(f"unknown sign mode {self.sign_mode!r}")
+        t = self._as_float_node().infer(ins)
+        if self.bias is not None and self.bias.shape != (self.weight.shape[0],):
+            raise self.fail(f"bias shape {self.bias.shape} != ({self.weight.shape[0]},)")
+        return t.with_(kind=Kind.INT)
+
+    def summary(self):
+        shape = "x".join(map(str, self.weight.shape))
+        return f"{self.layout} w{shape} exp={self.weight_exp} {self.sign_mode}" + (" +bias" if self.bias is not None else "")
