@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 import spikec
-from spikec import ir
+from spikec import ir, loihi
 from spikec.errors import SpikecError
 from spikec.ir.serialize import write_graph_files
 from spikec.outputs import atomic_directory
@@ -34,9 +34,7 @@ SEMANTICS = {
     "values": "int64 tensors [T, B, *features]; the float input is quantized once by quantize_input",
     "quantize_input": "q = clip(floor(x / scale + 1/2), 0, 255) (unsigned) or [-128, 127] (signed)",
     "synapse": "acc = sum(w * in) exactly; out = acc << exp (exp >= 0) or acc >> -exp (floor); + bias (host outputs only)",
-    "loihi_lif": "Lava PyLifModelBitAcc: u = trunc0(u*(4096-(du+1))/4096) + (a << 6), 24-bit wrap; "
-                 "v = clip(trunc0(v*(4096-dv)/4096) + u + (bias_mant << bias_exp), +-(2^23-1)); s = v > vth << 6; "
-                 "reset zero: v = 0 | soft: v -= (vth << 6) + 1 | value: v = reset_value",
+    "loihi_lif": loihi.LIF_SEMANTICS,
     "addressed_acc": "matmul with one binary operand: sum of the rows / columns selected by spikes",
     "and": "logical AND of spike tensors",
     "shift": "x << k or x >> -k (floor)",

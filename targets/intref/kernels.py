@@ -21,10 +21,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from spikec import loihi
+from spikec.loihi import U_MAX, V_LIMIT  # noqa: F401  (re-exported: 24-bit state limits)
+
 EXACT_F32 = 1 << 24
 EXACT_F64 = 1 << 53
-U_MAX = 1 << 23  # 24-bit state: values in (-2^23, 2^23]
-V_LIMIT = (1 << 23) - 1
 
 
 INT_DTYPES = (torch.int64, torch.int32, torch.uint8)  # uint8: spike trains (0 / 1)
@@ -99,60 +100,38 @@ def sum_pool(x: torch.Tensor, kernel, stride, padding, ceil_mode) -> torch.Tenso
 def shift(x: torch.Tensor, k: int) -> torch.Tensor:
     """``x << k`` for k >= 0, ``x >> -k`` (arithmetic, floor) otherwise (computed in int64)."""
     _check_int(x)
-    x = x.to(torch.int64)
-    return x << k if k >= 0 else x >> (-k)
+    return loihi.floor_shift(x.to(torch.int64), k)
 
 
-def trunc_decay(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """``sign(p) · (|p| >> 12)`` with ``p = x · factor`` (Lava's decay: truncation toward zero)."""
-    if factor == 4096:
-        return x
-    if factor == 0:
-        return torch.zeros_like(x)
-    k = factor.bit_length() - 1
-    if factor == 1 << k:  # power of two: trunc(x / 2^j), j = 12 - k, with shifts (no wide product)
-        j = 12 - k
-        sign = x >> (x.element_size() * 8 - 1)  # -1 for negative x, else 0
-        return (x + (sign & ((1 << j) - 1))) >> j
-    return torch.div(x.to(torch.int64) * factor, 4096, rounding_mode="trunc").to(x.dtype)  # wide product
+trunc_decay = loihi.trunc0_decay  # sign(p) · (|p| >> 12), p = x · factor; keeps int32 / int64
 
 
 def lif_run(a: torch.Tensor, du: int, dv: int, vth: int, bias: torch.Tensor, reset: str, reset_value: int,
             v_init: int, record: bool = False):
-    """Loihi 2 LIF over ``a`` [T, B, *features] (int64 input currents); see LoihiNeuronNode.
+    """Loihi 2 LIF over ``a`` [T, B, *features] (int64 input currents): :func:`spikec.loihi.lif_step`
+    once per step.
 
     Returns spikes (uint8 0/1) and, if ``record``, the v and u sequences (int64, after reset)."""
     _check_int(a, bias)
-    th = vth << 6
-    memoryless = du == 4095  # u = a << 6 exactly
-    a6 = a << 6
-    if memoryless and a6.numel():
-        lo, hi = torch.aminmax(a6)
+    memoryless = du == loihi.MEMORYLESS_DU  # u = a << 6 exactly
+    if memoryless and a.numel():
+        lo, hi = torch.aminmax(a << loihi.CURRENT_SHIFT)
         may_wrap = int(hi) > U_MAX or int(lo) <= -U_MAX
     else:
         may_wrap = True
     # int32 state is exact when every intermediate fits: |u|, |v| < 2^24 and no wide decay products
     # (a power-of-two dv needs none); halves the memory traffic of the step loop
-    pow2 = lambda f: f in (0, 4096) or f & (f - 1) == 0  # noqa: E731
-    if memoryless and not may_wrap and pow2(4096 - dv) and int(bias.abs().max() if bias.numel() else 0) < (1 << 24):
-        a6 = a6.to(torch.int32)
+    pow2 = lambda f: f in (0, loihi.DECAY_UNITY) or f & (f - 1) == 0  # noqa: E731
+    if memoryless and not may_wrap and pow2(loihi.v_decay_factor(dv)) \
+            and int(bias.abs().max() if bias.numel() else 0) < (1 << 24):
+        a = a.to(torch.int32)
         bias = bias.to(torch.int32)
-    u = torch.zeros_like(a6[0])
-    v = torch.full_like(a6[0], v_init)
+    u = torch.zeros_like(a[0])
+    v = torch.full_like(a[0], v_init)
     spikes, vs, us = [], [], []
-    for a_t in a6:
-        u = a_t if memoryless else trunc_decay(u, 4096 - (du + 1)) + a_t
-        if may_wrap:
-            u = torch.where(u > U_MAX, u - 2 * U_MAX, u)
-            u = torch.where(u <= -U_MAX, u + 2 * U_MAX, u)
-        v = (trunc_decay(v, 4096 - dv) + u + bias).clamp_(-V_LIMIT, V_LIMIT)
-        s = v > th
-        if reset == "zero":
-            v = v.masked_fill(s, 0)
-        elif reset == "soft":
-            v = torch.where(s, v - (th + 1), v)
-        else:
-            v = v.masked_fill(s, reset_value)
+    for a_t in a:
+        u, v, s = loihi.lif_step(u, v, a_t, du=du, dv=dv, vth=vth, bias=bias, reset=reset, reset_value=reset_value,
+                                 wrap=may_wrap)
         spikes.append(s)
         if record:
             vs.append(v)
@@ -163,32 +142,5 @@ def lif_run(a: torch.Tensor, du: int, dv: int, vth: int, bias: torch.Tensor, res
     return out
 
 
-def lava_sign_mode(w) -> str:
-    """Lava's determine_sign_mode: EXC if min >= 0, INH if max <= 0, else MIXED."""
-    import numpy as np
-
-    w = np.asarray(w)
-    if w.min() >= 0:
-        return "exc"
-    if w.max() <= 0:
-        return "inh"
-    return "mixed"
-
-
-def lava_effective_weights(w, sign_mode: str | None = None, num_weight_bits: int = 8):
-    """The weights Lava's fixed_pt Dense actually uses: clipped to the sign mode's 8-bit range, then
-    the LSBs truncated (``(w >> t) << t``, t = 8 − bits + 1 for MIXED; sign-flipped for INH)."""
-    import numpy as np
-
-    w = np.asarray(w).astype(np.int64)
-    mode = sign_mode or lava_sign_mode(w)
-    if mode == "mixed":
-        w = np.clip(w, -256, 255)
-    elif mode == "exc":
-        w = np.clip(w, 0, 255)
-    else:
-        w = np.clip(w, -255, 0)
-    t = 8 - num_weight_bits + (1 if mode == "mixed" else 0)
-    if mode == "inh":
-        return -(((-w) >> t) << t)
-    return (w >> t) << t
+lava_sign_mode = loihi.sign_mode  # Lava's determine_sign_mode: EXC if min >= 0, INH if max <= 0, else MIXED
+lava_effective_weights = loihi.effective_weights  # the weights Lava's fixed_pt Dense actually uses

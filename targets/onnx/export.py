@@ -21,12 +21,10 @@ import json
 
 import numpy as np
 
-from spikec import __version__, ir
+from spikec import __version__, ir, loihi
 from spikec.errors import UnsupportedError
 
 OPSET = 17
-U_MAX = 1 << 23
-V_LIMIT = (1 << 23) - 1
 
 
 class _Builder:
@@ -65,9 +63,10 @@ class _Builder:
         return self.op("Sub", [q, neg])
 
     def trunc_decay(self, x: str, factor: int) -> str:
-        if factor == 4096:
+        """:func:`spikec.loihi.trunc0_decay`: ONNX integer Div truncates toward zero, like Lava."""
+        if factor == loihi.DECAY_UNITY:
             return x
-        return self.op("Div", [self.op("Mul", [x, self.const(factor)]), self.const(4096)])
+        return self.op("Div", [self.op("Mul", [x, self.const(factor)]), self.const(loihi.DECAY_UNITY)])
 
     def matrix(self, m) -> str:
         """Initializer holding ``mᵀ`` (int64) for :meth:`flat_matmul` (one per node, shared by all steps)."""
@@ -92,7 +91,7 @@ def export_onnx(graph: ir.Graph):
     import onnx
     from onnx import TensorProto, helper
 
-    from ..lava.netspec import conv_matrix, op_matrix
+    from spikec.ir.index_maps import conv_matrix, op_matrix
 
     b = _Builder(graph)
     types = graph.types
@@ -224,9 +223,8 @@ def export_onnx(graph: ir.Graph):
             for t in steps:
                 padded = b.op("Pad", [at(n.inputs[0], t), b.const(pads), b.const(0)])
                 val[(n.name, t)] = b.op("Where", [b.const(mask, bool), padded, b.const(value)])
-        elif isinstance(n, ir.LoihiNeuronNode):
-            bias = b.const(np.broadcast_to(np.asarray(n.bias_mant, np.int64) << np.asarray(n.bias_exp, np.int64), tn.features))
-            th = n.vth << 6
+        elif isinstance(n, ir.LoihiNeuronNode):  # spikec.loihi.lif_step, one step at a time
+            bias = b.const(np.broadcast_to(loihi.bias_value(n.bias_mant, n.bias_exp), tn.features))
             u = v = None
             for t in steps:
                 a = at(n.inputs[0], t)
@@ -235,16 +233,17 @@ def export_onnx(graph: ir.Graph):
                 if u is None:
                     zero = b.op("Mul", [a, b.const(0)])
                     u, v = zero, b.op("Add", [zero, b.const(n.v_init)])
-                u = b.op("Add", [b.trunc_decay(u, 4096 - (n.du + 1)), b.op("Mul", [a, b.const(64)])])
-                u = b.op("Where", [b.op("Greater", [u, b.const(U_MAX)]), b.op("Sub", [u, b.const(2 * U_MAX)]), u])
-                u = b.op("Where", [b.op("LessOrEqual", [u, b.const(-U_MAX)]), b.op("Add", [u, b.const(2 * U_MAX)]), u])
-                v = b.op("Add", [b.op("Add", [b.trunc_decay(v, 4096 - n.dv), u]), bias])
-                v = b.op("Clip", [v, b.const(-V_LIMIT), b.const(V_LIMIT)])
-                s = b.op("Greater", [v, b.const(th)])
+                u = b.op("Add", [b.trunc_decay(u, loihi.u_decay_factor(n.du)),
+                                 b.op("Mul", [a, b.const(1 << loihi.CURRENT_SHIFT)])])
+                u = b.op("Where", [b.op("Greater", [u, b.const(loihi.U_MAX)]), b.op("Sub", [u, b.const(loihi.U_MODULUS)]), u])
+                u = b.op("Where", [b.op("LessOrEqual", [u, b.const(-loihi.U_MAX)]), b.op("Add", [u, b.const(loihi.U_MODULUS)]), u])
+                v = b.op("Add", [b.op("Add", [b.trunc_decay(v, loihi.v_decay_factor(n.dv)), u]), bias])
+                v = b.op("Clip", [v, b.const(-loihi.V_LIMIT), b.const(loihi.V_LIMIT)])
+                s = b.op("Greater", [v, b.const(loihi.threshold(n.vth))])
                 if n.reset == "zero":
                     v = b.op("Where", [s, b.const(0), v])
                 elif n.reset == "soft":
-                    v = b.op("Where", [s, b.op("Sub", [v, b.const(th + 1)]), v])
+                    v = b.op("Where", [s, b.op("Sub", [v, b.const(loihi.first_spiking_v(n.vth))]), v])
                 else:
                     v = b.op("Where", [s, b.const(n.reset_value), v])
                 val[(n.name, t)] = b.op("Cast", [s], to=TensorProto.INT64)

@@ -1,5 +1,8 @@
 """fixed_pt process models of spikec's custom Lava processes (integer semantics identical to
-targets.intref.kernels; see each process's docstring)."""
+targets.intref.kernels; see each process's docstring).
+
+The LIF arithmetic is :func:`spikec.loihi.lif_step` itself (spikec.loihi imports numpy only, so
+these models stay torch-free); no copy of it lives here."""
 
 from __future__ import annotations
 
@@ -13,12 +16,10 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
+from spikec import loihi  # numpy only (no torch in Lava's process-model workers)
 from spikec.targets.lava.procs.process import (  # absolute: Lava loads this file by path
     AddressedAccumulation, DelayRelay, IntMaxPool, MemmapSink, ResetLIF, SpikeAnd,
 )
-
-U_MAX = 1 << 23
-V_LIMIT = (1 << 23) - 1
 
 
 def max_pool(x: np.ndarray, kernel, stride, padding, dilation, ceil_mode) -> np.ndarray:
@@ -45,11 +46,6 @@ def max_pool(x: np.ndarray, kernel, stride, padding, dilation, ceil_mode) -> np.
     return out
 
 
-def _trunc_decay(x: np.ndarray, factor: int) -> np.ndarray:
-    p = x.astype(np.int64) * factor
-    return np.sign(p) * np.right_shift(np.abs(p), 12)
-
-
 @implements(proc=ResetLIF, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
@@ -66,19 +62,9 @@ class PyResetLIFModel(PyLoihiProcessModel):
         if (self.time_step % p["reset_interval"]) == (p["reset_offset"] % p["reset_interval"]):
             self.u[:] = 0
             self.v[:] = p["v_init"]
-        u = _trunc_decay(self.u, 4096 - (p["du"] + 1)) + np.left_shift(a, 6)
-        u = np.where(u > U_MAX, u - 2 * U_MAX, u)
-        u = np.where(u <= -U_MAX, u + 2 * U_MAX, u)
+        u, v, s = loihi.lif_step(self.u, self.v, a, du=p["du"], dv=p["dv"], vth=p["vth"], bias=self.bias,
+                                 reset=p["reset"], reset_value=p["reset_value"])
         self.u[:] = u
-        v = np.clip(_trunc_decay(self.v, 4096 - p["dv"]) + u + self.bias, -V_LIMIT, V_LIMIT)
-        th = p["vth"] << 6
-        s = v > th
-        if p["reset"] == "soft":
-            v = np.where(s, v - (th + 1), v)
-        elif p["reset"] == "value":
-            v = np.where(s, p["reset_value"], v)
-        else:
-            v = np.where(s, 0, v)
         self.v[:] = v
         self.s_out.send(s.astype(np.int32))
 

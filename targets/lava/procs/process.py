@@ -7,11 +7,14 @@ from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var
 
+from spikec import loihi  # numpy only
+
 
 class ResetLIF(AbstractProcess):
-    """Loihi LIF (same u / v recurrences as lava.proc.lif) with a *soft* reset (v -= vth·64 + 1)
-    or a reset to a value, an initial membrane, and a periodic state reset for streamed samples
-    (u, v restored at steps where time_step % reset_interval == reset_offset).
+    """Loihi LIF (same u / v recurrences as lava.proc.lif: :func:`spikec.loihi.lif_step`) with a
+    *soft* reset (v -= vth·64 + 1) or a reset to a value, an initial membrane, and a periodic state
+    reset for streamed samples (u, v restored at steps where time_step % reset_interval ==
+    reset_offset).
 
     Loihi 2: a microcode neuron program (the LIF program with a different reset instruction)."""
 
@@ -23,7 +26,7 @@ class ResetLIF(AbstractProcess):
         self.s_out = OutPort(shape=shape)
         self.u = Var(shape=shape, init=0)
         self.v = Var(shape=shape, init=v_init)
-        self.bias = Var(shape=shape, init=np.broadcast_to(np.asarray(bias_mant) << np.asarray(bias_exp), shape).astype(np.int64))
+        self.bias = Var(shape=shape, init=np.broadcast_to(loihi.bias_value(bias_mant, bias_exp), shape).astype(np.int64))
 
 
 class SpikeAnd(AbstractProcess):

@@ -1,0 +1,186 @@
+"""quantize: map the float IR onto Loihi 2 fixed point (the integer IR that intref and Lava run).
+
+Representation.  Every value becomes an integer tensor q with a real scale Δ (value ≈ q·Δ):
+
+* spikes, counts, ANDs, addressed accumulations of integers: exact, Δ = 1;
+* the analog model input: 8-bit graded values, Δx = input range / 255 (QuantizeInputNode);
+* synapse outputs (conv / linear): integer weights and a weight exponent chosen so the output
+  lands in the units Δa its consumer needs;
+* sums / reshapes / slices / max pools / sum pools / token sums feeding a neuron keep one Δ
+  ("domain"): all synapses and neurons connected through such operations share it.
+
+Neurons (decay_input=False form, produced by merge_scale_into_threshold) become Lava LIF neurons::
+
+    float:   H = V·(1 − d) + X,  S = [H ≥ θ]          (d = 1/τ, leak_rate for PLIF, 0 for IF)
+    integer: u = a << 6 (du = 4095: memoryless current, a = X / Δa),  Δv = Δa / 64
+             v = trunc0(v·(4096 − dv) / 4096) + u + bias,  S = [v > vth << 6]
+    dv = round(4096·d)   vth = floor((θ/Δv − 1) / 64)   bias = X0/Δv as 13-bit mantissa << exp (0..7)
+
+where X0 is the constant part of the input current (the synapse biases carried through the
+domain's sums and reshapes).  Spiking at v ≥ 64·vth + 1 represents θ from below within 64·Δv, so a
+float membrane exactly on the threshold (frequent for integer counts) still fires.
+
+Weights (per synapse): w_lava = w·Δin / (Δout·2^e), rounded, with the exponent e (of the smallest
+that fits every weight and the two below it) that gives the least squared error (rounding plus
+clipping of outliers).  Mantissa ranges:
+sign mode EXC [0, 255] if all w ≥ 0, INH [−255, 0] if all w ≤ 0, else MIXED: even values in
+[−254, 254] (Lava drops the LSB of 8-bit MIXED weights, so the quantizer emits even weights).
+The output current is (Σ w_lava·in) << e (>> −e, floor, for e < 0).
+
+Scales Δa are powers of two chosen from bounds on |X| and |V| so that |a| ≤ 2^16 and |v| ≤ 2^22
+(half of Lava's 24-bit range) and the biases fit the 13-bit mantissa with exponent ≤ 7.  Bounds are
+worst-case (interval arithmetic over the weights, input range and T) unless calibration data is
+given, in which case measured maxima × ``calib_margin`` are used (tighter, finer Δ; other inputs
+could then saturate v or wrap u — the report shows the headroom).
+
+Every approximation is reported per layer: weight rounding / clipping, decay (dv/4096 vs d),
+threshold placement, bias rounding / saturation.
+
+The Loihi 2 rules themselves (widths, rounding, the LIF step) are :mod:`spikec.loihi`'s.  One
+module per job: :mod:`.bounds` (worst-case / calibrated ranges), :mod:`.domains` (which values share
+a scale, and the scales), :mod:`.weights` (mantissas and exponents), :mod:`.neurons` (thresholds,
+decays, biases, resets), :mod:`.report` (the per-layer :class:`QuantReport`); this module runs them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from spikec import ir
+from spikec.errors import UnsupportedError
+
+from ..base import NameSource, PassReport, PassResult, where
+from .bounds import measured_bounds, worst_case_bounds
+from .domains import A_BITS, DOMAIN_OPS, OUT_BITS, V_BITS, Domains, Scales, log2_exact
+from .neurons import constant_input, quantize_neuron
+from .report import NeuronReport, QuantReport, SynapseReport
+from .weights import quantize_synapse, quantize_weights
+
+NAME = "quantize"
+
+__all__ = ["A_BITS", "NAME", "OUT_BITS", "V_BITS", "Domains", "NeuronReport", "QuantReport", "Scales", "SynapseReport",
+           "measured_bounds", "quantize", "quantize_weights", "worst_case_bounds"]
+
+
+def check_quantizable(graph: ir.Graph) -> None:
+    """Refuse what has no integer form: unfolded batch norms, products of two activations,
+    neurons that still scale their input, per-channel thresholds."""
+    for n in graph.nodes:
+        if isinstance(n, ir.BatchNormNode):
+            raise UnsupportedError(f"quantize: batch norm {where(n)} is still in the graph (fold_batchnorm could not fold it); "
+                                   "integer targets need it folded into a conv / linear")
+        if isinstance(n, ir.MatMulNode) or (isinstance(n, ir.MulNode)):
+            raise UnsupportedError(f"quantize: {n.op} {where(n)} multiplies two activations and no operand is binary; "
+                                   "integer targets support spike-driven products only")
+        if isinstance(n, ir.NeuronNode):
+            if n.decay_input and n.model == "LIF":
+                raise UnsupportedError(f"quantize: neuron {where(n)} still scales its input by 1/tau "
+                                       "(decay_input=True); run merge_scale_into_threshold first")
+            if isinstance(n.v_threshold, np.ndarray):
+                raise UnsupportedError(f"quantize: neuron {where(n)} has per-channel thresholds; Loihi LIF has one "
+                                       "threshold per layer: merge the scale into the weights (per_layer_threshold)")
+
+
+def quantize(graph: ir.Graph, calib: Optional[torch.Tensor] = None, input_range: Sequence[float] = (0.0, 1.0),
+             calib_margin: float = 1.25) -> PassResult:
+    """The integer IR of ``graph`` (module docstring); ``result.quant`` is the :class:`QuantReport`."""
+    report = PassReport(NAME)
+    qrep = QuantReport(calibrated=calib is not None)
+    types = graph.types
+    names = NameSource(graph)
+    check_quantizable(graph)
+
+    lo, hi = float(input_range[0]), float(input_range[1])
+    input_max = max(abs(lo), abs(hi))
+    signed = lo < 0
+    x_scale = input_max / (127.0 if signed else 255.0)
+    qrep.input_scale = x_scale
+
+    if calib is not None:
+        bound, membrane_bound = measured_bounds(graph, calib, calib_margin)
+    else:
+        bound, membrane_bound = worst_case_bounds(graph, input_max), {}
+
+    scales = Scales(graph, x_scale, bound, membrane_bound)
+    dom = scales.dom
+    x0 = {name: constant_input(graph, dom, x) for name, x in scales.neuron_in.items()}
+    scales.choose(x0)
+    delta = scales.delta
+
+    # ---- emission ------------------------------------------------------------------------------------
+    out_nodes: list[ir.Node] = []
+    qname: dict[str, str] = {}  # float value -> integer value
+
+    def as_units(v: str, target: float, consumer: ir.Node) -> str:
+        """Integer value of ``v`` expressed in units ``target`` (exact power-of-two shift)."""
+        dv_ = delta(v)
+        if math.isclose(dv_, target, rel_tol=1e-9):
+            return qname[v]
+        k = log2_exact(dv_ / target)
+        if k is None:
+            raise UnsupportedError(f"quantize: {where(consumer)} combines values with scales {dv_:.6g} and "
+                                   f"{target:.6g} whose ratio is not a power of two")
+        s = ir.ShiftNode(names(f"{qname[v]}:shift"), (qname[v],), consumer.source, shift=k)
+        out_nodes.append(s)
+        report.did(where(consumer), f"integer operand {v} shifted by {k} into the consumer's units")
+        return s.name
+
+    for n in graph.nodes:
+        if isinstance(n, ir.InputNode):
+            out_nodes.append(n)
+            q = ir.QuantizeInputNode(names(f"{n.name}:q"), (n.name,), n.source, scale=x_scale, bits=8, signed=signed)
+            out_nodes.append(q)
+            qname[n.name] = q.name
+        elif isinstance(n, (ir.ConvNode, ir.LinearNode)):
+            s, srep = quantize_synapse(graph, n, qname[n.inputs[0]], scales, report)
+            out_nodes.append(s)
+            qname[n.name] = s.name
+            qrep.synapses.append(srep)
+        elif isinstance(n, ir.NeuronNode):
+            x = n.inputs[0]
+            key, da = scales.neuron_key(n)
+            a = as_units(x, da, n)
+            vb = next(vb for m, _, _, vb in scales.needs[key] if m is n)
+            q, nrep = quantize_neuron(n, a, da, x0[n.name], bound.get(x, 0.0), vb, report)
+            out_nodes.append(q)
+            qname[n.name] = q.name
+            qrep.neurons.append(nrep)
+        elif isinstance(n, ir.OutputNode):
+            src = n.inputs[0]
+            dq = ir.DequantizeNode(names(f"{n.name}:dequant"), (qname[src],), n.source, scale=delta(src))
+            out_nodes.append(dq)
+            out_nodes.append(n.replace(inputs=(dq.name,)))
+        elif isinstance(n, DOMAIN_OPS) and types[n.name].kind is ir.Kind.REAL or isinstance(n, (ir.ReduceNode, ir.AvgPoolNode)):
+            target = delta(n.name)
+            ins = []
+            for i in n.inputs:
+                # inputs of a scale-changing op keep their own units; the others are aligned
+                if isinstance(n, (ir.ReduceNode, ir.AvgPoolNode, ir.ScaleNode)):
+                    ins.append(qname[i])
+                else:
+                    ins.append(as_units(i, target, n))
+            if isinstance(n, ir.ScaleNode):
+                qname[n.name] = ins[0]  # the factor lives in the scale Δ
+                continue
+            attrs = {}
+            if isinstance(n, ir.ReduceNode):
+                attrs["reduce"] = "sum"
+            if isinstance(n, ir.AvgPoolNode):
+                attrs["divisor_override"] = 1
+            if isinstance(n, ir.PadNode):
+                v = np.asarray(n.value, dtype=np.float64)
+                attrs["value"] = 0.0 if n.inputs[0] in dom else (np.round(v / target) if v.ndim else float(np.round(v / target)))
+            out_nodes.append(n.replace(inputs=tuple(ins), **attrs))
+            qname[n.name] = n.name
+        else:
+            out_nodes.append(n.replace(inputs=tuple(qname[i] for i in n.inputs)))
+            qname[n.name] = n.name
+
+    g = graph.rewrite(out_nodes, quantization={"input_scale": x_scale, "input_range": [lo, hi], "calibrated": calib is not None})
+    result = PassResult(g, report)
+    result.quant = qrep  # type: ignore[attr-defined]
+    return result

@@ -1,0 +1,101 @@
+"""Neuron parameters: threshold, decay, bias and reset of the Loihi LIF that replaces a float
+neuron (decay_input=False form)::
+
+    float:   H = V·(1 − d) + X,  S = [H ≥ θ]
+    integer: u = a << 6 (du = 4095),  Δv = Δa / 64
+             v = trunc0(v·(4096 − dv) / 4096) + u + bias,  S = [v > vth << 6]
+    dv = round(4096·d)   vth = floor((θ/Δv − 1) / 64)   bias = (X0 + V_r·d)/Δv as mantissa << exp
+
+The rounding rules are :mod:`spikec.loihi`'s (:func:`~spikec.loihi.decay_to_dv`,
+:func:`~spikec.loihi.vth_at_most`, :func:`~spikec.loihi.split_bias`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from spikec import ir, loihi
+from spikec.errors import UnsupportedError
+from spikec.runtime.float_interpreter import FLOAT_KERNELS
+
+from ..base import PassReport, where
+from .bounds import real_decay
+from .domains import DOMAIN_OPS, Domains
+from .report import NeuronReport
+
+
+def constant_input(graph: ir.Graph, dom: Domains, value: str) -> np.ndarray:
+    """The constant part X0 of a neuron's input ``value``: the synapse biases carried through the
+    domain's sums, reshapes and pools (one value per feature; refused if it varies over time)."""
+    types = graph.types
+    memo: dict[str, torch.Tensor] = {}
+
+    def ev(v: str) -> torch.Tensor:
+        if v in memo:
+            return memo[v]
+        n = graph.producer(v)
+        tv = types[v]
+        if isinstance(n, (ir.ConvNode, ir.LinearNode)):
+            out = torch.zeros((tv.time, 1, *tv.features), dtype=torch.float64)
+            if n.bias is not None:
+                b = torch.from_numpy(n.bias.astype(np.float64))
+                out = out + (b.reshape(-1, *([1] * (len(tv.features) - 1))) if isinstance(n, ir.ConvNode) else b)
+        elif v in dom and isinstance(n, DOMAIN_OPS):
+            if isinstance(n, ir.MaxPoolNode):
+                inner = ev(n.inputs[0])
+                per_channel = inner.flatten(3) if inner.dim() > 3 else inner
+                if inner.dim() > 3 and not torch.allclose(per_channel, per_channel[..., :1].expand_as(per_channel)):
+                    raise UnsupportedError(f"quantize: max pool {where(n)} over a bias that varies inside a channel")
+                out = FLOAT_KERNELS[type(n)](n, inner.float()).double()
+            else:
+                ins = [ev(i).float() if types[i].kind is ir.Kind.REAL else torch.zeros((types[i].time, 1, *types[i].features))
+                       for i in n.inputs]
+                out = FLOAT_KERNELS[type(n)](n, *ins).double()
+        else:
+            out = torch.zeros((tv.time, 1, *tv.features), dtype=torch.float64)
+        memo[v] = out
+        return out
+
+    x0 = ev(value)
+    if x0.shape[0] > 1 and not torch.allclose(x0, x0[:1].expand_as(x0)):
+        raise UnsupportedError(f"quantize: the constant input of the neuron reading {value} varies over time")
+    return x0[0, 0].numpy()
+
+
+def quantize_neuron(n, a: str, da: float, x0: np.ndarray, xb: float, vb: float,
+                    report: PassReport) -> tuple[ir.LoihiNeuronNode, NeuronReport]:
+    """The Loihi LIF of the float neuron ``n`` reading the integer current ``a`` in units ``da``;
+    ``x0``: its constant input (real), ``xb`` / ``vb``: bounds on |X| and |V|."""
+    dvv = da / float(1 << loihi.CURRENT_SHIFT)
+    d = real_decay(n)
+    dv = loihi.decay_to_dv(d)
+    theta = float(n.v_threshold)
+    vth = loihi.vth_at_most(theta / dvv)
+    if vth >= loihi.VTH_LIMIT:
+        raise UnsupportedError(f"quantize: threshold of {where(n)} does not fit 17 bits at scale {dvv:.3g}")
+    # H = V − (V − V_r)·d + X = V·(1 − d) + (V_r·d + X): a non-zero reset value adds a constant
+    bias_int = (x0 + (n.v_reset or 0.0) * d) / dvv
+    mant, bexp, sat = loihi.split_bias(bias_int)
+    if not np.any(mant):
+        mant_v, exp_v = 0, 0
+    elif np.all(mant == mant.flat[0]) and np.all(bexp == bexp.flat[0]):
+        mant_v, exp_v = int(mant.flat[0]), int(bexp.flat[0])
+    else:
+        mant_v, exp_v = mant.astype(np.int32), bexp.astype(np.int32)
+    if n.v_reset is None:
+        reset, rv = "soft", 0
+    elif n.v_reset == 0:
+        reset, rv = "zero", 0
+    else:
+        reset, rv = "value", int(round(n.v_reset / dvv))
+    q = ir.LoihiNeuronNode(n.name, (a,), n.source, du=loihi.MEMORYLESS_DU, dv=dv, vth=vth, bias_mant=mant_v,
+                           bias_exp=exp_v, reset=reset, reset_value=rv, v_init=int(round(n.v_init / dvv)))
+    theta_int = loihi.first_spiking_v(vth) * dvv
+    rep = NeuronReport(n.name, n.source, dvv, vth, theta, theta_int, dv, d, sat,
+                       vb / dvv / loihi.U_MAX, (1 << loihi.CURRENT_SHIFT) * xb / da / loihi.U_MAX)
+    report.did(where(n), f"vth {vth} (θ {theta:.6g} -> {theta_int:.6g}), dv {dv}"
+                         + (f", {sat} biases saturated" if sat else ""))
+    if abs(dv / loihi.DECAY_UNITY - d) > 1e-12:
+        report.skip(where(n), f"approximation: decay {d:.6g} realised as dv/4096 = {dv / loihi.DECAY_UNITY:.6g}")
+    return q, rep

@@ -1,0 +1,66 @@
+"""What quantization did, per layer: weight rounding / clipping, threshold placement, decay,
+bias saturation and state headroom (:class:`QuantReport`, printed by the compile report)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SynapseReport:
+    name: str
+    source: str
+    sign_mode: str
+    weight_exp: int
+    delta_in: float
+    delta_out: float
+    clipped: float  # fraction of weights clipped to the mantissa range
+    rel_error: float  # rms weight rounding error / rms weight
+
+
+@dataclass
+class NeuronReport:
+    name: str
+    source: str
+    delta_v: float
+    vth: int
+    threshold: float
+    threshold_int: float  # (64·vth + 1)·Δv: the real threshold the integer neuron implements
+    dv: int
+    decay: float
+    bias_saturated: int
+    headroom_v: float  # bound on |v| / 2^23
+    headroom_u: float  # bound on |u| / 2^23
+
+
+@dataclass
+class QuantReport:
+    input_scale: float = 1.0
+    synapses: list[SynapseReport] = field(default_factory=list)
+    neurons: list[NeuronReport] = field(default_factory=list)
+    calibrated: bool = False
+
+    def lines(self) -> list[str]:
+        out = [f"input: 8-bit, scale {self.input_scale:.6g}; bounds: {'calibrated' if self.calibrated else 'worst-case'}"]
+        out.append(f"{'synapse':44s} {'mode':5s} {'exp':>4s} {'clip%':>6s} {'w err':>7s}")
+        for s in self.synapses:
+            out.append(f"{s.name[:44]:44s} {s.sign_mode:5s} {s.weight_exp:4d} {100 * s.clipped:6.2f} {s.rel_error:7.4f}")
+        out.append(f"{'neuron':44s} {'vth':>7s} {'dv':>5s} {'theta':>8s} {'theta_q':>9s} {'|v|/max':>8s} {'|u|/max':>8s}")
+        for n in self.neurons:
+            out.append(f"{n.name[:44]:44s} {n.vth:7d} {n.dv:5d} {n.threshold:8.4g} {n.threshold_int:9.5g} "
+                       f"{n.headroom_v:8.3f} {n.headroom_u:8.3f}" + (f"  bias saturated x{n.bias_saturated}" if n.bias_saturated else ""))
+        return out + self.warnings()
+
+    def warnings(self) -> list[str]:
+        """Layers whose quantization is too coarse to trust: weights that mostly round away
+        (relative error >= 0.25) or thresholds off by more than 10 %.  Typically one value with a
+        far larger range (e.g. a sum over many tokens) shares its scale with the layers named."""
+        out = [f"WARNING: synapse {s.name} ({s.source}): weights quantized with relative error {s.rel_error:.2f}"
+               for s in self.synapses if s.rel_error >= 0.25]
+        out += [f"WARNING: neuron {n.name} ({n.source}): threshold {n.threshold:.4g} realised as {n.threshold_int:.4g}"
+                for n in self.neurons if abs(n.threshold_int - n.threshold) > 0.1 * abs(n.threshold)]
+        if out:
+            out.append("WARNING: the integer model will disagree with the float model in these layers; they share a "
+                       "fixed-point scale with a value of far larger range (see the |v|/max column); verify with "
+                       "spikec verify, try --calib with representative inputs")
+        return out

@@ -1,0 +1,86 @@
+"""Synapse weights: integer Lava mantissas and one exponent per synapse.
+
+``w_lava = round(w·Δin / (Δout·2^e))`` on the sign mode's mantissa grid
+(:func:`spikec.loihi.weight_mantissas`: EXC [0, 255], INH [−255, 0], MIXED even values in
+[−254, 254]); the exponent is the one of {e_max, e_max − 1, e_max − 2} (e_max: the smallest with no
+clipping, :func:`spikec.loihi.min_weight_exp`) with the least squared error, since a finer step
+may pay for clipping a few outliers.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from spikec import ir, loihi
+from spikec.errors import UnsupportedError
+
+from ..base import PassReport, where
+from .domains import Scales
+from .report import SynapseReport
+
+
+def quantize_weights(w: np.ndarray, factor: float, bits: int = loihi.WEIGHT_BITS, min_exp: Optional[int] = None):
+    """Integer Lava weights for real weights ``w`` scaled by ``factor`` (= Δin/Δout); returns
+    (mantissas int32, exponent, sign mode, fraction clipped, relative rms error).
+    ``min_exp`` bounds the exponent from below (0 where a sum follows the synapse: a negative
+    exponent floors each synapse output, and Lava can only floor after folded sums)."""
+    ws = w.astype(np.float64) * factor
+    mode = loihi.sign_mode(ws)
+    peak = float(np.abs(ws).max())
+    if peak == 0:
+        return np.zeros(w.shape, np.int32), 0, mode, 0.0, 0.0
+    e_max = loihi.min_weight_exp(peak, mode, bits)
+    best = None
+    candidates = [e for e in (e_max, e_max - 1, e_max - 2) if min_exp is None or e >= min_exp] or [min_exp]
+    for e in candidates:
+        scaled = ws / 2.0 ** e
+        q, clipped = loihi.weight_mantissas(scaled, mode, bits)
+        sq_err = float(np.sum((q - scaled) ** 2) * 4.0 ** e)  # error in the same (unscaled) units
+        if best is None or sq_err < best[0]:
+            best = (sq_err, q, e, clipped, scaled)
+    _, q, e, clipped, scaled = best
+    rms = float(np.sqrt(np.mean(scaled ** 2))) or 1.0
+    err = float(np.sqrt(np.mean((q - scaled) ** 2))) / rms
+    return q.astype(np.int32), int(e), mode, clipped, err
+
+
+def summed_downstream(graph: ir.Graph, value: str) -> bool:
+    """Does a feature sum (reduce / sum pool) follow ``value`` before the next neuron or output?"""
+    stack, seen = [value], set()
+    while stack:
+        v = stack.pop()
+        for u in graph.users(v):
+            if u.name in seen or isinstance(u, (ir.NeuronNode, ir.OutputNode, ir.ConvNode, ir.LinearNode)):
+                continue
+            if isinstance(u, (ir.ReduceNode, ir.AvgPoolNode)):
+                return True
+            seen.add(u.name)
+            stack.append(u.name)
+    return False
+
+
+def quantize_synapse(graph: ir.Graph, n, q_input: str, scales: Scales, report: PassReport) -> tuple[ir.SynapseNode, SynapseReport]:
+    """The integer synapse of a conv / linear node ``n`` reading the integer value ``q_input``."""
+    d_in = scales.delta(n.inputs[0])
+    d_out = scales.delta(n.name)
+    if graph.types[n.inputs[0]].kind is ir.Kind.REAL and n.inputs[0] in scales.dom:
+        raise UnsupportedError(f"quantize: {n.op} {where(n)} reads a real-valued synapse output with no neuron "
+                               "in between (merge the two linear layers first)")
+    summed = summed_downstream(graph, n.name)
+    w, e, mode, clipped, err = quantize_weights(n.weight, d_in / d_out, min_exp=0 if summed else None)
+    if summed and e == 0 and quantize_weights(n.weight, d_in / d_out)[1] < 0:
+        report.skip(where(n), "approximation: weight exponent held at 0 (a sum follows; a negative exponent "
+                              "would floor before it) -> fewer mantissa bits")
+    bias = None
+    if not scales.feeds_neurons(n.name) and n.bias is not None:  # else its bias moves into the neurons' bias
+        bias = np.round(n.bias.astype(np.float64) / d_out).astype(np.int64)
+    common = dict(weight=w, weight_exp=e, sign_mode=mode, bias=bias)
+    if isinstance(n, ir.ConvNode):
+        s = ir.SynapseNode(n.name, (q_input,), n.source, layout="conv", stride=n.stride,
+                           padding=n.padding, dilation=n.dilation, groups=n.groups, **common)
+    else:
+        s = ir.SynapseNode(n.name, (q_input,), n.source, layout="linear", **common)
+    report.did(where(n), f"{mode} weights, exp {e}, rms rounding error {err:.2%}" + (f", {clipped:.2%} clipped" if clipped else ""))
+    return s, SynapseReport(n.name, n.source, mode, e, d_in, d_out, clipped, err)
