@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from spikec import ir
-from spikec.runtime.float_interpreter import _KERNELS as FLOAT_KERNELS
+from spikec.runtime.float_interpreter import FLOAT_KERNELS
 
 from .base import NameSource, PassReport, PassResult, substitute, where
 

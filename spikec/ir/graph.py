@@ -8,7 +8,7 @@ the types.  Passes never mutate a graph: they build a new one (see :meth:`Graph.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Iterable, Optional
+from typing import Callable, Hashable, Iterable, Optional, Sequence, TypeVar
 
 from ..errors import IRError
 from .nodes import InputNode, Node, OutputNode
@@ -128,29 +128,53 @@ class Graph:
         )
 
 
-def topological_order(nodes: list[Node]) -> list[Node]:
-    """Stable topological sort (keeps the given order where it is already valid)."""
-    by_name = {n.name: n for n in nodes}
-    placed: set[str] = set()
-    visiting: set[str] = set()
-    order: list[Node] = []
+T = TypeVar("T")
 
-    def visit(n: Node) -> None:
-        if n.name in placed:
-            return
-        if n.name in visiting:
-            raise IRError(f"cycle through node '{n.name}'")
-        visiting.add(n.name)
-        for i in n.inputs:
-            if i in by_name:
-                visit(by_name[i])
-        visiting.discard(n.name)
-        placed.add(n.name)
-        order.append(n)
 
-    for n in nodes:
-        visit(n)
+def _same(x):
+    return x
+
+
+def topological_sort(items: Sequence[T], preds: Callable[[T], Iterable[T]], key: Callable[[T], Hashable] = _same,
+                     cycles: str = "raise") -> list[T]:
+    """Stable topological order of ``items``: depth first, each item placed right after its not yet
+    placed predecessors (``preds(item)``, in their order), otherwise in the given order, so an order
+    that is already valid comes back unchanged.  Items are told apart by ``key`` (the first one of a
+    key is placed).  An edge that closes a cycle raises IRError (``cycles="raise"``) or is skipped
+    (``cycles="ignore"``: the order is then valid for the remaining edges)."""
+    placed: set = set()
+    visiting: set = set()
+    order: list[T] = []
+    for root in items:
+        if key(root) in placed:
+            continue
+        visiting.add(key(root))
+        stack = [(root, iter(preds(root)))]
+        while stack:  # iterative depth-first search (deep graphs exceed Python's recursion limit)
+            item, pending = stack[-1]
+            for p in pending:
+                k = key(p)
+                if k in placed:
+                    continue
+                if k in visiting:
+                    if cycles == "raise":
+                        raise IRError(f"cycle through node '{k}'")
+                    continue
+                visiting.add(k)
+                stack.append((p, iter(preds(p))))
+                break
+            else:
+                stack.pop()
+                visiting.discard(key(item))
+                placed.add(key(item))
+                order.append(item)
     return order
+
+
+def topological_order(nodes: list[Node]) -> list[Node]:
+    """Stable topological sort of IR nodes (keeps the given order where it is already valid)."""
+    by_name = {n.name: n for n in nodes}
+    return topological_sort(nodes, lambda n: [by_name[i] for i in n.inputs if i in by_name], key=lambda n: n.name)
 
 
 def dead_code_elimination(nodes: list[Node]) -> list[Node]:

@@ -3,7 +3,8 @@
 Every value is held as a float32 tensor ``[T, B, *features]``.  Per-step operations that the source
 model runs with time merged into the batch (conv, batch norm, pooling) run here the same way, and
 everything calls the same torch kernels with the same operand order, so a traced model gives
-bit-identical spikes (neuron recurrences: :mod:`spikec.runtime.neuron_dynamics`).
+bit-identical spikes (neuron recurrences: :mod:`spikec.runtime.neuron_dynamics`).  The loop over
+the graph is :func:`spikec.runtime.execute.execute`; this module is the kernel table :data:`FLOAT_KERNELS`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import ir
-from ..errors import ShapeError, SpikecError
+from .execute import align_features, execute, input_to_values, merge_time, to_output_layout  # noqa: F401 (re-exported)
 from .neuron_dynamics import run_neuron_node
 
 
@@ -31,20 +32,6 @@ def _t(a: Optional[np.ndarray]) -> Optional[torch.Tensor]:
     return None if a is None else torch.from_numpy(np.ascontiguousarray(a))
 
 
-def _merged(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    T, B = x.shape[:2]
-    y = fn(x.reshape(T * B, *x.shape[2:]))
-    return y.reshape(T, B, *y.shape[1:])
-
-
-def _align(x: torch.Tensor, nfeat: int) -> torch.Tensor:
-    """Insert singleton feature axes after [T, B] so ``x`` has ``nfeat`` feature dims."""
-    missing = nfeat - (x.dim() - 2)
-    if missing <= 0:
-        return x
-    return x.reshape(*x.shape[:2], *([1] * missing), *x.shape[2:])
-
-
 def _factor(f: Union[float, np.ndarray]):
     return torch.from_numpy(np.asarray(f, dtype=np.float32)) if isinstance(f, np.ndarray) else float(f)
 
@@ -52,23 +39,23 @@ def _factor(f: Union[float, np.ndarray]):
 def _conv(n: ir.ConvNode, x):
     fn = F.conv1d if n.spatial_dims == 1 else F.conv2d
     w, b = _t(n.weight), _t(n.bias)
-    return _merged(x, lambda z: fn(z, w, b, list(n.stride), list(n.padding), list(n.dilation), n.groups))
+    return merge_time(x, lambda z: fn(z, w, b, list(n.stride), list(n.padding), list(n.dilation), n.groups))
 
 
 def _bn(n: ir.BatchNormNode, x):
     args = (_t(n.mean), _t(n.var), _t(n.weight), _t(n.bias), False, 0.0, n.eps)
-    return _merged(x, lambda z: F.batch_norm(z, *args))
+    return merge_time(x, lambda z: F.batch_norm(z, *args))
 
 
 def _maxpool(n: ir.MaxPoolNode, x):
     fn = F.max_pool1d if len(n.kernel) == 1 else F.max_pool2d
-    return _merged(x, lambda z: fn(z, list(n.kernel), list(n.stride), list(n.padding), list(n.dilation), n.ceil_mode))
+    return merge_time(x, lambda z: fn(z, list(n.kernel), list(n.stride), list(n.padding), list(n.dilation), n.ceil_mode))
 
 
 def _avgpool(n: ir.AvgPoolNode, x):
     if len(n.kernel) == 1:
-        return _merged(x, lambda z: F.avg_pool1d(z, list(n.kernel), list(n.stride), list(n.padding), n.ceil_mode, n.count_include_pad))
-    return _merged(x, lambda z: F.avg_pool2d(z, list(n.kernel), list(n.stride), list(n.padding), n.ceil_mode,
+        return merge_time(x, lambda z: F.avg_pool1d(z, list(n.kernel), list(n.stride), list(n.padding), n.ceil_mode, n.count_include_pad))
+    return merge_time(x, lambda z: F.avg_pool2d(z, list(n.kernel), list(n.stride), list(n.padding), n.ceil_mode,
                                               n.count_include_pad, n.divisor_override))
 
 
@@ -83,12 +70,12 @@ def _reduce(n: ir.ReduceNode, x):
 
 def _binary(a, b, op):
     nf = max(a.dim(), b.dim()) - 2
-    return op(_align(a, nf), _align(b, nf))
+    return op(align_features(a, nf), align_features(b, nf))
 
 
 def _matmul(a, b):
     nf = max(a.dim(), b.dim()) - 2
-    return torch.matmul(_align(a, nf), _align(b, nf))
+    return torch.matmul(align_features(a, nf), align_features(b, nf))
 
 
 def _addressed_acc(n: ir.AddressedAccumulationNode, a, b):
@@ -118,7 +105,7 @@ def _scale(n: ir.ScaleNode, x):
     return x * f if n.mode == "mul" else x / f
 
 
-_KERNELS: dict[type, Callable] = {
+FLOAT_KERNELS: dict[type, Callable] = {
     ir.ConvNode: lambda n, x: _conv(n, x),
     ir.LinearNode: lambda n, x: F.linear(x, _t(n.weight), _t(n.bias)),
     ir.BatchNormNode: lambda n, x: _bn(n, x),
@@ -135,61 +122,21 @@ _KERNELS: dict[type, Callable] = {
     ir.PermuteNode: lambda n, x: x.permute(0, 1, *[p + 2 for p in n.perm]),
     ir.SliceNode: lambda n, x: x.narrow(n.axis + 2, n.start, n.stop - n.start),
     ir.OutputNode: lambda n, x: x,
-    ir.PadNode: lambda n, x: _merged(x, lambda z: pad_with_values(z, n.pads, n.value)),
+    ir.PadNode: lambda n, x: merge_time(x, lambda z: pad_with_values(z, n.pads, n.value)),
     ir.AndNode: lambda n, a, b: _binary(a, b, torch.logical_and).to(a.dtype),
     ir.AddressedAccumulationNode: lambda n, a, b: _addressed_acc(n, a, b),
 }
 
 
-def input_to_values(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray]) -> tuple[ir.InputNode, torch.Tensor]:
-    """Check ``x`` against the graph input and bring it to ``[T, B, *features]`` float32."""
-    (inp,) = graph.inputs
-    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).float()
-    feats = tuple(inp.features)
-    if inp.layout == "static":
-        expected = ("B", *feats)
-        ok = x.dim() == len(feats) + 1 and tuple(x.shape[1:]) == feats
-        xs = x.unsqueeze(0) if ok else None
-    else:
-        expected = (inp.time, "B", *feats)
-        ok = x.dim() == len(feats) + 2 and x.shape[0] == inp.time and tuple(x.shape[2:]) == feats
-        xs = x if ok else None
-    if not ok:
-        exp = "[" + ", ".join(map(str, expected)) + "]"
-        raise ShapeError(f"input has shape {list(x.shape)}, the model expects {exp}")
-    return inp, xs
-
-
-def to_output_layout(node: ir.OutputNode, v: torch.Tensor) -> torch.Tensor:
-    if node.layout == "merged":
-        return v.reshape(v.shape[0] * v.shape[1], *v.shape[2:])
-    if node.layout == "batch":
-        return v[0]
-    return v
+def _neuron_with_membrane(n: ir.NeuronNode, x):
+    """Spikes and the pre-spike membrane ``H[t]`` of a neuron layer."""
+    spikes, _, h = run_neuron_node(x, n, return_membrane=True)
+    return spikes, h
 
 
 def run_float(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], record: bool = False) -> RunResult:
     """Execute ``graph`` on input ``x`` (as the source model takes it) and return its outputs in the
     source model's layout; with ``record`` also every node's value as ``[T, B, *features]``."""
-    inp, xs = input_to_values(graph, x)
-    env: dict[str, torch.Tensor] = {inp.name: xs}
-    users_left = {n.name: len(graph.users(n.name)) for n in graph.nodes}
-    membranes: dict[str, torch.Tensor] = {}
-    with torch.no_grad():
-        for n in graph.nodes:
-            if isinstance(n, ir.InputNode):
-                continue
-            kernel = _KERNELS.get(type(n))
-            if kernel is None:
-                raise SpikecError(f"the float interpreter cannot run node '{n.name}' (op {n.op})")
-            if record and isinstance(n, ir.NeuronNode):
-                env[n.name], _, membranes[n.name] = run_neuron_node(env[n.inputs[0]], n, return_membrane=True)
-            else:
-                env[n.name] = kernel(n, *[env[i] for i in n.inputs])
-            if not record:
-                for i in n.inputs:
-                    users_left[i] -= 1
-                    if users_left[i] == 0 and not isinstance(graph[i], ir.OutputNode):
-                        env.pop(i, None)
-    outs = [to_output_layout(o, env[o.name]) for o in graph.outputs]
-    return RunResult(outputs=outs, values=env if record else {}, membranes=membranes)
+    run = execute(graph, x, FLOAT_KERNELS, record=record, neurons={ir.NeuronNode: _neuron_with_membrane},
+                  executor="the float interpreter")
+    return RunResult(outputs=run.outputs, values=run.values, membranes=run.membranes)

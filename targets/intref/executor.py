@@ -4,6 +4,8 @@ The float input is quantized on the host by the graph's QuantizeInputNode (the b
 on every value is an int64 tensor ``[T, B, *features]``, vectorised over batch and neurons and
 time-stepped only inside neuron layers (the only state).  Recurrences are Lava's fixed_pt models
 (:mod:`.kernels`); outputs are integers, with the DequantizeNode scale to read them as reals.
+The loop over the graph is the float interpreter's (:func:`spikec.runtime.execute.execute`); this
+module is the integer kernel table :data:`INT_KERNELS` and the Loihi neuron step.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from typing import Callable, Optional, Union
 import numpy as np
 import torch
 
-from spikec import ir
+from spikec import ir, loihi
 from spikec.errors import SpikecError
-from spikec.runtime.float_interpreter import _align, _merged, input_to_values, to_output_layout
+from spikec.runtime.execute import align_features, execute, merge_time
 
 from . import kernels as K
 
@@ -83,7 +85,7 @@ def _weight(n: ir.SynapseNode) -> torch.Tensor:
 def _synapse(n: ir.SynapseNode, x: torch.Tensor) -> torch.Tensor:
     w = _weight(n)
     if n.layout == "conv":
-        acc = _merged(x, lambda z: K.exact_conv(z, w, list(n.stride), list(n.padding), list(n.dilation), n.groups))
+        acc = merge_time(x, lambda z: K.exact_conv(z, w, list(n.stride), list(n.padding), list(n.dilation), n.groups))
     else:
         acc = K.exact_linear(x, w)
     out = K.shift(acc, n.weight_exp)
@@ -95,20 +97,15 @@ def _synapse(n: ir.SynapseNode, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-# Lava's fixed_pt LIF shifts the int32 input current left by 6 in int32: beyond this, Lava's
-# arithmetic overflows and differs from intref's (int64); the quantization bounds exclude it
-A_LAVA_LIMIT = 1 << 25
-
-
 def _neuron(n: ir.LoihiNeuronNode, *ins: torch.Tensor, record=False, overflows: Optional[dict] = None):
     a = ins[0]
     for x in ins[1:]:
         a = a + x
     if overflows is not None and a.numel():
-        count = int((a.abs() >= A_LAVA_LIMIT).sum())
+        count = int((a.abs() >= loihi.A_INT32_LIMIT).sum())  # Lava's int32 `a << 6` overflows there
         if count:
             overflows[n.name] = count
-    bias = K.shift(_i64(n.bias_mant), 0) << _i64(n.bias_exp) if np.any(np.asarray(n.bias_mant)) else torch.zeros((), dtype=torch.int64)
+    bias = _i64(loihi.bias_value(n.bias_mant, n.bias_exp)) if np.any(np.asarray(n.bias_mant)) else torch.zeros((), dtype=torch.int64)
     bias = torch.broadcast_to(bias, a.shape[2:]) if bias.dim() else bias
     return K.lif_run(a, n.du, n.dv, n.vth, bias, n.reset, n.reset_value, n.v_init, record=record)
 
@@ -121,7 +118,7 @@ def _input_levels(n: ir.QuantizeInputNode, x: torch.Tensor) -> torch.Tensor:
     return torch.floor(x.double() / n.scale + 0.5)
 
 
-def _quantize_input(n: ir.QuantizeInputNode, x: torch.Tensor) -> torch.Tensor:
+def quantize_input(n: ir.QuantizeInputNode, x: torch.Tensor) -> torch.Tensor:
     """The host boundary: float input -> integers (the only float arithmetic of a run)."""
     lo, hi = n.bounds
     return _input_levels(n, x).clamp(lo, hi).to(torch.int64)
@@ -138,7 +135,7 @@ def _reduce(n: ir.ReduceNode, x: torch.Tensor) -> torch.Tensor:
 def _avgpool(n: ir.AvgPoolNode, x):
     if n.divisor_override != 1:
         raise SpikecError(f"integer pooling '{n.name}' must be a sum pool (divisor 1)")
-    return _merged(x, lambda z: K.sum_pool(z, list(n.kernel), list(n.stride), list(n.padding), n.ceil_mode))
+    return merge_time(x, lambda z: K.sum_pool(z, list(n.kernel), list(n.stride), list(n.padding), n.ceil_mode))
 
 
 def _pad(n: ir.PadNode, x):
@@ -151,18 +148,18 @@ def _pad(n: ir.PadNode, x):
             mask = torch.nn.functional.pad(mask, flat, value=False)
             out = torch.where(mask, out, v.expand_as(out))
         return out
-    return _merged(x, f)
+    return merge_time(x, f)
 
 
-_KERNELS: dict[type, Callable] = {
-    ir.QuantizeInputNode: _quantize_input,
+INT_KERNELS: dict[type, Callable] = {
+    ir.QuantizeInputNode: quantize_input,
     ir.SynapseNode: _synapse,
     ir.ShiftNode: lambda n, x: K.shift(x, n.shift),
-    ir.AddNode: lambda n, a, b: (lambda nf: _align(a, nf).to(torch.int64) + _align(b, nf))(max(a.dim(), b.dim()) - 2),
-    ir.AndNode: lambda n, a, b: (lambda nf: _align(a, nf) & _align(b, nf))(max(a.dim(), b.dim()) - 2),
-    ir.AddressedAccumulationNode: lambda n, a, b: (lambda nf: K.exact_matmul(_align(a, nf), _align(b, nf)))(max(a.dim(), b.dim()) - 2),
+    ir.AddNode: lambda n, a, b: (lambda nf: align_features(a, nf).to(torch.int64) + align_features(b, nf))(max(a.dim(), b.dim()) - 2),
+    ir.AndNode: lambda n, a, b: (lambda nf: align_features(a, nf) & align_features(b, nf))(max(a.dim(), b.dim()) - 2),
+    ir.AddressedAccumulationNode: lambda n, a, b: (lambda nf: K.exact_matmul(align_features(a, nf), align_features(b, nf)))(max(a.dim(), b.dim()) - 2),
     ir.ReduceNode: _reduce,
-    ir.MaxPoolNode: lambda n, x: _merged(x, lambda z: K.max_pool(z, list(n.kernel), list(n.stride), list(n.padding), list(n.dilation), n.ceil_mode)),
+    ir.MaxPoolNode: lambda n, x: merge_time(x, lambda z: K.max_pool(z, list(n.kernel), list(n.stride), list(n.padding), list(n.dilation), n.ceil_mode)),
     ir.AvgPoolNode: _avgpool,
     ir.PadNode: _pad,
     ir.RepeatTimeNode: lambda n, x: x.repeat(n.time, *([1] * (x.dim() - 1))),
@@ -176,11 +173,16 @@ _KERNELS: dict[type, Callable] = {
 
 def check_integer_graph(graph: ir.Graph) -> None:
     """Refuse graphs with operations that have no integer semantics here."""
-    bad = [n for n in graph.nodes if not isinstance(n, ir.InputNode) and type(n) not in _KERNELS
+    bad = [n for n in graph.nodes if not isinstance(n, ir.InputNode) and type(n) not in INT_KERNELS
            and not isinstance(n, ir.LoihiNeuronNode)]
     if bad:
         raise SpikecError("not an integer graph: " + ", ".join(f"{n.name} ({n.op})" for n in bad[:5])
                           + " have no integer semantics; run the quantize pass first")
+
+
+def _check_integer_value(n: ir.Node, value: torch.Tensor) -> None:
+    if value.dtype not in K.INT_DTYPES:
+        raise SpikecError(f"internal error: {n.name} produced {value.dtype}")
 
 
 def run_int(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], record: bool = False,
@@ -189,37 +191,21 @@ def run_int(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], record: bool = 
 
     ``overrides`` replaces the values of the named nodes (e.g. stage outputs read back from Lava):
     everything downstream is computed from them."""
-    overrides = overrides or {}
     check_integer_graph(graph)
-    inp, xs = input_to_values(graph, x)
-    env: dict[str, torch.Tensor] = {inp.name: xs}
-    membranes = {}
     overflows: dict[str, int] = {}
-    users_left = {n.name: len(graph.users(n.name)) for n in graph.nodes}
-    for n in graph.nodes:
-        if isinstance(n, ir.InputNode):
-            continue
-        ins = [env[i] for i in n.inputs]
-        if n.name in overrides:
-            env[n.name] = overrides[n.name]
-        elif isinstance(n, ir.LoihiNeuronNode):
-            if record:
-                env[n.name], v, u = _neuron(n, *ins, record=True, overflows=overflows)
-                membranes[n.name] = (v, u)
-            else:
-                env[n.name] = _neuron(n, *ins, overflows=overflows)
-        else:
-            env[n.name] = _KERNELS[type(n)](n, *ins)
-        if env[n.name].dtype not in K.INT_DTYPES:
-            raise SpikecError(f"internal error: {n.name} produced {env[n.name].dtype}")
-        if not record:
-            for i in n.inputs:
-                users_left[i] -= 1
-                if users_left[i] == 0 and not isinstance(graph[i], ir.OutputNode):
-                    env.pop(i, None)
-    outs, scales = [], []
+
+    def neuron(n: ir.LoihiNeuronNode, *ins: torch.Tensor) -> torch.Tensor:
+        return _neuron(n, *ins, overflows=overflows)
+
+    def neuron_with_membrane(n: ir.LoihiNeuronNode, *ins: torch.Tensor):
+        spikes, v, u = _neuron(n, *ins, record=True, overflows=overflows)
+        return spikes, (v, u)
+
+    run = execute(graph, x, {**INT_KERNELS, ir.LoihiNeuronNode: neuron}, record=record,
+                  neurons={ir.LoihiNeuronNode: neuron_with_membrane}, overrides=overrides,
+                  check=_check_integer_value, executor="the integer executor")
+    scales = []
     for o in graph.outputs:
-        outs.append(to_output_layout(o, env[o.name]).to(torch.int64))
         src = graph.producer(o.inputs[0])
         scales.append(src.scale if isinstance(src, ir.DequantizeNode) else 1.0)
-    return IntRunResult(outs, scales, env if record else {}, membranes, overflows)
+    return IntRunResult([out.to(torch.int64) for out in run.outputs], scales, run.values, run.membranes, overflows)

@@ -32,6 +32,7 @@ import scipy.sparse as sp
 
 from spikec import ir
 from spikec.errors import UnsupportedError
+from spikec.ir.index_maps import broadcast_matrix, conv_matrix, linear_matrix, op_matrix
 
 from ..intref.kernels import lava_effective_weights
 
@@ -98,94 +99,24 @@ class NetSpec:
 
 
 # ------------------------------------------------------------------------------------------------
-# index maps of the linear integer operations (flattened, row-major features)
+# matrices of the linear integer operations (index maps: :mod:`spikec.ir.index_maps`)
 # ------------------------------------------------------------------------------------------------
-
-
-def _select(out_from_in: np.ndarray, n_in: int) -> sp.csr_matrix:
-    """Matrix with a 1 at (o, out_from_in[o]) for out_from_in[o] >= 0."""
-    rows = np.nonzero(out_from_in >= 0)[0]
-    return sp.csr_matrix((np.ones(len(rows), np.int64), (rows, out_from_in[rows])), shape=(len(out_from_in), n_in))
-
-
-def conv_matrix(weight: np.ndarray, in_feats, stride, padding, dilation, groups, out_feats,
-                dtype=np.int64) -> sp.csr_matrix:
-    """Unrolled convolution: [prod(out_feats), prod(in_feats)] with the kernel entries (``dtype``)."""
-    cout, cin_g = weight.shape[:2]
-    k = weight.shape[2:]
-    nd = len(k)
-    out_sp, in_sp = out_feats[1:], in_feats[1:]
-    cout_g = cout // groups
-    rows, cols, vals = [], [], []
-    grids = np.meshgrid(*[np.arange(o) for o in out_sp], indexing="ij")
-    out_pos = [g.reshape(-1) for g in grids]
-    n_out_sp = int(np.prod(out_sp))
-    for co in range(cout):
-        g = co // cout_g
-        for ci_l in range(cin_g):
-            ci = g * cin_g + ci_l
-            for kk in np.ndindex(*k):
-                w = weight[(co, ci_l) + kk]
-                if w == 0:
-                    continue
-                inp = [out_pos[a] * stride[a] - padding[a] + kk[a] * dilation[a] for a in range(nd)]
-                ok = np.ones(n_out_sp, bool)
-                for a in range(nd):
-                    ok &= (inp[a] >= 0) & (inp[a] < in_sp[a])
-                in_flat = np.zeros(n_out_sp, np.int64) + ci
-                for a in range(nd):
-                    in_flat = in_flat * in_sp[a] + inp[a]
-                out_flat = co * n_out_sp + np.arange(n_out_sp)
-                rows.append(out_flat[ok])
-                cols.append(in_flat[ok])
-                vals.append(np.full(int(ok.sum()), w, dtype))
-    if not rows:
-        return sp.csr_matrix((int(np.prod(out_feats)), int(np.prod(in_feats))), dtype=dtype)
-    m = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                      shape=(int(np.prod(out_feats)), int(np.prod(in_feats))))
-    return m.tocsr()  # duplicates (none for a convolution) would be summed
-
-
-def op_matrix(n: ir.Node, in_t: ir.TensorType, out_t: ir.TensorType) -> sp.csr_matrix:
-    """The matrix of a linear data-movement / summing node (not synapses)."""
-    n_in, n_out = in_t.numel, out_t.numel
-    if isinstance(n, (ir.ReshapeNode, ir.RepeatTimeNode)):
-        return sp.identity(n_in, dtype=np.int64, format="csr")
-    if isinstance(n, ir.PermuteNode):
-        return _select(np.arange(n_in).reshape(in_t.features).transpose(n.perm).reshape(-1), n_in)
-    if isinstance(n, ir.SliceNode):
-        idx = np.arange(n_in).reshape(in_t.features)
-        sl = [slice(None)] * len(in_t.features)
-        sl[n.axis] = slice(n.start, n.stop)
-        return _select(idx[tuple(sl)].reshape(-1), n_in)
-    if isinstance(n, ir.ReduceNode):
-        if n.over_time or n.reduce != "sum":
-            raise UnsupportedError(f"lava: {n.op} {n.name} ({n.source}) over time / not a sum cannot be folded")
-        axes = [a % len(in_t.features) for a in n.axes]
-        keep = tuple(1 if i in axes else d for i, d in enumerate(in_t.features))
-        out_idx = np.broadcast_to(np.arange(int(np.prod(keep))).reshape(keep), in_t.features).reshape(-1)
-        return sp.csr_matrix((np.ones(n_in, np.int64), (out_idx, np.arange(n_in))), shape=(n_out, n_in))
-    if isinstance(n, ir.AvgPoolNode):
-        c = in_t.features[0]
-        ones = np.ones((c, 1, *n.kernel), np.int64)
-        return conv_matrix(ones, in_t.features, n.stride, n.padding, (1,) * len(n.kernel), c, out_t.features)
-    if isinstance(n, ir.PadNode):
-        if isinstance(n.value, np.ndarray) or n.value != 0:
-            raise UnsupportedError(f"lava: padding {n.name} ({n.source}) with a non-zero value cannot be folded")
-        out_idx = np.full(n_out, -1)
-        pos = np.arange(n_out).reshape(out_t.features)
-        sl = (slice(None),) + tuple(slice(lo, lo + d) for (lo, _), d in zip(n.pads, in_t.features[1:]))
-        out_idx[pos[sl].reshape(-1)] = np.arange(n_in)
-        return _select(out_idx, n_in)
-    raise UnsupportedError(f"lava: {n.op} {n.name} is not a linear integer operation")
 
 
 def synapse_matrix(n: ir.SynapseNode, in_t: ir.TensorType, out_t: ir.TensorType) -> sp.csr_matrix:
     w = np.asarray(n.weight, np.int64)
     if n.layout == "conv":
         return conv_matrix(w, in_t.features, n.stride, n.padding, n.dilation, n.groups, out_t.features)
-    lead = int(np.prod(in_t.features[:-1])) if len(in_t.features) > 1 else 1
-    return sp.kron(sp.identity(lead, dtype=np.int64), sp.csr_matrix(w), format="csr")
+    return linear_matrix(w, in_t.features)
+
+
+def _foldable_matrix(n: ir.Node, in_t: ir.TensorType, out_t: ir.TensorType) -> sp.csr_matrix:
+    """The index map of a data-movement / summing node between stages, or the reason Lava cannot fold it."""
+    if isinstance(n, ir.ReduceNode) and (n.over_time or n.reduce != "sum"):
+        raise UnsupportedError(f"lava: {n.op} {n.name} ({n.source}) over time / not a sum cannot be folded")
+    if isinstance(n, ir.PadNode) and (isinstance(n.value, np.ndarray) or n.value != 0):
+        raise UnsupportedError(f"lava: padding {n.name} ({n.source}) with a non-zero value cannot be folded")
+    return op_matrix(n, in_t, out_t)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -217,7 +148,7 @@ def _linearize(graph: ir.Graph, value: str, stages: set[str], source: str, memo:
         terms = [Term(tm.producer, tm.matrix, tm.exp + n.shift, tm.synapse, tm.floored or n.shift < 0)
                  for tm in _linearize(graph, n.inputs[0], stages, source, memo)]
     elif isinstance(n, _FOLDABLE):
-        m = op_matrix(n, graph.types[n.inputs[0]], t)
+        m = _foldable_matrix(n, graph.types[n.inputs[0]], t)
         sums = isinstance(n, (ir.ReduceNode, ir.AvgPoolNode))
         terms = []
         for tm in _linearize(graph, n.inputs[0], stages, source, memo):
@@ -229,14 +160,6 @@ def _linearize(graph: ir.Graph, value: str, stages: set[str], source: str, memo:
         raise UnsupportedError(f"lava: {n.op} {n.name} ({n.source}) has no Lava form between stages")
     memo[value] = terms
     return terms
-
-
-def _broadcast_matrix(in_feats, out_feats) -> sp.csr_matrix:
-    """Selection matrix of numpy broadcasting from ``in_feats`` to ``out_feats``."""
-    aligned = (1,) * (len(out_feats) - len(in_feats)) + tuple(in_feats)
-    n_in = int(np.prod(in_feats))
-    idx = np.broadcast_to(np.arange(n_in).reshape(aligned), out_feats).reshape(-1)
-    return _select(idx, n_in)
 
 
 def _sign_mode(w: sp.csr_matrix) -> str:
@@ -286,7 +209,7 @@ def build_netspec(graph: ir.Graph) -> NetSpec:
         for p, values in enumerate(ports):
             terms = [tm for v in values for tm in _linearize(graph, v, stage_set, source, memo)]
             if kind == "and":  # an AND broadcasts its operands to the output shape: fold that selection in
-                b = _broadcast_matrix(graph.types[values[0]].features, graph.types[name].features)
+                b = broadcast_matrix(graph.types[values[0]].features, graph.types[name].features)
                 terms = [Term(tm.producer, (b @ tm.matrix).tocsr(), tm.exp, tm.synapse, tm.floored) for tm in terms]
             port_terms.append(terms)
         # depth: connections add one step; gathers into custom processes add none

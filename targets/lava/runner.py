@@ -22,8 +22,9 @@ import torch
 
 from spikec.compat.lava311 import ensure_lava
 from spikec.errors import SpikecError
+from spikec.runtime.execute import input_to_values
 
-from ..intref.executor import _quantize_input, run_int
+from ..intref.executor import quantize_input, run_int
 from .netspec import Connection, NetSpec
 
 
@@ -46,10 +47,8 @@ def _source_data(spec: NetSpec, x) -> tuple[np.ndarray, int]:
     graph = spec.graph
     (inp,) = graph.inputs
     qnode = graph[spec.source]
-    from spikec.runtime.float_interpreter import input_to_values
-
     _, xs = input_to_values(graph, x)  # [T_in, B, *f] float
-    q = _quantize_input(qnode, xs)  # int64
+    q = quantize_input(qnode, xs)  # int64
     T_in, B = q.shape[:2]
     frames = q.reshape(T_in, B, -1)
     if T_in == 1:

@@ -46,6 +46,8 @@ import scipy.sparse as sp
 
 from spikec import __version__, ir
 from spikec.errors import UnsupportedError
+from spikec.ir.graph import topological_sort
+from spikec.ir.index_maps import broadcast_matrix, conv_matrix, linear_matrix, op_matrix
 
 from . import real_maxpool
 
@@ -159,9 +161,6 @@ class _Exporter:
 
     # --------------------------------------------------------------------------------------------
     def run(self, partial: bool) -> list[str]:
-        from ..lava.netspec import _broadcast_matrix, op_matrix
-
-        self._op_matrix, self._bcast = op_matrix, _broadcast_matrix
         outputs = []
         for n in self.g.nodes:
             try:
@@ -210,8 +209,6 @@ class _Exporter:
                                             bias=_f32(n.bias if n.bias is not None else np.zeros(n.weight.shape[0]))), x.terms)
                 self.vals[n.name] = Val([node], t.features)
             else:  # convs on flattened values (token layouts after a reshape), odd non-square kernels: an Affine
-                from ..lava.netspec import conv_matrix
-
                 w = conv_matrix(n.weight, self.types[n.inputs[0]].features, n.stride, n.padding, n.dilation, n.groups,
                                 t.features, dtype=np.float32)
                 sp_n = int(np.prod(t.features[1:]))
@@ -219,7 +216,7 @@ class _Exporter:
                 self.vals[n.name] = self.affine(n.name, x, w, bias)
         elif isinstance(n, ir.LinearNode):
             lead = int(np.prod(t.features[:-1])) if len(t.features) > 1 else 1
-            w = sp.kron(sp.identity(lead), sp.csr_matrix(n.weight.astype(np.float64)))
+            w = linear_matrix(n.weight.astype(np.float64), t.features)
             bias = None if n.bias is None else np.tile(n.bias, lead)
             self.vals[n.name] = self.affine(n.name, get(0), w, bias)
         elif isinstance(n, ir.NeuronNode):
@@ -249,8 +246,8 @@ class _Exporter:
                 # channel-first views ([C, H, W] <-> [C, N]) keep their NIR shape (1x1 convs stay convs)
                 self.vals[n.name] = x if keep else Val(self.flat_terms(x), (t.numel,))
                 return
-            m = self._op_matrix(n.replace(reduce="sum") if isinstance(n, ir.ReduceNode) else n,
-                                self.types[n.inputs[0]], t).astype(np.float64)
+            m = op_matrix(n.replace(reduce="sum") if isinstance(n, ir.ReduceNode) else n,
+                          self.types[n.inputs[0]], t).astype(np.float64)
             if isinstance(n, ir.ReduceNode) and n.reduce == "mean":
                 m = m / (self.types[n.inputs[0]].numel // t.numel)
             self.vals[n.name] = self.affine(n.name, x, m)
@@ -280,7 +277,7 @@ class _Exporter:
                     pooled = self.add(n.name, nir.Scale(scale=np.full(t.features, 1.0 / div, np.float32)), [pooled])
                 self.vals[n.name] = Val([pooled], t.features)
             else:  # an unrolled Affine; without count_include_pad each window divides by its inside count
-                m = sp.csr_matrix(self._op_matrix(n, self.types[n.inputs[0]], t), dtype=np.float64)
+                m = sp.csr_matrix(op_matrix(n, self.types[n.inputs[0]], t), dtype=np.float64)
                 m = m / div if n.count_include_pad or n.divisor_override else \
                     sp.diags(1.0 / np.asarray(m.sum(1)).ravel()) @ m
                 self.vals[n.name] = self.affine(n.name, x, m)
@@ -289,7 +286,7 @@ class _Exporter:
                 raise self.fail(n, "AND of non-binary values")
             terms = []
             for i in n.inputs:
-                b = self._bcast(self.types[i].features, t.features).astype(np.float64)
+                b = broadcast_matrix(self.types[i].features, t.features).astype(np.float64)
                 terms += self.affine(f"{n.name}_in", self.vals[i], b).terms
             node = self.add(n.name, nir.Threshold(threshold=np.full(t.numel, 1.5, np.float32)), terms)
             self.vals[n.name] = Val([node], (t.numel,))
@@ -460,23 +457,12 @@ class _Exporter:
 
 
 def topological_order(keys: list[str], edges: list[tuple[str, str]]) -> list[str]:
-    """``keys`` in evaluation order (Kahn; spikec's top level is acyclic: cycles live inside
-    nested graphs), ties in the given order."""
-    indeg = {k: 0 for k in keys}
-    succ: dict[str, list[str]] = {k: [] for k in keys}
+    """``keys`` in evaluation order (:func:`spikec.ir.graph.topological_sort`; spikec's top level is
+    acyclic: cycles live inside nested graphs, and an edge closing one in a foreign file is skipped)."""
+    preds: dict[str, list[str]] = {k: [] for k in keys}
     for a, b in edges:
-        indeg[b] += 1
-        succ[a].append(b)
-    ready = [k for k in keys if indeg[k] == 0]
-    order = []
-    while ready:
-        k = ready.pop(0)
-        order.append(k)
-        for b in succ[k]:
-            indeg[b] -= 1
-            if indeg[b] == 0:
-                ready.append(b)
-    return order + [k for k in keys if k not in set(order)]
+        preds[b].append(a)
+    return topological_sort(keys, preds.__getitem__, cycles="ignore")
 
 
 def _readout(graph: ir.Graph) -> tuple[ir.Graph, Optional[str]]:

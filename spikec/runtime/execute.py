@@ -1,0 +1,119 @@
+"""The one execution loop of the IR, shared by the float interpreter and the integer executor.
+
+A run is: the input brought to ``[T, B, *features]`` (:func:`input_to_values`), then every node in
+graph order computed by its kernel from its inputs' values, then the outputs brought to the source
+model's layout (:func:`to_output_layout`).  What an executor adds is only its kernel table (node type
+-> ``kernel(node, *inputs) -> value``), looked up by exact node type.  Without ``record`` a value is
+freed as soon as its last user has run (outputs are kept), so memory peaks at the widest cut of the
+graph rather than its size.  The value layout helpers the kernels share live here too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Union
+
+import numpy as np
+import torch
+
+from .. import ir
+from ..errors import ShapeError, SpikecError
+
+Kernel = Callable[..., torch.Tensor]  # kernel(node, *inputs) -> value
+MembraneKernel = Callable[..., tuple[torch.Tensor, Any]]  # kernel(node, *inputs) -> (value, membrane)
+
+
+@dataclass
+class Execution:
+    outputs: list[torch.Tensor]  # graph outputs, source-model layout, in graph output order
+    values: dict[str, torch.Tensor] = field(default_factory=dict)  # node -> [T, B, *f] (if recorded)
+    membranes: dict[str, Any] = field(default_factory=dict)  # neuron node -> membrane (if recorded)
+
+
+def merge_time(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``fn`` applied with time merged into the batch: ``[T, B, ...] -> [T·B, ...] -> [T, B, ...]``."""
+    T, B = x.shape[:2]
+    y = fn(x.reshape(T * B, *x.shape[2:]))
+    return y.reshape(T, B, *y.shape[1:])
+
+
+def align_features(x: torch.Tensor, nfeat: int) -> torch.Tensor:
+    """Insert singleton feature axes after [T, B] so ``x`` has ``nfeat`` feature dims."""
+    missing = nfeat - (x.dim() - 2)
+    if missing <= 0:
+        return x
+    return x.reshape(*x.shape[:2], *([1] * missing), *x.shape[2:])
+
+
+def input_to_values(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray]) -> tuple[ir.InputNode, torch.Tensor]:
+    """Check ``x`` against the graph input and bring it to ``[T, B, *features]`` float32."""
+    (inp,) = graph.inputs
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).float()
+    feats = tuple(inp.features)
+    if inp.layout == "static":
+        expected = ("B", *feats)
+        ok = x.dim() == len(feats) + 1 and tuple(x.shape[1:]) == feats
+        xs = x.unsqueeze(0) if ok else None
+    else:
+        expected = (inp.time, "B", *feats)
+        ok = x.dim() == len(feats) + 2 and x.shape[0] == inp.time and tuple(x.shape[2:]) == feats
+        xs = x if ok else None
+    if not ok:
+        exp = "[" + ", ".join(map(str, expected)) + "]"
+        raise ShapeError(f"input has shape {list(x.shape)}, the model expects {exp}")
+    return inp, xs
+
+
+def to_output_layout(node: ir.OutputNode, v: torch.Tensor) -> torch.Tensor:
+    """An output value ``[T, B, *f]`` in its node's layout: merged ``[T·B, *f]``, batch ``[B, *f]``
+    (static models), or split (as is)."""
+    if node.layout == "merged":
+        return v.reshape(v.shape[0] * v.shape[1], *v.shape[2:])
+    if node.layout == "batch":
+        return v[0]
+    return v
+
+
+def execute(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], kernels: Mapping[type, Kernel], *,
+            record: bool = False, neurons: Optional[Mapping[type, MembraneKernel]] = None,
+            overrides: Optional[Mapping[str, torch.Tensor]] = None,
+            check: Optional[Callable[[ir.Node, torch.Tensor], None]] = None,
+            executor: str = "the executor") -> Execution:
+    """Run ``graph`` on ``x`` (as the source model takes it) with ``kernels``.
+
+    ``record`` keeps every node's value and runs the node types in ``neurons`` with their membrane
+    kernels instead (``{type: kernel(node, *inputs) -> (value, membrane)}``), keeping the membranes.
+    ``overrides`` replaces the values of the named nodes (nothing is computed for them); everything
+    downstream is computed from them.  ``check(node, value)`` sees every value before it is stored.
+    A node with no kernel is refused when it is reached, as one ``executor`` cannot run."""
+    overrides = overrides or {}
+    neurons = neurons or {}
+    inp, xs = input_to_values(graph, x)
+    env: dict[str, torch.Tensor] = {inp.name: xs}
+    membranes: dict[str, Any] = {}
+    users_left = {n.name: len(graph.users(n.name)) for n in graph.nodes}
+    with torch.no_grad():
+        for n in graph.nodes:
+            if isinstance(n, ir.InputNode):
+                continue
+            if n.name in overrides:
+                value = overrides[n.name]
+            else:
+                kernel = kernels.get(type(n))
+                if kernel is None:
+                    raise SpikecError(f"{executor} cannot run node '{n.name}' (op {n.op})")
+                ins = [env[i] for i in n.inputs]
+                if record and type(n) in neurons:
+                    value, membranes[n.name] = neurons[type(n)](n, *ins)
+                else:
+                    value = kernel(n, *ins)
+            if check is not None:
+                check(n, value)
+            env[n.name] = value
+            if not record:
+                for i in n.inputs:
+                    users_left[i] -= 1
+                    if users_left[i] == 0 and not isinstance(graph[i], ir.OutputNode):
+                        env.pop(i, None)
+    outs = [to_output_layout(o, env[o.name]) for o in graph.outputs]
+    return Execution(outs, env if record else {}, membranes)
