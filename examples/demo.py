@@ -59,6 +59,7 @@ def main() -> int:
 
     rep = json.loads((OUT / "verify.json").read_text())
     acc = rep["accuracy"]
+    assert rep["check"]["exact"], "verify exits 1 otherwise"
     print(f"\nverdict: PASS: Lava == intref bit for bit in all {len(rep['layers'])} neuron layers and the outputs; "
           f"accuracy float {acc['float IR']:.2%} vs integer {acc['integer']:.2%}, "
           f"top-1 agreement {rep['top1_agreement']:.2%}; NIR re-import fires identically")

@@ -76,13 +76,17 @@ def resolve(pipeline: str | Sequence[str], skip: Iterable[str] = ()) -> list[str
 
 
 def run_pipeline(graph: Graph, pipeline: str | Sequence[str] = "float", skip: Iterable[str] = (),
-                 dump_after: Optional[str] = None, on_dump: Optional[Callable[[str, Graph], None]] = None) -> PipelineResult:
+                 dump_after: Optional[str] = None, on_dump: Optional[Callable[[str, Graph], None]] = None,
+                 options: Optional[dict[str, dict]] = None) -> PipelineResult:
+    """Run the named pipeline (or a list of pass names); ``options`` (pass name -> keyword
+    arguments) replaces a named pipeline's :data:`PASS_OPTIONS`."""
     names = resolve(pipeline, skip)
     if dump_after is not None and dump_after not in names:
         raise SpikecError(f"--dump-ir-after {dump_after}: not in the pipeline ({', '.join(names)})")
     graph.validate()
     result = PipelineResult(graph, [], [("input", len(graph))])
-    options = PASS_OPTIONS.get(pipeline, {}) if isinstance(pipeline, str) else {}
+    if options is None:
+        options = PASS_OPTIONS.get(pipeline, {}) if isinstance(pipeline, str) else {}
     for name in names:
         r = PASSES[name](result.graph, **options.get(name, {}))
         try:

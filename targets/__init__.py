@@ -1,14 +1,14 @@
 """Compilation targets, one package per backend.  Shipped as ``spikec.targets``.
 
-Registered targets and their state are listed in :data:`TARGETS`; the CLI refuses targets that
-are not built yet with a clear message.
+Every backend implements :class:`~spikec.targets.base.Target`; :mod:`.base` holds the interface and
+the explicit registry (``get_target("lava")``, ``register_target(MyTarget)``).  Importing this
+package imports no backend.
 """
 
-TARGETS = {
-    "intref": "integer-only reference model (bit-exact with Lava's fixed_pt models)",
-    "lava": "lava-nc process network run in Loihi2SimCfg(select_tag='fixed_pt')",
-    "nir": "NIR graph (HDF5) with faithful neuron semantics",
-    "onnx": "the integer model as an integer-only ONNX graph (time unrolled) for onnxruntime",
-}
+from .base import (Artifact, Option, RunOutput, Target, TargetCheck, all_targets, for_artifact, names,
+                   register, unregister)
+from .base import get as get_target
+from .base import register as register_target
 
-AVAILABLE: set[str] = {"intref", "lava", "nir", "onnx"}  # targets whose backend is implemented in this version
+__all__ = ["Artifact", "Option", "RunOutput", "Target", "TargetCheck", "all_targets", "for_artifact",
+           "get_target", "names", "register", "register_target", "unregister"]

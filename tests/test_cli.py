@@ -35,17 +35,29 @@ def test_show_prints_table_with_sources(digits_ckpt, capsys):
     assert "block.0.attn.attn_lif" in out and "LIF tau=2 th=0.5" in out
 
 
-def test_compile_emits_ir_and_names_unbuilt_target(tmp_path, digits_ckpt, capsys, monkeypatch):
+def test_compile_emits_ir_and_a_refusing_target_writes_nothing(tmp_path, digits_ckpt, capsys):
+    """A target that refuses the model (here a registered toy target) fails with one line; the
+    traced IR asked for with --emit-ir is still written, the artifact is not."""
     from spikec import ir
-    from spikec.targets import AVAILABLE
+    from spikec.errors import UnsupportedError
+    from spikec.targets import Target, register_target, unregister
 
-    target = "nir"
-    monkeypatch.setattr("spikec.targets.AVAILABLE", AVAILABLE - {"nir"})
-    code = main(["compile", str(digits_ckpt), "--model", DIGITS, "--input-shape", "1,8,8",
-                 "--target", target, "-o", str(tmp_path / "out"), "--emit-ir", str(tmp_path / "ir")])
+    class Refusing(Target):
+        name = "refusing"
+        description = "a backend that supports nothing yet"
+
+        def emit(self, compiled, **options):
+            raise UnsupportedError("target 'refusing' is not implemented for neuron layers yet")
+
+    register_target(Refusing)
+    try:
+        code = main(["compile", str(digits_ckpt), "--model", DIGITS, "--input-shape", "1,8,8",
+                     "--target", "refusing", "-o", str(tmp_path / "out"), "--emit-ir", str(tmp_path / "ir")])
+    finally:
+        unregister("refusing")
     err = capsys.readouterr().err
     assert code == 2
-    assert f"target '{target}'" in err and "not implemented" in err
+    assert "target 'refusing'" in err and "not implemented" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists(), "no half-written artifact"
     g = ir.load(tmp_path / "ir")
     assert any(n.op == "neuron" for n in g.nodes)

@@ -100,8 +100,9 @@ def test_compile_run_verify_lava_cli(tmp_path):
     assert main(["verify", str(ckpt), "--model", model, "--input-shape", "1,8,8", "--dataset", "digits", "--limit", "8",
                  "--target", "lava", "--json", str(js)]) == 0
     rep = json.loads(js.read_text())
-    assert rep["lava"]["bit_exact"] and rep["lava"]["outputs_equal"]
-    assert all(l["lava_exact"] for l in rep["layers"])
+    assert rep["check"]["reference"] == "intref" and rep["check"]["exact"] and rep["check"]["outputs_equal"]
+    assert rep["check"]["steps"] > 0 and all(v == 1.0 for v in rep["check"]["layers"].values())
+    assert all(l["target"] == 1.0 for l in rep["layers"])
 
 
 @pytest.mark.skipif(not os.environ.get("SPIKEC_LONG_TESTS"), reason="bigger configurations: make test-long")

@@ -94,7 +94,7 @@ def test_verify_target_onnx(capsys):
     ckpt = ROOT / "examples" / "checkpoints" / "spikformer_digits.pth"
     assert main(["verify", str(ckpt), "--model", f"{ROOT}/examples/models/spikformer.py:spikformer_digits",
                  "--input-shape", "1,8,8", "--target", "onnx", "--dataset", "digits", "--limit", "48"]) == 0
-    assert "outputs equal intref bit for bit: yes" in capsys.readouterr().out
+    assert "onnx vs intref (bit for bit): outputs equal intref: yes" in capsys.readouterr().out
 
 
 def _conv_if_linear():

@@ -38,6 +38,7 @@ class LoadedModel:
     module: Optional[nn.Module] = None
     exported: Optional[Any] = None  # torch.export.ExportedProgram
     origin: str = ""
+    graph: Optional[Any] = None  # a saved spikec IR (spikec.ir.Graph): already traced
 
 
 def _register_spikingjelly_ops() -> None:

@@ -1,6 +1,8 @@
 """Comparing two runs neuron layer by neuron layer: spike agreement, and every flipped spike with
 the margin of the reference membrane to the threshold (a flip at margin ~1e-7 is float
-re-association on a spike that sat on the threshold; a flip at margin 0.3 is a bug)."""
+re-association on a spike that sat on the threshold; a flip at margin 0.3 is a bug).
+
+:func:`spike_agreement` is the one per-layer measure ``spikec verify`` uses for every column."""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from . import ir
-from .runtime.float_interpreter import RunResult, run_float
+from spikec import ir
+from spikec.runtime.float_interpreter import RunResult, run_float
 
 
 @dataclass
@@ -95,3 +97,15 @@ def compare_runs(ref_graph: ir.Graph, ref: RunResult, new_graph: ir.Graph, new: 
 def compare_graphs(ref_graph: ir.Graph, new_graph: ir.Graph, x) -> Comparison:
     """Run both graphs in the float interpreter on ``x`` and compare them."""
     return compare_runs(ref_graph, run_float(ref_graph, x, record=True), new_graph, run_float(new_graph, x, record=True))
+
+
+def spike_agreement(reference: torch.Tensor, other: torch.Tensor) -> tuple[float, Optional[tuple[int, int]]]:
+    """Fraction of equal spikes and the first (time step, sample) where they differ (None if none).
+    ``other`` is reshaped to ``reference``'s shape (a target may flatten features)."""
+    other = torch.as_tensor(other).reshape(reference.shape).to(reference.dtype)
+    diff = reference != other
+    if not bool(diff.any()):
+        return 1.0, None
+    idx = torch.nonzero(diff)
+    row = idx[torch.argsort(idx[:, 0], stable=True)[0]]
+    return float((~diff).float().mean()), (int(row[0]), int(row[1]))

@@ -1,0 +1,85 @@
+"""``spikec verify``: torch model vs float IR vs integer model vs the target, per neuron layer."""
+
+from __future__ import annotations
+
+import sys
+
+from .common import (add_debug, add_model_options, add_quantization_options, add_target_options, calib_of,
+                     graph_of, inputs_of, limit, open_args, target_options, write_file)
+
+
+def add_parser(sub) -> None:
+    from spikec.data import DATASETS
+    from spikec.targets import names
+    from spikec.targets.base import REFERENCE
+
+    p = sub.add_parser("verify", help="compare torch model, float IR, integer model and target layer by layer",
+                       description="Run the original torch model, the traced float IR, the optimised float IR, the "
+                       "integer reference model (integer targets) and the target's own run on the same inputs; print "
+                       "per-layer spike agreement, the first divergence, the target's check against its reference "
+                       "(the integer model bit for bit, or the float IR), output top-1 agreement and accuracy (with labels).")
+    add_model_options(p)
+    g = p.add_argument_group("data")
+    g.add_argument("--input", metavar="X.npy", help="inputs (model input layout)")
+    g.add_argument("--labels", metavar="Y.npy", help="integer labels for accuracy")
+    g.add_argument("--dataset", choices=list(DATASETS), help="a bundled dataset instead of --input (digits: scikit-learn 8x8 held-out split)")
+    g.add_argument("--limit", type=int, metavar="N", help="use the first N inputs")
+    g = p.add_argument_group("checks")
+    g.add_argument("--target", choices=names(), default=REFERENCE,
+                   help=f"target to verify (default {REFERENCE}): its pipeline, and its own run checked against its "
+                        "reference (integer targets: the integer reference bit for bit; others: the float IR)")
+    g.add_argument("--min-agreement", type=float, default=0.0, metavar="F", help="exit 1 if float vs integer (or target) top-1 agreement is below F (0..1)")
+    g.add_argument("--json", metavar="FILE", help="write the per-layer report as JSON")
+    add_quantization_options(g)
+    add_target_options(p, verify=True)
+    add_debug(p)
+    p.set_defaults(func=run)
+
+
+def load_data(args):
+    """The inputs and labels the options name."""
+    from spikec.data import load_array, load_dataset
+    from spikec.errors import SpikecError
+
+    if args.dataset:
+        x, y = load_dataset(args.dataset)
+    elif args.input:
+        x = load_array(args.input, "--input").astype("float32")
+        y = load_array(args.labels, "--labels").astype("int64") if args.labels else None
+    else:
+        raise SpikecError("verify needs data: --input X.npy (and --labels Y.npy) or --dataset digits")
+    return limit(x, args.limit), limit(y, args.limit)
+
+
+def run(args) -> int:
+    from rich.console import Console
+
+    from spikec.data import check_inputs
+    from spikec.outputs import check_output
+    from spikec.targets import get_target
+    from spikec.verification import verify_graph
+
+    if args.json:
+        check_output(args.json, directory=False, protect=inputs_of(args), option="--json")
+    target = get_target(args.target)
+    x, labels = load_data(args)
+    loaded = open_args(args)  # once: the torch module runs, and the same object is traced
+    graph = graph_of(args, loaded)
+    check_inputs(graph, x, labels)
+    report = verify_graph(graph, target, x, module=loaded.module, labels=labels, calib=calib_of(args),
+                          input_range=args.input_range, **target_options(args, target, verify=True))
+    for line in report.warnings:
+        print(line, file=sys.stderr)
+    print(f"verify ({report.target}) on {report.samples} samples")
+    Console(width=200).print(report.table())
+    print("\n".join(report.summary_lines()))
+    if args.json:
+        write_file(args.json, lambda tmp: tmp.write_text(report.to_json()))
+        print(f"wrote {args.json}")
+    if not report.exact:
+        print(f"FAIL: the {report.target} run differs from {report.check['reference']}", file=sys.stderr)
+        return 1
+    if report.top1_agreement < args.min_agreement:
+        print(f"FAIL: top-1 agreement {report.top1_agreement:.4f} < --min-agreement {args.min_agreement}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,72 @@
+"""The user's data: arrays from files or memory, checked against the model before anything runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from . import ir
+from .errors import ShapeError, SpikecError
+
+
+def check_array(a: np.ndarray, what: str) -> np.ndarray:
+    """A numeric (bool / int / float), non-empty array without NaN."""
+    if a.dtype.kind not in "biuf":
+        raise SpikecError(f"{what}: holds {a.dtype} values; expected numbers (float, int or bool)")
+    if a.size == 0:
+        raise SpikecError(f"{what}: is empty (shape {list(a.shape)})")
+    if a.dtype.kind == "f" and np.isnan(a).any():
+        raise SpikecError(f"{what}: contains {int(np.isnan(a).sum())} NaN values; clean the data")
+    return a
+
+
+def load_array(path: str | Path, what: str) -> np.ndarray:
+    """A user's .npy array (see :func:`check_array`)."""
+    try:
+        a = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise SpikecError(f"{what} {path}: no such file") from None
+    except (ValueError, OSError) as e:
+        raise SpikecError(f"{what} {path}: not a readable .npy array ({e})") from None
+    return check_array(a, f"{what} {path}")
+
+
+def as_array(x, what: str) -> np.ndarray:
+    """A numpy array from numpy / torch / nested lists, or loaded from a .npy path."""
+    if isinstance(x, (str, Path)):
+        return load_array(x, what)
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return check_array(np.asarray(x), what)
+
+
+def check_inputs(graph: ir.Graph, x: np.ndarray, labels: Optional[np.ndarray] = None, what: str = "--input") -> None:
+    """The data must fit the model before anything runs (the torch model would fail obscurely)."""
+    inp = graph.inputs[0]
+    want = (["B"] if inp.layout == "static" else [inp.time, "B"]) + list(inp.features)
+    got = list(x.shape)
+    if len(got) != len(want) or any(w != "B" and w != g for w, g in zip(want, got)):
+        raise ShapeError(f"{what} has shape {got}; the model takes {want} (B = samples)")
+    n = sample_count(graph, x)
+    if labels is not None and labels.shape != (n,):
+        raise ShapeError(f"labels have shape {list(labels.shape)}; expected one label per sample: [{n}]")
+
+
+def sample_count(graph: ir.Graph, x: np.ndarray) -> int:
+    return int(x.shape[0] if graph.inputs[0].layout == "static" else x.shape[1])
+
+
+DATASETS = ("digits",)
+
+
+def load_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A bundled dataset: ``digits`` is scikit-learn's 8x8 digits, the held-out split of
+    ``examples/train_digits.py`` (samples 1437..1796), scaled to 0..1, as [B, 1, 8, 8]."""
+    if name != "digits":
+        raise SpikecError(f"unknown dataset {name!r}; bundled: {', '.join(DATASETS)}")
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return (d.images[1437:] / 16.0).astype(np.float32)[:, None], d.target[1437:].astype(np.int64)

@@ -1,0 +1,127 @@
+"""Verification: the torch model vs the traced float IR vs the optimised float IR vs the integer
+model vs the target's own run, neuron layer by neuron layer, on the same inputs.
+
+* :mod:`.compare`: comparing runs (spike agreement, flips with their margins);
+* :mod:`.report`: what was found (:class:`~.report.VerifyReport`: text, rich table, JSON);
+* :func:`verify_graph` (here): runs everything on one opened model and fills the report.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+from spikec import ir
+
+from .compare import Comparison, compare_graphs, compare_runs, spike_agreement
+from .report import LayerRecord, VerifyReport
+
+__all__ = ["Comparison", "LayerRecord", "VerifyReport", "compare_graphs", "compare_runs", "spike_agreement",
+           "verify_graph"]
+
+
+def _top1(y, per_step: bool = False) -> torch.Tensor:
+    """Predicted class per sample; per-step outputs [T, B, C] are averaged over time first."""
+    y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).double()
+    y = y.mean(0) if per_step else y
+    return y.reshape(-1, y.shape[-1]).argmax(-1)
+
+
+def run_torch(module: torch.nn.Module, x: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The torch model's output and every neuron module's spikes (by module path)."""
+    from spikec.frontend.neurons import neuron_spec
+
+    spikes: dict[str, torch.Tensor] = {}
+    model = module.eval()
+    hooks = [m.register_forward_hook(lambda mod, i, o, p=p: spikes.__setitem__(p, o.detach()))
+             for p, m in model.named_modules() if p and neuron_spec(m, p)]
+    try:
+        from spikingjelly.activation_based import functional
+
+        functional.reset_net(model)
+    except ImportError:
+        pass
+    try:
+        with torch.no_grad():
+            y = model(torch.as_tensor(x))
+    finally:
+        for h in hooks:
+            h.remove()
+    return y, spikes
+
+
+def float_run_output(graph: ir.Graph, r) -> "RunOutput":
+    """A float interpreter run (recorded) as the RunOutput a target's check compares with."""
+    from spikec.targets.base import RunOutput
+
+    values = {k: v.numpy() for k, v in r.values.items()}
+    neurons = [n for n in graph.nodes if isinstance(n, ir.NeuronNode)]
+    return RunOutput(outputs=[r.outputs[0].numpy()], layers={n.name: values[n.name] for n in neurons},
+                     sources={n.name: n.source for n in neurons}, values=values)
+
+
+def verify_graph(graph: ir.Graph, target, x: np.ndarray, *, module: Optional[torch.nn.Module] = None,
+                 labels: Optional[np.ndarray] = None, calib: Optional[np.ndarray] = None,
+                 input_range=(0.0, 1.0), skip=(), **options) -> VerifyReport:
+    """Compile ``graph`` for ``target`` and compare every stage on ``x`` (already checked against the
+    graph's input).  ``module`` is the torch model the graph was traced from, when there is one.
+    The integer model is the target's reference run (:meth:`Target.reference_run`)."""
+    from spikec.compiler import compile_graph
+    from spikec.data import sample_count
+    from spikec.runtime.float_interpreter import run_float
+    from spikec.targets import get_target
+
+    t = get_target(target)
+    opts = t.option_values(options)
+    res = compile_graph(graph, t, calib=calib, input_range=input_range, skip=skip)
+    xt = torch.as_tensor(x)
+    y_torch, torch_spikes = run_torch(module, x) if module is not None else (None, {})
+    r_traced = run_float(graph, xt, record=True)
+    r_opt = run_float(res.optimized, xt, record=True)
+    report = VerifyReport(samples=sample_count(graph, x), target=t.name, integer=t.integer)
+    ref = t.reference_run(res, x)  # the integer reference model (integer targets), else None
+    if ref is not None:
+        report.overflows = dict(ref.details.get("overflows", {}))
+        report.warnings += ref.warnings
+
+    layer_nodes = [n for n in res.graph.nodes if isinstance(n, (ir.LoihiNeuronNode if t.integer else ir.NeuronNode))]
+    for n in layer_nodes:
+        opt = r_opt.values[n.name]
+        traced = r_traced.values.get(n.name)
+        passes = float((traced == opt).float().mean()) if traced is not None else float("nan")
+        tv = None
+        if n.source in torch_spikes and traced is not None:
+            tv = spike_agreement(traced, torch_spikes[n.source])[0]
+        rec = LayerRecord(n.name, n.source, float(opt.float().mean()), tv, passes)
+        if ref is not None:
+            rec.float_vs_int, rec.first_divergence = spike_agreement(opt, ref.values[n.name])
+            if rec.first_divergence is not None and report.first_divergent_layer is None:
+                report.first_divergent_layer = f"{n.name} at t={rec.first_divergence[0]}"
+        report.layers.append(rec)
+
+    artifact = t.emit(res, **opts)
+    check = t.check(res, artifact, x, ref if ref is not None else float_run_output(res.optimized, r_opt))
+    if check is not None:
+        report.check, report.check_lines = check.to_dict(), list(check.lines)
+        for rec in report.layers:
+            rec.target = check.layers.get(rec.layer)
+
+    per_step = graph.outputs[0].layout == "split"
+    y_float = r_opt.outputs[0]
+    if ref is not None:
+        y_cmp = ref.outputs[0]
+    else:
+        y_cmp = check.outputs if check is not None and check.outputs is not None else y_float
+    top1 = lambda y: _top1(y, per_step)  # noqa: E731
+    report.top1_agreement = float((top1(y_float) == top1(y_cmp)).float().mean())
+    if y_torch is not None:
+        report.top1_torch = float((top1(y_torch) == top1(y_cmp)).float().mean())
+    if labels is not None:
+        lab = torch.as_tensor(labels)
+        if y_torch is not None:
+            report.accuracy["torch"] = float((top1(y_torch) == lab).float().mean())
+        report.accuracy["float IR"] = float((top1(y_float) == lab).float().mean())
+        report.accuracy["integer" if t.integer else t.name] = float((top1(y_cmp) == lab).float().mean())
+    return report

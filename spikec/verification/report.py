@@ -1,0 +1,133 @@
+"""What ``spikec verify`` found, per neuron layer and at the outputs, as text, a rich table and JSON.
+
+Columns of the per-layer table:
+
+* ``torch=IR``: spike agreement of the traced float IR with the torch model (expected 100 %);
+* ``passes``: agreement after the target's float pass pipeline (re-association flips only);
+* ``float=int`` (integer targets): agreement of the integer reference model with the optimised float
+  IR, and the first (time step, sample) where they diverge;
+* ``<target>=<reference>``: the target's own run against its reference (the integer reference bit
+  for bit for integer targets; the float IR for others), where the target exposes the layer.
+
+Warnings (input clipping, currents past Lava's int32 datapath) are in ``warnings``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+
+@dataclass
+class LayerRecord:
+    layer: str
+    source: str  # the user's module path
+    rate: float  # firing rate in the reference (optimised float IR)
+    torch_vs_ir: Optional[float]  # None: no torch module (a .pt2 program or a saved IR)
+    passes: float
+    float_vs_int: Optional[float] = None  # integer targets only
+    first_divergence: Optional[tuple[int, int]] = None  # (t, b) of the first float vs integer flip
+    target: Optional[float] = None  # agreement of the target's run with its reference
+
+
+@dataclass
+class VerifyReport:
+    samples: int
+    target: str
+    integer: bool = True
+    layers: list[LayerRecord] = field(default_factory=list)
+    top1_agreement: float = 0.0  # float IR vs the integer model (integer targets) or the target's run
+    top1_torch: Optional[float] = None  # torch model vs the same
+    accuracy: dict = field(default_factory=dict)  # "torch" / "float IR" / "integer" / target -> accuracy
+    first_divergent_layer: Optional[str] = None
+    check: Optional[dict] = None  # TargetCheck.to_dict(): the target against its reference
+    check_lines: list[str] = field(default_factory=list)
+    overflows: dict = field(default_factory=dict)  # neuron layer -> currents beyond Lava's int32 datapath
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exact(self) -> bool:
+        """The target agrees with its reference (True when the target has no check of its own)."""
+        return self.check is None or bool(self.check["exact"])
+
+    @property
+    def compared(self) -> str:
+        """What ``top1_agreement`` compares with the float IR."""
+        return "integer" if self.integer else self.target
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("check_lines")
+        return d
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(), **{"indent": 1, **kwargs})
+
+    def _ref(self) -> str:
+        return "int" if self.integer else "float"
+
+    def _target_column(self) -> Optional[str]:
+        if self.check is None or not any(r.target is not None for r in self.layers):
+            return None
+        return f"{self.target}={self._ref()}"
+
+    def _cells(self, r: LayerRecord) -> list[str]:
+        def pct(v):
+            return "-" if v is None else f"{v:.4%}"
+
+        cells = [r.layer, f"{r.rate:.3f}", pct(r.torch_vs_ir), pct(r.passes)]
+        if self.integer:
+            cells.append(pct(r.float_vs_int))
+        if self._target_column():
+            cells.append("-" if r.target is None else ("yes" if r.target == 1.0 else f"NO {r.target:.4%}"))
+        cells.append("-" if r.first_divergence is None else str(r.first_divergence))
+        return cells
+
+    def _header(self) -> list[str]:
+        cols = ["neuron layer", "rate", "torch=IR", "passes"] + (["float=int"] if self.integer else [])
+        return cols + ([self._target_column()] if self._target_column() else []) + ["first divergence (t, b)"]
+
+    def summary_lines(self) -> list[str]:
+        out = []
+        if self.first_divergent_layer:
+            out.append(f"first divergence float vs integer: layer {self.first_divergent_layer}")
+        if self.check is not None:
+            what = "bit for bit" if self.integer else "spike for spike"
+            layers = (f"every compared layer equal: {'yes' if all(v == 1.0 for v in self.check['layers'].values()) else 'NO'}; "
+                      if self.check["layers"] else "")
+            out += self.check_lines
+            out.append(f"{self.target} vs {self.check['reference']} ({what}): {layers}"
+                       f"outputs equal {self.check['reference']}: {'yes' if self.check['outputs_equal'] else 'NO'}")
+        out.append(f"top-1 agreement float vs {self.compared}: {self.top1_agreement:.4%}"
+                   + ("" if self.top1_torch is None else f"  (torch vs {self.compared}: {self.top1_torch:.4%})"))
+        out += [f"accuracy {k}: {v:.4%}" for k, v in self.accuracy.items()]
+        return out
+
+    def lines(self) -> list[str]:
+        """Plain text: a header, a line per neuron layer, then the summary."""
+        widths = [44, 6, 9, 9] + ([10] if self.integer else []) + ([11] if self._target_column() else []) + [0]
+        fmt = lambda cells: " ".join(c[:w].ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
+                                     for i, (c, w) in enumerate(zip(cells, widths)))
+        out = [f"verify ({self.target}) on {self.samples} samples", fmt(self._header())]
+        out += [fmt(self._cells(r)) for r in self.layers]
+        return out + self.summary_lines()
+
+    def table(self):
+        """The per-layer records as a rich Table (print it with a rich Console, or show it in Jupyter)."""
+        from rich.table import Table
+
+        t = Table(title=f"spikec verify ({self.target}) on {self.samples} samples")
+        for i, col in enumerate(self._header()):
+            t.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
+        for r in self.layers:
+            t.add_row(*self._cells(r))
+        return t
+
+    def __rich__(self):
+        from rich.console import Group
+
+        return Group(self.table(), *self.summary_lines())
+
+    def _repr_pretty_(self, p, cycle):  # IPython / Jupyter
+        p.text("\n".join(self.lines()))
