@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.spikec-installed
 
-.PHONY: demo test test-long bench examples install clean
+.PHONY: demo test lint test-long bench examples install clean
 
 # torch==2.13.0 first (a CPU wheel here; anything else pulls a multi-GB CUDA build), then
 # spikingjelly / lava-nc with --no-deps (their pins pull CUDA torchvision or refuse Python 3.11),
@@ -23,7 +23,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
-test: $(STAMP)
+LINTED := spikec passes targets tests examples benchmarks
+
+lint: $(STAMP)
+	$(PY) -m ruff check $(LINTED)
+
+test: lint
 	$(PY) -m pytest -q tests
 
 # bigger model configurations (minutes)

@@ -17,7 +17,15 @@ from __future__ import annotations
 import numpy as np
 
 from spikec.ir import (
-    Graph, LinearNode, Node, PermuteNode, ReduceNode, ReshapeNode, ScaleNode, SliceNode, dead_code_elimination,
+    Graph,
+    LinearNode,
+    Node,
+    PermuteNode,
+    ReduceNode,
+    ReshapeNode,
+    ScaleNode,
+    SliceNode,
+    dead_code_elimination,
 )
 
 from .base import PassReport, PassResult, sole_user, substitute, where

@@ -34,8 +34,21 @@ from typing import Optional, Union
 import numpy as np
 
 from spikec.ir import (
-    AddressedAccumulationNode, AvgPoolNode, ConvNode, Graph, LinearNode, MatMulNode, MaxPoolNode,
-    MulNode, NeuronNode, Node, PermuteNode, ReduceNode, ReshapeNode, ScaleNode, SliceNode,
+    AddressedAccumulationNode,
+    AvgPoolNode,
+    ConvNode,
+    Graph,
+    LinearNode,
+    MatMulNode,
+    MaxPoolNode,
+    MulNode,
+    NeuronNode,
+    Node,
+    PermuteNode,
+    ReduceNode,
+    ReshapeNode,
+    ScaleNode,
+    SliceNode,
 )
 
 from .base import PassReport, PassResult, sole_user, substitute, where

@@ -61,7 +61,7 @@ class PipelineResult:
 
     def summary_lines(self) -> list[str]:
         out = [f"nodes: {self.counts[0][1]} -> {self.counts[-1][1]}"]
-        for (name, n), rep in zip(self.counts[1:], self.reports):
+        for (_, n), rep in zip(self.counts[1:], self.reports):
             out.append(f"  {rep.summary()}  ({n} nodes)")
         return out
 

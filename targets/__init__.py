@@ -5,8 +5,7 @@ the explicit registry (``get_target("lava")``, ``register_target(MyTarget)``).  
 package imports no backend.
 """
 
-from .base import (Artifact, Option, RunOutput, Target, TargetCheck, all_targets, for_artifact, names,
-                   register, unregister)
+from .base import Artifact, Option, RunOutput, Target, TargetCheck, all_targets, for_artifact, names, register, unregister
 from .base import get as get_target
 from .base import register as register_target
 

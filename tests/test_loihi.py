@@ -12,47 +12,12 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT
+from loihi_reference import RESETS, TWO23, ref_run, ref_trunc0  # noqa: E402
+
 from spikec import loihi
 from spikec.targets.intref import kernels as K
 
-TWO23 = 1 << 23
-
-
-# ---- pure-Python references (Python ints, one neuron) ------------------------------------------------
-def ref_trunc0(x: int, factor: int) -> int:
-    p = x * factor
-    return (abs(p) >> 12) * (1 if p >= 0 else -1)
-
-
-def ref_step(u, v, a, du, dv, vth, bias, reset, reset_value):
-    u = ref_trunc0(u, 4096 - (du + 1)) + a * 64
-    if u > TWO23:
-        u -= 1 << 24
-    elif u <= -TWO23:
-        u += 1 << 24
-    v = ref_trunc0(v, 4096 - dv) + u + bias
-    v = max(-(TWO23 - 1), min(TWO23 - 1, v))
-    s = v > vth * 64
-    if s:
-        v = 0 if reset == "zero" else v - (vth * 64 + 1) if reset == "soft" else reset_value
-    return u, v, s
-
-
-def ref_run(a, du, dv, vth, bias, reset, reset_value, v_init):
-    """a: [T, n] ints; bias: [n] ints.  Returns spikes, v, u as [T, n] int64 arrays."""
-    T, n = a.shape
-    u, v = [0] * n, [v_init] * n
-    S, V, U = (np.zeros((T, n), np.int64) for _ in range(3))
-    for t in range(T):
-        for i in range(n):
-            u[i], v[i], s = ref_step(u[i], v[i], int(a[t, i]), du, dv, vth, int(bias[i]), reset, reset_value)
-            S[t, i], V[t, i], U[t, i] = s, v[i], u[i]
-    return S, V, U
-
-
-RESETS = ["zero", "soft", "value"]
 DECAYS = [(4095, 0), (4095, 2048), (0, 0), (1, 1), (1234, 3071), (4095, 4095), (2047, 1024)]
 
 
@@ -218,50 +183,3 @@ def test_lava_process_models_keep_no_copy():
     assert "loihi.lif_step(" in src
     for literal in ("4096", "<< 6", "left_shift(a, 6)", "1 << 23", "U_MAX", "V_LIMIT"):
         assert literal not in src, literal  # a copy of spikec.loihi would have to say so and be tested here
-
-
-@pytest.mark.parametrize("reset", RESETS)
-def test_lava_reset_lif_process_equals_the_reference(reset):
-    """spikec's ResetLIF process model, run by Lava (fixed_pt), equals the reference: all reset
-    modes, decays, per-neuron biases with exponents, the 24-bit wrap, and the periodic state reset."""
-    from spikec.compat.lava311 import ensure_lava
-
-    ensure_lava()
-    from lava.magma.core.run_conditions import RunSteps
-    from lava.magma.core.run_configs import Loihi2SimCfg
-    from lava.proc.io.sink import RingBuffer as Sink
-    from lava.proc.io.source import RingBuffer as Source
-    from lava.proc.monitor.process import Monitor
-
-    from spikec.targets.lava.procs.process import ResetLIF
-
-    rng = np.random.default_rng(RESETS.index(reset))
-    n, T, interval = 6, 24, 10
-    a = rng.integers(-(1 << 17), 1 << 17, size=(T, n))
-    bias_mant, bias_exp = rng.integers(-4096, 4096, size=n), rng.integers(0, 8, size=n)
-    du, dv, vth, rv, v_init = 1000, 300, 20000, -1234, 77
-    src = Source(data=a.T.astype(np.int32))
-    lif = ResetLIF(shape=(n,), du=du, dv=dv, vth=vth, bias_mant=bias_mant, bias_exp=bias_exp, reset=reset,
-                   reset_value=rv, v_init=v_init, reset_interval=interval, reset_offset=1)
-    sink = Sink(shape=(n,), buffer=T)
-    mon_v, mon_u = Monitor(), Monitor()
-    src.s_out.connect(lif.a_in)
-    lif.s_out.connect(sink.a_in)
-    mon_v.probe(lif.v, T)
-    mon_u.probe(lif.u, T)
-    lif.run(condition=RunSteps(num_steps=T), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-    try:
-        s = sink.data.get().T.astype(np.int64)
-        v = np.asarray(mon_v.get_data()[lif.name]["v"]).astype(np.int64)
-        u = np.asarray(mon_u.get_data()[lif.name]["u"]).astype(np.int64)
-    finally:
-        lif.stop()
-    bias = bias_mant << bias_exp
-    S, V, U = [], [], []
-    for start in range(0, T, interval):  # time_step % 10 == 1: state restored at steps 1, 11, 21
-        s_, v_, u_ = ref_run(a[start:start + interval], du, dv, vth, bias, reset, rv, v_init)
-        S.append(s_), V.append(v_), U.append(u_)
-    np.testing.assert_array_equal(s, np.concatenate(S))
-    np.testing.assert_array_equal(v, np.concatenate(V))
-    np.testing.assert_array_equal(u, np.concatenate(U))
-    assert 0 < s.mean() < 1 and (np.abs(u) > 1 << 22).any()

@@ -5,7 +5,6 @@ import subprocess
 import sys
 import zipfile
 
-
 from conftest import ROOT
 
 
@@ -23,6 +22,7 @@ def support_rows():
 
 def test_support_table_matches_reality(zoo_models):
     from conftest import INTREF_FAMILIES, LAVA_FAMILIES, NIR_FAMILIES, ONNX_FAMILIES
+
     from examples.models import zoo
     from spikec.targets import names
 

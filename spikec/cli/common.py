@@ -52,8 +52,10 @@ def add_model_options(p: argparse.ArgumentParser, optional: bool = False) -> Non
     g.add_argument("--model", metavar="FACTORY", help="architecture of a state_dict: 'package.module:factory' or 'path/to/file.py:factory'")
     g.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments for the factory, as a JSON object")
     g.add_argument("--input-shape", type=shape, metavar="C,H,W", help="per-sample input shape without batch, e.g. 3,32,32")
-    g.add_argument("--time-steps", type=positive, metavar="T", help="the model takes a sequence [T, B, *input-shape] (default: a frame [B, *input-shape])")
-    g.add_argument("--trust-checkpoint", action="store_true", help="allow unpickling a whole nn.Module (runs code from the file: only for files you trust)")
+    g.add_argument("--time-steps", type=positive, metavar="T",
+                   help="the model takes a sequence [T, B, *input-shape] (default: a frame [B, *input-shape])")
+    g.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow unpickling a whole nn.Module (runs code from the file: only for files you trust)")
 
 
 def add_quantization_options(g) -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (add_debug, add_model_options, add_quantization_options, add_target_options, calib_of,
-                     graph_of, inputs_of, require, target_options)
+from . import common
 
 
 def add_parser(sub) -> None:
@@ -14,7 +13,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("compile", help="compile a model for a target",
                        description="Trace a checkpoint, run the target's pass pipeline and write the target artifact. "
                                    "Targets: " + "; ".join(f"{t.name}: {t.description}" for t in all_targets()))
-    add_model_options(p, optional=True)
+    common.add_model_options(p, optional=True)
     p.add_argument("--target", choices=names(), help="backend to compile for")
     p.add_argument("-o", "--output", metavar="OUT", help="artifact path (directory or file, per target)")
     p.add_argument("--emit-ir", metavar="DIR", help="also save the traced IR (JSON + npz) to DIR")
@@ -23,9 +22,9 @@ def add_parser(sub) -> None:
     g.add_argument("--skip", action="append", default=[], metavar="PASS", help="skip a pass of the pipeline (repeatable)")
     g.add_argument("--dump-ir-after", metavar="PASS", help="print the IR after this pass")
     g.add_argument("-v", "--verbose", action="store_true", help="print what every pass did where (and where it did not fire, why)")
-    add_quantization_options(p.add_argument_group("quantization (integer targets)"))
-    add_target_options(p)
-    add_debug(p)
+    common.add_quantization_options(p.add_argument_group("quantization (integer targets)"))
+    common.add_target_options(p)
+    common.add_debug(p)
     p.set_defaults(func=run)
 
 
@@ -61,16 +60,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.list_passes:
         return list_passes()
-    require([opt for opt, v in (("CHECKPOINT", args.checkpoint), ("--target", args.target), ("-o/--output", args.output))
+    common.require([opt for opt, v in (("CHECKPOINT", args.checkpoint), ("--target", args.target), ("-o/--output", args.output))
              if not v], "compile")
     target = get_target(args.target)
     resolve(target.pipeline, args.skip)  # unknown pass names fail before the (slow) trace
-    options = target.option_values(target_options(args, target))
-    check_output(args.output, directory=target.artifact == "directory", protect=inputs_of(args))
+    options = target.option_values(common.target_options(args, target))
+    check_output(args.output, directory=target.artifact == "directory", protect=common.inputs_of(args))
     if args.emit_ir:
         check_output(args.emit_ir, directory=True, option="--emit-ir")
-    calib = calib_of(args)
-    graph = graph_of(args)  # trace first: model errors are reported whatever the target
+    calib = common.calib_of(args)
+    graph = common.graph_of(args)  # trace first: model errors are reported whatever the target
     if args.emit_ir:
         ir.save(graph, args.emit_ir)
         print(f"wrote traced IR ({len(graph)} nodes) to {args.emit_ir}")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .common import (add_debug, add_model_options, add_quantization_options, add_target_options, calib_of,
-                     graph_of, inputs_of, limit, open_args, target_options, write_file)
+from . import common
 
 
 def add_parser(sub) -> None:
@@ -18,21 +17,23 @@ def add_parser(sub) -> None:
                        "integer reference model (integer targets) and the target's own run on the same inputs; print "
                        "per-layer spike agreement, the first divergence, the target's check against its reference "
                        "(the integer model bit for bit, or the float IR), output top-1 agreement and accuracy (with labels).")
-    add_model_options(p)
+    common.add_model_options(p)
     g = p.add_argument_group("data")
     g.add_argument("--input", metavar="X.npy", help="inputs (model input layout)")
     g.add_argument("--labels", metavar="Y.npy", help="integer labels for accuracy")
-    g.add_argument("--dataset", choices=list(DATASETS), help="a bundled dataset instead of --input (digits: scikit-learn 8x8 held-out split)")
+    g.add_argument("--dataset", choices=list(DATASETS),
+                   help="a bundled dataset instead of --input (digits: scikit-learn 8x8 held-out split)")
     g.add_argument("--limit", type=int, metavar="N", help="use the first N inputs")
     g = p.add_argument_group("checks")
     g.add_argument("--target", choices=names(), default=REFERENCE,
                    help=f"target to verify (default {REFERENCE}): its pipeline, and its own run checked against its "
                         "reference (integer targets: the integer reference bit for bit; others: the float IR)")
-    g.add_argument("--min-agreement", type=float, default=0.0, metavar="F", help="exit 1 if float vs integer (or target) top-1 agreement is below F (0..1)")
+    g.add_argument("--min-agreement", type=float, default=0.0, metavar="F",
+                   help="exit 1 if float vs integer (or target) top-1 agreement is below F (0..1)")
     g.add_argument("--json", metavar="FILE", help="write the per-layer report as JSON")
-    add_quantization_options(g)
-    add_target_options(p, verify=True)
-    add_debug(p)
+    common.add_quantization_options(g)
+    common.add_target_options(p, verify=True)
+    common.add_debug(p)
     p.set_defaults(func=run)
 
 
@@ -48,7 +49,7 @@ def load_data(args):
         y = load_array(args.labels, "--labels").astype("int64") if args.labels else None
     else:
         raise SpikecError("verify needs data: --input X.npy (and --labels Y.npy) or --dataset digits")
-    return limit(x, args.limit), limit(y, args.limit)
+    return common.limit(x, args.limit), common.limit(y, args.limit)
 
 
 def run(args) -> int:
@@ -60,21 +61,21 @@ def run(args) -> int:
     from spikec.verification import verify_graph
 
     if args.json:
-        check_output(args.json, directory=False, protect=inputs_of(args), option="--json")
+        check_output(args.json, directory=False, protect=common.inputs_of(args), option="--json")
     target = get_target(args.target)
     x, labels = load_data(args)
-    loaded = open_args(args)  # once: the torch module runs, and the same object is traced
-    graph = graph_of(args, loaded)
+    loaded = common.open_args(args)  # once: the torch module runs, and the same object is traced
+    graph = common.graph_of(args, loaded)
     check_inputs(graph, x, labels)
-    report = verify_graph(graph, target, x, module=loaded.module, labels=labels, calib=calib_of(args),
-                          input_range=args.input_range, **target_options(args, target, verify=True))
+    report = verify_graph(graph, target, x, module=loaded.module, labels=labels, calib=common.calib_of(args),
+                          input_range=args.input_range, **common.target_options(args, target, verify=True))
     for line in report.warnings:
         print(line, file=sys.stderr)
     print(f"verify ({report.target}) on {report.samples} samples")
     Console(width=200).print(report.table())
     print("\n".join(report.summary_lines()))
     if args.json:
-        write_file(args.json, lambda tmp: tmp.write_text(report.to_json()))
+        common.write_file(args.json, lambda tmp: tmp.write_text(report.to_json()))
         print(f"wrote {args.json}")
     if not report.exact:
         print(f"FAIL: the {report.target} run differs from {report.check['reference']}", file=sys.stderr)

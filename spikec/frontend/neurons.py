@@ -93,7 +93,7 @@ def neuron_spec(m: nn.Module, path: str) -> Optional[NeuronSpec]:
             "multi-step models. Call spikingjelly.activation_based.functional.set_step_mode(model, 'm') "
             "in your model factory."
         )
-    v_th = getattr(m, "v_threshold")
+    v_th = m.v_threshold
     if isinstance(v_th, torch.Tensor):
         if v_th.numel() != 1:
             raise UnsupportedError(f"module '{path}': tensor-valued v_threshold is not supported")

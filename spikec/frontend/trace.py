@@ -261,7 +261,8 @@ def export_module(model: torch.nn.Module, input_shape: Sequence[int], time_steps
     except RuntimeError as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "size" in msg or "shape" in msg or "channels" in msg or "expected" in msg.lower():
-            what = f"[B, {', '.join(map(str, input_shape))}]" if time_steps is None else f"[T={time_steps}, B, {', '.join(map(str, input_shape))}]"
+            dims = ", ".join(map(str, input_shape))
+            what = f"[B, {dims}]" if time_steps is None else f"[T={time_steps}, B, {dims}]"
             raise ShapeError(
                 f"the model does not accept input of shape {what}: {msg}. "
                 "Check --input-shape (per-sample shape, without batch) and --time-steps."

@@ -35,7 +35,8 @@ from .serialize import load, save
 from .types import Kind, TensorType, TimeBehaviour
 
 __all__ = [
-    "NODE_TYPES", "AddNode", "AddressedAccumulationNode", "AndNode", "AvgPoolNode", "BatchNormNode", "ConvNode", "DequantizeNode", "Graph", "InputNode",
+    "NODE_TYPES", "AddNode", "AddressedAccumulationNode", "AndNode", "AvgPoolNode", "BatchNormNode", "ConvNode",
+    "DequantizeNode", "Graph", "InputNode",
     "Kind", "LinearNode", "LoihiNeuronNode", "MatMulNode", "MaxPoolNode", "MulNode", "NeuronNode", "Node",
     "OutputNode", "PadNode", "PermuteNode", "QuantizeInputNode", "ReduceNode", "RepeatTimeNode", "ReshapeNode", "ScaleNode",
     "ShiftNode", "SliceNode", "SynapseNode", "TensorType", "TimeBehaviour", "dead_code_elimination", "format_graph",

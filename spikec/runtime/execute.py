@@ -117,3 +117,17 @@ def execute(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], kernels: Mappin
                         env.pop(i, None)
     outs = [to_output_layout(o, env[o.name]) for o in graph.outputs]
     return Execution(outs, env if record else {}, membranes)
+
+
+def scan_time(step: Callable, inputs: torch.Tensor, state, record: bool = False):
+    """A neuron layer's recurrence over time: ``state, spikes_t, trace_t = step(state, inputs[t])``
+    for t = 0..T-1.  Returns the stacked spikes and, with ``record``, a tuple of the stacked trace
+    fields (e.g. the membranes), else None."""
+    spikes, traces = [], []
+    for x_t in inputs:
+        state, s, trace = step(state, x_t)
+        spikes.append(s)
+        if record:
+            traces.append(trace)
+    stacked = torch.stack(spikes)
+    return stacked, (tuple(torch.stack(f) for f in zip(*traces)) if record else None)

@@ -10,6 +10,8 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from .execute import scan_time
+
 
 def _as_tensor_or_float(v: Union[float, np.ndarray], like: torch.Tensor):
     if isinstance(v, np.ndarray):
@@ -35,8 +37,8 @@ def neuron_forward(
     v = torch.full_like(xf[0], float(v_init))
     reset_value = 0.0 if v_reset is None else v_reset
     rate = None if leak_rate is None else torch.tensor(leak_rate, dtype=torch.float32)
-    spikes, vs, hs = [], [], []
-    for current in xf:
+
+    def step(v, current):
         if model == "IF":
             h = v + current
         elif rate is not None:
@@ -45,14 +47,11 @@ def neuron_forward(
             h = v + (current - (v - reset_value)) / tau if decay_input else v - (v - reset_value) / tau + current
         spike = (h >= threshold).to(torch.float32)
         v = h - spike * threshold if v_reset is None else spike * v_reset + (1 - spike) * h
-        spikes.append(spike)
-        if return_membrane:
-            vs.append(v)
-            hs.append(h)
-    s = torch.stack(spikes).to(x.dtype)
-    if return_membrane:
-        return s, torch.stack(vs), torch.stack(hs)
-    return s
+        return v, spike, (v, h)
+
+    spikes, membranes = scan_time(step, xf, v, record=return_membrane)
+    s = spikes.to(x.dtype)
+    return (s, *membranes) if return_membrane else s
 
 
 def run_neuron_node(x: torch.Tensor, node, return_membrane: bool = False):

@@ -52,7 +52,7 @@ def run_torch(module: torch.nn.Module, x: np.ndarray) -> tuple[torch.Tensor, dic
     return y, spikes
 
 
-def float_run_output(graph: ir.Graph, r) -> "RunOutput":
+def float_run_output(graph: ir.Graph, r):
     """A float interpreter run (recorded) as the RunOutput a target's check compares with."""
     from spikec.targets.base import RunOutput
 

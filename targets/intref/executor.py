@@ -155,11 +155,12 @@ INT_KERNELS: dict[type, Callable] = {
     ir.QuantizeInputNode: quantize_input,
     ir.SynapseNode: _synapse,
     ir.ShiftNode: lambda n, x: K.shift(x, n.shift),
-    ir.AddNode: lambda n, a, b: (lambda nf: align_features(a, nf).to(torch.int64) + align_features(b, nf))(max(a.dim(), b.dim()) - 2),
-    ir.AndNode: lambda n, a, b: (lambda nf: align_features(a, nf) & align_features(b, nf))(max(a.dim(), b.dim()) - 2),
-    ir.AddressedAccumulationNode: lambda n, a, b: (lambda nf: K.exact_matmul(align_features(a, nf), align_features(b, nf)))(max(a.dim(), b.dim()) - 2),
+    ir.AddNode: lambda n, a, b: _binary(a, b, lambda x, y: x.to(torch.int64) + y),
+    ir.AndNode: lambda n, a, b: _binary(a, b, torch.bitwise_and),
+    ir.AddressedAccumulationNode: lambda n, a, b: _binary(a, b, K.exact_matmul),
     ir.ReduceNode: _reduce,
-    ir.MaxPoolNode: lambda n, x: merge_time(x, lambda z: K.max_pool(z, list(n.kernel), list(n.stride), list(n.padding), list(n.dilation), n.ceil_mode)),
+    ir.MaxPoolNode: lambda n, x: merge_time(x, lambda z: K.max_pool(z, list(n.kernel), list(n.stride), list(n.padding),
+                                                                     list(n.dilation), n.ceil_mode)),
     ir.AvgPoolNode: _avgpool,
     ir.PadNode: _pad,
     ir.RepeatTimeNode: lambda n, x: x.repeat(n.time, *([1] * (x.dim() - 1))),
@@ -209,3 +210,9 @@ def run_int(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], record: bool = 
         src = graph.producer(o.inputs[0])
         scales.append(src.scale if isinstance(src, ir.DequantizeNode) else 1.0)
     return IntRunResult([out.to(torch.int64) for out in run.outputs], scales, run.values, run.membranes, overflows)
+
+
+def _binary(a: torch.Tensor, b: torch.Tensor, op) -> torch.Tensor:
+    """``op`` on two [T, B, *features] values whose features broadcast (aligned from the right)."""
+    nf = max(a.dim(), b.dim()) - 2
+    return op(align_features(a, nf), align_features(b, nf))

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from spikec import loihi
 from spikec.loihi import U_MAX, V_LIMIT  # noqa: F401  (re-exported: 24-bit state limits)
+from spikec.runtime.execute import scan_time
 
 EXACT_F32 = 1 << 24
 EXACT_F64 = 1 << 53
@@ -126,20 +127,15 @@ def lif_run(a: torch.Tensor, du: int, dv: int, vth: int, bias: torch.Tensor, res
             and int(bias.abs().max() if bias.numel() else 0) < (1 << 24):
         a = a.to(torch.int32)
         bias = bias.to(torch.int32)
-    u = torch.zeros_like(a[0])
-    v = torch.full_like(a[0], v_init)
-    spikes, vs, us = [], [], []
-    for a_t in a:
-        u, v, s = loihi.lif_step(u, v, a_t, du=du, dv=dv, vth=vth, bias=bias, reset=reset, reset_value=reset_value,
+
+    def step(state, a_t):
+        u, v, s = loihi.lif_step(*state, a_t, du=du, dv=dv, vth=vth, bias=bias, reset=reset, reset_value=reset_value,
                                  wrap=may_wrap)
-        spikes.append(s)
-        if record:
-            vs.append(v)
-            us.append(u)
-    out = torch.stack(spikes).to(torch.uint8)
-    if record:
-        return out, torch.stack(vs).to(torch.int64), torch.stack(us).to(torch.int64)
-    return out
+        return (u, v), s, (v, u)
+
+    spikes, trace = scan_time(step, a, (torch.zeros_like(a[0]), torch.full_like(a[0], v_init)), record=record)
+    out = spikes.to(torch.uint8)
+    return (out, trace[0].to(torch.int64), trace[1].to(torch.int64)) if record else out
 
 
 lava_sign_mode = loihi.sign_mode  # Lava's determine_sign_mode: EXC if min >= 0, INH if max <= 0, else MIXED

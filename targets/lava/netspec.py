@@ -206,7 +206,7 @@ def build_netspec(graph: ir.Graph) -> NetSpec:
                    (kind == "maxpool" and graph.types[name].kind is not ir.Kind.SPIKE))
         ports = [list(n.inputs)] if isinstance(n, ir.LoihiNeuronNode) else [[i] for i in n.inputs]
         port_terms = []
-        for p, values in enumerate(ports):
+        for values in ports:
             terms = [tm for v in values for tm in _linearize(graph, v, stage_set, source, memo)]
             if kind == "and":  # an AND broadcasts its operands to the output shape: fold that selection in
                 b = broadcast_matrix(graph.types[values[0]].features, graph.types[name].features)

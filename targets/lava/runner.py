@@ -103,7 +103,7 @@ def build_network(spec: NetSpec, data: np.ndarray, steps: int, workdir: Path):
             g = gathers.get(port)
             size_of[port] = spec.stages[g[2]].size if g else graph.types[n.inputs[port]].numel
 
-        def gather_idx(port):
+        def gather_idx(port, gathers=gathers, size_of=size_of):
             g = gathers.get(port)
             return g[3] if g else np.arange(size_of[port])
 

@@ -41,18 +41,23 @@ def _sj_v_init(c, v, expected: float):
         raise c.unsupported(f"a spikingjelly neuron whose initial membrane is not the constant {expected}")
 
 
+def _with_membranes(c, spikes):
+    """spikingjelly's neuron ops return (spikes, v, v_seq): the membranes are Poison (refused if used)."""
+    return spikes, Poison(c.unsupported("reading a neuron's membrane")), Poison(c.unsupported("reading a neuron's membrane"))
+
+
 @handles("sj_lif.forward")
 def _sj_lif(c, x, v, tau, decay_input, threshold, reset, detach_reset=False, alpha=4.0, store_v_seq=False, sid=0):
     v_init = 0.0 if reset is None else float(reset)
     _sj_v_init(c, v, v_init)
-    return (_neuron(c, x, "LIF", threshold, reset, tau, decay_input, None, v_init), Poison(c.unsupported("reading a neuron's membrane")), Poison(c.unsupported("reading a neuron's membrane")))
+    return _with_membranes(c, _neuron(c, x, "LIF", threshold, reset, tau, decay_input, None, v_init))
 
 
 @handles("sj_if.forward")
 def _sj_if(c, x, v, threshold, reset, detach_reset=False, alpha=4.0, store_v_seq=False, sid=0):
     v_init = 0.0 if reset is None else float(reset)
     _sj_v_init(c, v, v_init)
-    return (_neuron(c, x, "IF", threshold, reset, None, True, None, v_init), Poison(c.unsupported("reading a neuron's membrane")), Poison(c.unsupported("reading a neuron's membrane")))
+    return _with_membranes(c, _neuron(c, x, "IF", threshold, reset, None, True, None, v_init))
 
 
 @handles("sj_plif.forward")
@@ -63,4 +68,4 @@ def _sj_plif(c, x, v, w, decay_input, threshold, reset, detach_reset=False, alph
     if wt is None:
         raise c.unsupported("a parametric LIF whose w is not a constant")
     rate = float(torch.tensor(wt).float().sigmoid().item())
-    return (_neuron(c, x, "LIF", threshold, reset, 1.0 / rate, decay_input, rate, v_init), Poison(c.unsupported("reading a neuron's membrane")), Poison(c.unsupported("reading a neuron's membrane")))
+    return _with_membranes(c, _neuron(c, x, "LIF", threshold, reset, 1.0 / rate, decay_input, rate, v_init))

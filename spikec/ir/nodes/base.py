@@ -18,7 +18,6 @@ import numpy as np
 from ...errors import IRError
 from ..types import Kind, TensorType, TimeBehaviour
 
-
 Scalar = Union[float, np.ndarray]
 
 

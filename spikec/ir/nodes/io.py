@@ -9,7 +9,6 @@ from typing import ClassVar, Optional
 from ..types import Kind, TensorType
 from .base import Node, _check_arity
 
-
 # ------------------------------------------------------------------------------------------------
 # Graph boundary
 # ------------------------------------------------------------------------------------------------

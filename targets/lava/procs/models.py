@@ -18,7 +18,12 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from spikec import loihi  # numpy only (no torch in Lava's process-model workers)
 from spikec.targets.lava.procs.process import (  # absolute: Lava loads this file by path
-    AddressedAccumulation, DelayRelay, IntMaxPool, MemmapSink, ResetLIF, SpikeAnd,
+    AddressedAccumulation,
+    DelayRelay,
+    IntMaxPool,
+    MemmapSink,
+    ResetLIF,
+    SpikeAnd,
 )
 
 

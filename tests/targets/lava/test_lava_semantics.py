@@ -7,6 +7,7 @@ Loihi2SimCfg(select_tag="fixed_pt") and compares with targets.intref.kernels on 
 import numpy as np
 import pytest
 import torch
+from loihi_reference import RESETS, ref_run
 
 from spikec.compat.lava311 import ensure_lava
 from spikec.targets.intref import kernels as K
@@ -24,11 +25,12 @@ from lava.proc.monitor.process import Monitor  # noqa: E402
 CFG = Loihi2SimCfg(select_tag="fixed_pt")
 
 
-def run_lava_lif(a: np.ndarray, **params):
-    """a: [n, T] int currents into LIF.a_in; returns spikes, v, u as [T, n]."""
+def run_lava_lif(a: np.ndarray, process=LIF, **params):
+    """a: [n, T] int currents into the neuron process's a_in (stock LIF, or spikec's own); returns
+    spikes, v, u as [T, n]."""
     n, T = a.shape
     src = Source(data=a.astype(np.int32))
-    lif = LIF(shape=(n,), **params)
+    lif = process(shape=(n,), **params)
     sink = Sink(shape=(n,), buffer=T)
     mon_v, mon_u = Monitor(), Monitor()
     src.s_out.connect(lif.a_in)
@@ -115,3 +117,27 @@ def test_trunc_decay_fast_paths_equal_lavas_formula(dtype):
         p = x.to(torch.int64) * factor
         ref = torch.sign(p) * (p.abs() >> 12)
         assert torch.equal(K.trunc_decay(x, factor).to(torch.int64), ref), factor
+
+
+@pytest.mark.parametrize("reset", RESETS)
+def test_lava_reset_lif_process_equals_the_reference(reset):
+    """spikec's ResetLIF process model, run by Lava (fixed_pt), equals the reference: all reset
+    modes, decays, per-neuron biases with exponents, the 24-bit wrap, and the periodic state reset."""
+    from spikec.targets.lava.procs.process import ResetLIF
+
+    rng = np.random.default_rng(RESETS.index(reset))
+    n, T, interval = 6, 24, 10
+    a = rng.integers(-(1 << 17), 1 << 17, size=(T, n))
+    bias_mant, bias_exp = rng.integers(-4096, 4096, size=n), rng.integers(0, 8, size=n)
+    du, dv, vth, rv, v_init = 1000, 300, 20000, -1234, 77
+    s, v, u = run_lava_lif(a.T, ResetLIF, du=du, dv=dv, vth=vth, bias_mant=bias_mant, bias_exp=bias_exp, reset=reset,
+                           reset_value=rv, v_init=v_init, reset_interval=interval, reset_offset=1)
+    bias = bias_mant << bias_exp
+    S, V, U = [], [], []
+    for start in range(0, T, interval):  # time_step % 10 == 1: state restored at steps 1, 11, 21
+        s_, v_, u_ = ref_run(a[start:start + interval], du, dv, vth, bias, reset, rv, v_init)
+        S.append(s_), V.append(v_), U.append(u_)
+    np.testing.assert_array_equal(s, np.concatenate(S))
+    np.testing.assert_array_equal(v, np.concatenate(V))
+    np.testing.assert_array_equal(u, np.concatenate(U))
+    assert 0 < s.mean() < 1 and (np.abs(u) > 1 << 22).any()

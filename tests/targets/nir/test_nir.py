@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import NIR_FAMILIES  # tiny attention (16 tokens x 8 channels per head): small expansions
 
 from examples.models import zoo
 from spikec.errors import UnsupportedError
@@ -13,8 +14,6 @@ from spikec.passes.pipelines import run_pipeline
 from spikec.runtime.float_interpreter import run_float
 from spikec.targets.nir import export_nir, write_nir
 from spikec.targets.nir.verify import check_against_float
-
-from conftest import NIR_FAMILIES  # tiny attention (16 tokens x 8 channels per head): small expansions
 
 
 def _nir_graph(family, **kw):
@@ -85,6 +84,7 @@ def test_soft_reset_exports_as_an_exact_recurrent_subgraph(tmp_path, variant):
     assert 0.2 < float(spikes.mean()) < 0.9, float(spikes.mean())  # the reset is exercised
     # keys sort in evaluation order, so plain nirtorch on nir.read's (sorted) graph needs no re-ordering
     import nirtorch
+
     from spikec.targets.nir.verify import node_map, run_nir
 
     back = nir.read(str(tmp_path / "m.nir"))

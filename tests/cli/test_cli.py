@@ -5,8 +5,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT
+
 from spikec.cli import main
 
 DIGITS = f"{ROOT}/examples/models/spikformer.py:spikformer_digits"

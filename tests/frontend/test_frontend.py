@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from conftest import ROOT, neuron_outputs
 from torch import nn
 
-from conftest import ROOT, neuron_outputs
 from spikec.errors import CheckpointError, ShapeError, UnsupportedError
 from spikec.frontend import load_checkpoint, trace
 from spikec.runtime.float_interpreter import run_float

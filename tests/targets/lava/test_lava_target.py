@@ -9,17 +9,15 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import LAVA_FAMILIES as FAMILIES
+from conftest import ROOT, first_samples
 
-from conftest import ROOT
 from spikec import ir
 from spikec.compiler import compile_graph
 from spikec.errors import UnsupportedError
 from spikec.targets.intref.executor import run_int
 from spikec.targets.lava import build_netspec, report_lines, resource_report
 from spikec.targets.lava.runner import run_lava
-
-from conftest import LAVA_FAMILIES as FAMILIES
-from conftest import first_samples
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -3,8 +3,8 @@
 import numpy as np
 import onnx
 import pytest
+from conftest import ONNX_FAMILIES, ROOT, first_samples
 
-from conftest import first_samples, ONNX_FAMILIES, ROOT
 from spikec.compiler import compile_graph
 from spikec.targets.intref.executor import run_int
 from spikec.targets.onnx import OPSET, export_onnx

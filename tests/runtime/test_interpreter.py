@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import neuron_outputs
+
 from spikec.runtime.float_interpreter import run_float
 
 FAMILIES = ["sj_spikformer", "sj_sdt", "spikformer_digits", "neuron_variants", "meta_spikformer"]
