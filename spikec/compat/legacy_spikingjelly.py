@@ -8,6 +8,10 @@ on a CPU.  The neurons follow spikingjelly's multi-step equations (see
 :class:`spikec.ir.NeuronNode`); ``backend`` is accepted and ignored.  For training, the spike
 function has the arctan surrogate gradient (the legacy default for these classes was
 ``Sigmoid``; it only matters for training).
+
+Whole models pickled with the real legacy package unpickle into these classes (pickle names the
+class ``spikingjelly.clock_driven.neuron.MultiStepLIFNode``, which resolves to the stand-in);
+:meth:`_MultiStepNode.__setstate__` converts the real objects' state to the stand-in's.
 """
 
 from __future__ import annotations
@@ -64,6 +68,33 @@ class _MultiStepNode(nn.Module):
         self.detach_reset = detach_reset
         self.backend = backend
         self.decay_input = decay_input
+
+    # attributes __init__ sets that an unpickled real legacy object may lack (its IFNode has no decay_input)
+    _PICKLE_DEFAULTS = {"decay_input": True, "detach_reset": False, "backend": "torch"}
+
+    def __setstate__(self, state):
+        """Accept an object pickled by the real legacy spikingjelly (<= 0.0.0.0.14).  Its
+        ``MemoryModule`` keeps ``v_threshold`` and ``v_reset`` -- and the membrane state ``v`` /
+        ``v_seq`` -- in a ``_memories`` dict (their initial values in ``_memories_rv``) that its
+        ``__getattr__`` serves; here they are plain attributes (``neuron_spec`` and ``forward`` read
+        them).  Take the two parameters out (current value, else the initial one) and drop the state:
+        this class is stateless, every forward starts from the initial membrane (see ``reset_net``)."""
+        super().__setstate__(state)
+        memories = self.__dict__.pop("_memories", None) or {}
+        initial = self.__dict__.pop("_memories_rv", None) or {}
+        for name in ("v_threshold", "v_reset"):
+            if name not in self.__dict__ and (name in memories or name in initial):
+                value = memories[name] if name in memories else initial[name]
+                if isinstance(value, torch.Tensor) and value.numel() == 1:
+                    value = value.item()
+                if value is not None and not isinstance(value, torch.Tensor):
+                    value = float(value)  # as __init__ stores them; a tensor of several is left to neuron_spec to refuse
+                setattr(self, name, value)
+        if "backend" not in self.__dict__ and "_backend" in self.__dict__:  # later 0.0.0.0.13 dev builds
+            self.backend = self.__dict__["_backend"]
+        for name, value in self._PICKLE_DEFAULTS.items():
+            if name not in self.__dict__:
+                setattr(self, name, value)
 
     def _leak(self):
         return None, None  # (tau, rate)
