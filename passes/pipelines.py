@@ -77,9 +77,11 @@ def resolve(pipeline: str | Sequence[str], skip: Iterable[str] = ()) -> list[str
 
 def run_pipeline(graph: Graph, pipeline: str | Sequence[str] = "float", skip: Iterable[str] = (),
                  dump_after: Optional[str] = None, on_dump: Optional[Callable[[str, Graph], None]] = None,
-                 options: Optional[dict[str, dict]] = None) -> PipelineResult:
+                 options: Optional[dict[str, dict]] = None,
+                 on_pass: Optional[Callable[[PassReport, int], None]] = None) -> PipelineResult:
     """Run the named pipeline (or a list of pass names); ``options`` (pass name -> keyword
-    arguments) replaces a named pipeline's :data:`PASS_OPTIONS`."""
+    arguments) replaces a named pipeline's :data:`PASS_OPTIONS`.  ``on_pass(report, nodes)`` sees
+    every pass's report as soon as the pass has run (so a later failure does not hide them)."""
     names = resolve(pipeline, skip)
     if dump_after is not None and dump_after not in names:
         raise SpikecError(f"--dump-ir-after {dump_after}: not in the pipeline ({', '.join(names)})")
@@ -96,6 +98,8 @@ def run_pipeline(graph: Graph, pipeline: str | Sequence[str] = "float", skip: It
         result.graph = r.graph
         result.reports.append(r.report)
         result.counts.append((name, len(r.graph)))
+        if on_pass is not None:
+            on_pass(r.report, len(r.graph))
         if dump_after == name and on_dump is not None:
             on_dump(name, r.graph)
     return result

@@ -28,29 +28,30 @@ from .verification import VerifyReport, verify_graph
 
 
 def trace(model: ModelLike, *, input_shape: Optional[Sequence[int]] = None, time_steps: Optional[int] = None,
-          factory: Optional[str] = None, model_kwargs=None, trust_checkpoint: bool = False):
+          factory: Optional[str] = None, model_kwargs=None, trust_checkpoint: bool = False, model_output=None):
     """The traced IR graph of ``model`` (see :func:`compile` for the forms it takes)."""
     loaded = open_model(model, factory=factory, model_kwargs=model_kwargs, trust_checkpoint=trust_checkpoint)
-    return model_graph(loaded, input_shape, time_steps)
+    return model_graph(loaded, input_shape, time_steps, output=model_output)
 
 
 def compile(model: ModelLike, target: str | Target, *, input_shape: Optional[Sequence[int]] = None,
             time_steps: Optional[int] = None, factory: Optional[str] = None, model_kwargs=None,
             trust_checkpoint: bool = False, calib=None, input_range: Sequence[float] = (0.0, 1.0),
             skip: Iterable[str] = (), on_dump: Optional[Callable] = None, dump_after: Optional[str] = None,
-            **options) -> Artifact:
+            model_output=None, **options) -> Artifact:
     """Compile ``model`` for ``target`` and return the artifact (in memory; ``.save(path)`` writes it).
 
     ``model``: an ``nn.Module``, a checkpoint path (a state_dict needs ``factory=
     'pkg.module:fn'`` or ``'file.py:fn'``; a pickled module needs ``trust_checkpoint=True``), a
     ``.pt2`` program or a saved IR.  ``input_shape`` is the per-sample shape without batch;
     ``time_steps`` when the model takes a sequence ``[T, B, ...]``.  ``calib`` (array) picks
-    fixed-point scales from measured currents; ``input_range`` bounds the analog input.  Other
-    keywords are the target's options (``spikec.targets.get_target(name).options``)."""
+    fixed-point scales from measured currents; ``input_range`` bounds the analog input;
+    ``model_output`` picks one of several model outputs (an index or a dict key).  Other keywords
+    are the target's options (``spikec.targets.get_target(name).options``)."""
     t = get_target(target)
     opts = t.option_values(options)
     graph = trace(model, input_shape=input_shape, time_steps=time_steps, factory=factory,
-                  model_kwargs=model_kwargs, trust_checkpoint=trust_checkpoint)
+                  model_kwargs=model_kwargs, trust_checkpoint=trust_checkpoint, model_output=model_output)
     res = compile_graph(graph, t, calib=None if calib is None else as_array(calib, "calib"),
                         input_range=input_range, skip=skip, dump_after=dump_after, on_dump=on_dump)
     return emit(res, source={"model": type(model).__name__ if not isinstance(model, (str, Path)) else str(model),
@@ -73,7 +74,7 @@ def load(path) -> Artifact:
 def verify(model: ModelLike, target: str | Target = REFERENCE, x=None, *, input_shape: Optional[Sequence[int]] = None,
            time_steps: Optional[int] = None, labels=None, factory: Optional[str] = None, model_kwargs=None,
            trust_checkpoint: bool = False, calib=None, input_range: Sequence[float] = (0.0, 1.0),
-           skip: Iterable[str] = (), **options) -> VerifyReport:
+           skip: Iterable[str] = (), model_output=None, **options) -> VerifyReport:
     """Compile ``model`` for ``target`` and compare, neuron layer by neuron layer on inputs ``x``:
     the torch model (when ``model`` is one or loads as one), the traced float IR, the optimised
     float IR, the integer model (integer targets) and the target's own run against its reference.
@@ -86,8 +87,8 @@ def verify(model: ModelLike, target: str | Target = REFERENCE, x=None, *, input_
     loaded = open_model(model, factory=factory, model_kwargs=model_kwargs, trust_checkpoint=trust_checkpoint)
     x = as_array(x, "input").astype(np.float32)
     labels = None if labels is None else as_array(labels, "labels").astype(np.int64)
-    graph = model_graph(loaded, input_shape, time_steps)
+    graph = model_graph(loaded, input_shape, time_steps, output=model_output)
     check_inputs(graph, x, labels)
-    return verify_graph(graph, target, x, module=loaded.module, labels=labels,
+    return verify_graph(graph, target, x, module=loaded.module, labels=labels, model_output=model_output,
                         calib=None if calib is None else as_array(calib, "calib"), input_range=input_range,
                         skip=skip, **options)

@@ -54,6 +54,9 @@ def add_model_options(p: argparse.ArgumentParser, optional: bool = False) -> Non
     g.add_argument("--input-shape", type=shape, metavar="C,H,W", help="per-sample input shape without batch, e.g. 3,32,32")
     g.add_argument("--time-steps", type=positive, metavar="T",
                    help="the model takes a sequence [T, B, *input-shape] (default: a frame [B, *input-shape])")
+    g.add_argument("--model-output", metavar="N|NAME",
+                   help="compile only this output of a model that returns several (index among its tensor outputs, "
+                        "or a dict key); non-tensor outputs such as None are skipped anyway")
     g.add_argument("--trust-checkpoint", action="store_true",
                    help="allow unpickling a whole nn.Module (runs code from the file: only for files you trust)")
 
@@ -96,7 +99,10 @@ def open_args(args):
 def graph_of(args, loaded=None):
     from spikec.frontend import model_graph
 
-    return model_graph(loaded or open_args(args), args.input_shape, args.time_steps)
+    graph = model_graph(loaded or open_args(args), args.input_shape, args.time_steps, output=args.model_output)
+    for note in graph.metadata.get("notes", []):
+        print(f"note: {note}")
+    return graph
 
 
 def calib_of(args):

@@ -78,12 +78,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"--- IR after {name} ---")
         print(ir.format_graph(g))
 
+    def progress(report, nodes):  # as each pass finishes: a failing pass does not hide the earlier reports
+        print(f"  {report.summary()}  ({nodes} nodes)")
+        if args.verbose:
+            print("\n".join("    " + ln for ln in report.lines()))
+
+    label = target.pipeline if isinstance(target.pipeline, str) else "custom"
+    print(f"pipeline '{label}': {len(graph)} nodes")
     res = compile_graph(graph, target, calib=calib, input_range=args.input_range, skip=args.skip,
-                        dump_after=args.dump_ir_after, on_dump=dump)
-    print("\n".join(res.lines))
-    if args.verbose:
-        for rep in res.pipeline.reports:
-            print("\n".join("    " + ln for ln in rep.lines()))
+                        dump_after=args.dump_ir_after, on_dump=dump, on_pass=progress)
+    print(f"  nodes: {len(graph)} -> {len(res.optimized)}")
+    if res.quant_lines:
+        print("\n".join(res.quant_lines))
     artifact = emit(res, source={"checkpoint": str(args.checkpoint), "model": args.model}, **options)
     if artifact.lines:
         print("\n".join(artifact.lines))

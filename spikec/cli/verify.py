@@ -52,13 +52,19 @@ def load_data(args):
     return common.limit(x, args.limit), common.limit(y, args.limit)
 
 
-def run(args) -> int:
+def show(report) -> None:
     from rich.console import Console
 
+    print(f"verify ({report.target}) on {report.samples} samples")
+    Console(width=200).print(report.table())
+    print("\n".join(report.summary_lines()))
+
+
+def run(args) -> int:
     from spikec.data import check_inputs
     from spikec.outputs import check_output
     from spikec.targets import get_target
-    from spikec.verification import verify_graph
+    from spikec.verification import VerifyError, verify_graph
 
     if args.json:
         check_output(args.json, directory=False, protect=common.inputs_of(args), option="--json")
@@ -67,13 +73,16 @@ def run(args) -> int:
     loaded = common.open_args(args)  # once: the torch module runs, and the same object is traced
     graph = common.graph_of(args, loaded)
     check_inputs(graph, x, labels)
-    report = verify_graph(graph, target, x, module=loaded.module, labels=labels, calib=common.calib_of(args),
-                          input_range=args.input_range, **common.target_options(args, target, verify=True))
+    try:
+        report = verify_graph(graph, target, x, module=loaded.module, labels=labels, calib=common.calib_of(args),
+                              model_output=args.model_output,
+                              input_range=args.input_range, **common.target_options(args, target, verify=True))
+    except VerifyError as e:  # what was checked before the failure, then the one-line error
+        show(e.report)
+        raise
     for line in report.warnings:
         print(line, file=sys.stderr)
-    print(f"verify ({report.target}) on {report.samples} samples")
-    Console(width=200).print(report.table())
-    print("\n".join(report.summary_lines()))
+    show(report)
     if args.json:
         common.write_file(args.json, lambda tmp: tmp.write_text(report.to_json()))
         print(f"wrote {args.json}")

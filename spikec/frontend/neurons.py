@@ -151,10 +151,22 @@ def _neuron_fake(x, model, v_threshold, v_reset, tau, decay_input, leak_rate, v_
 class TracedNeuron(nn.Module):
     """Stand-in for a neuron module during tracing: one ``spikec::neuron`` call."""
 
-    def __init__(self, spec: NeuronSpec, original_type: str):
+    def __init__(self, spec: NeuronSpec, original_type: str, path: str = ""):
         super().__init__()
         self.spec = spec
         self.original_type = original_type
+        self.path = path
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            from ..errors import UnsupportedError
+
+            raise UnsupportedError(
+                f"the model reads attribute {name!r} of neuron module '{self.path}' ({self.original_type}): a neuron's "
+                "state (membrane v, ...) is not part of what spikec compiles; compute the output from the spikes"
+            ) from None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.spec
@@ -163,7 +175,7 @@ class TracedNeuron(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f"{self.original_type}: {self.spec}"
+        return f"{self.original_type.rpartition('.')[2]}: {self.spec}"
 
 
 def replace_neurons(model: nn.Module) -> tuple[nn.Module, dict[str, NeuronSpec]]:
@@ -175,6 +187,6 @@ def replace_neurons(model: nn.Module) -> tuple[nn.Module, dict[str, NeuronSpec]]
             path = f"{parent_path}.{child_name}" if parent_path else child_name
             spec = neuron_spec(child, path)
             if spec is not None:
-                setattr(parent, child_name, TracedNeuron(spec, type(child).__name__))
+                setattr(parent, child_name, TracedNeuron(spec, f"{type(child).__module__}.{type(child).__qualname__}", path))
                 specs[path] = spec
     return model, specs

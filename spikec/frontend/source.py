@@ -42,11 +42,13 @@ def open_model(model: ModelLike, *, factory: Optional[str] = None,
 
 
 def model_graph(loaded: LoadedModel, input_shape: Optional[Sequence[int]] = None,
-                time_steps: Optional[int] = None, name: Optional[str] = None) -> ir.Graph:
-    """The IR graph of an opened model (traced now, or the saved IR it is)."""
+                time_steps: Optional[int] = None, name: Optional[str] = None, output=None) -> ir.Graph:
+    """The IR graph of an opened model (traced now, or the saved IR it is); ``output`` picks one of
+    several model outputs (see :mod:`.outputs`)."""
     if loaded.graph is not None:
         return loaded.graph
     from .trace import trace
 
-    return trace(loaded, input_shape, time_steps, name=name or (Path(loaded.origin).stem if loaded.origin else "model"))
+    return trace(loaded, input_shape, time_steps, name=name or (Path(loaded.origin).stem if loaded.origin else "model"),
+                 output=output)
 

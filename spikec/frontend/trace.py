@@ -34,6 +34,7 @@ from .bn_pad import replace_bn_and_pad
 from .handlers import HANDLERS, Act, Poison, handles, op_name
 from .load import LoadedModel
 from .neurons import replace_neurons
+from .outputs import OutputChoice, choose, leaf_paths
 
 __all__ = ["Act", "HANDLERS", "Poison", "SUPPORTED_ATEN", "TRACE_BATCH", "example_input", "export_module",
            "handles", "trace"]
@@ -47,7 +48,12 @@ def _module_of(node: torch.fx.Node) -> tuple[str, str]:
         return "", ""
     path, typ = list(stack.values())[-1]
     tname = typ if isinstance(typ, str) else f"{typ.__module__}.{typ.__qualname__}"
-    return path, tname
+    return path, _USER_CLASS.get(path, tname) if tname.endswith("TracedNeuron") else tname
+
+
+# module path -> the user's neuron class that the tracing stand-in replaced (messages name the
+# user's class, never spikec's TracedNeuron); filled by export_module
+_USER_CLASS: dict[str, str] = {}
 
 
 SUPPORTED_ATEN = (
@@ -59,10 +65,13 @@ SUPPORTED_ATEN = (
 
 
 class _Converter:
-    def __init__(self, ep, sequence: bool, graph_name: str):
+    def __init__(self, ep, sequence: bool, graph_name: str, output_choice: OutputChoice = None):
         self.ep = ep
         self.sequence = sequence
         self.graph_name = graph_name
+        self.output_choice = output_choice
+        self.notes: list[str] = []  # what the user should know about the trace (skipped outputs ...)
+        self.batch_dependent: list[str] = []  # neuron modules whose upstream output depends on the batch
         self.nodes: list[ir.Node] = []
         self.types: dict[str, TensorType] = {}
         self.env: dict[torch.fx.Node, Any] = {}
@@ -78,6 +87,10 @@ class _Converter:
         self.cur: Optional[torch.fx.Node] = None
 
     # --- helpers ----------------------------------------------------------------------------------
+    def module_of_current(self) -> tuple[str, str]:
+        """(module path, the user's class) of the node being converted."""
+        return _module_of(self.cur) if self.cur is not None else ("", "")
+
     def where(self) -> str:
         path, typ = _module_of(self.cur) if self.cur is not None else ("", "")
         if path:
@@ -185,7 +198,10 @@ class _Converter:
             else:
                 raise self.unsupported(f"fx node kind {node.op!r}")
         nodes = ir.dead_code_elimination(self.nodes)
-        return ir.Graph(nodes, name=self.graph_name).validate()
+        meta = {"notes": self.notes} if self.notes else {}
+        if self.batch_dependent:
+            meta["batch_dependent"] = self.batch_dependent
+        return ir.Graph(nodes, name=self.graph_name, metadata=meta).validate()
 
     def placeholder(self, node):
         if node.name in self.const_of:
@@ -209,7 +225,14 @@ class _Converter:
 
     def output(self, node):
         results = node.args[0]
-        results = results if isinstance(results, (list, tuple)) else [results]
+        results = list(results) if isinstance(results, (list, tuple)) else [results]
+        spec = getattr(self.ep, "call_spec", None)
+        spec = getattr(spec, "out_spec", None)
+        paths = leaf_paths(spec) if spec is not None and spec.num_leaves == len(results) else \
+            [f"[{i}]" for i in range(len(results))]
+        keep, notes = choose(paths, [isinstance(r, torch.fx.Node) for r in results], self.output_choice)
+        self.notes += notes
+        results = [results[i] for i in keep]
         for i, r in enumerate(results):
             a = self.act(self.value(r), "output")
             t = self.t(a)
@@ -249,6 +272,8 @@ def export_module(model: torch.nn.Module, input_shape: Sequence[int], time_steps
     """Swap neurons for the traceable op and ``torch.export`` a copy of ``model`` (eval mode)."""
     model = copy.deepcopy(model).eval()
     model, _ = replace_neurons(model)
+    _USER_CLASS.clear()
+    _USER_CLASS.update({p: m.original_type for p, m in model.named_modules() if hasattr(m, "original_type")})
     replace_bn_and_pad(model)
     x = example_input(input_shape, time_steps)
     batch_axis = 0 if time_steps is None else 1
@@ -278,12 +303,14 @@ def trace(
     input_shape: Optional[Sequence[int]] = None,
     time_steps: Optional[int] = None,
     name: str = "model",
+    output: OutputChoice = None,
 ) -> ir.Graph:
     """Trace a model (or a loaded checkpoint) into a validated IR graph.
 
     ``input_shape`` is the per-sample input shape without batch (e.g. ``(3, 32, 32)``); with
     ``time_steps`` the model input is a sequence ``[T, B, *input_shape]``, else a frame
-    ``[B, *input_shape]`` that the model repeats over time itself.
+    ``[B, *input_shape]`` that the model repeats over time itself.  ``output`` picks one of several
+    model outputs (:mod:`.outputs`); the graph's ``metadata["notes"]`` says what was skipped.
     """
     if isinstance(loaded, torch.nn.Module):
         loaded = LoadedModel(module=loaded)
@@ -295,5 +322,5 @@ def trace(
             raise ShapeError("--input-shape is required to trace a model (per-sample shape, e.g. 3,32,32)")
         ep = export_module(loaded.module, input_shape, time_steps)
         sequence = time_steps is not None
-    graph = _Converter(ep, sequence, name).run()
+    graph = _Converter(ep, sequence, name, output).run()
     return graph

@@ -16,9 +16,9 @@ import torch
 from spikec import ir
 
 from .compare import Comparison, compare_graphs, compare_runs, spike_agreement
-from .report import LayerRecord, VerifyReport
+from .report import LayerRecord, VerifyError, VerifyReport
 
-__all__ = ["Comparison", "LayerRecord", "VerifyReport", "compare_graphs", "compare_runs", "spike_agreement",
+__all__ = ["Comparison", "LayerRecord", "VerifyError", "VerifyReport", "compare_graphs", "compare_runs", "spike_agreement",
            "verify_graph"]
 
 
@@ -29,9 +29,20 @@ def _top1(y, per_step: bool = False) -> torch.Tensor:
     return y.reshape(-1, y.shape[-1]).argmax(-1)
 
 
-def run_torch(module: torch.nn.Module, x: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The torch model's output and every neuron module's spikes (by module path)."""
+def run_torch(module: torch.nn.Module, x: np.ndarray, output=None, batch_axis: Optional[int] = None,
+              output_batch_axis: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The torch model's (first compiled) output and every neuron module's spikes (by module path).
+
+    With ``batch_axis`` the model runs one sample at a time (models whose output depends on the
+    batch, see the tracer's ``batch_dependent``): spikes come back as [steps, B, -1], outputs
+    concatenated along ``output_batch_axis``."""
+    if batch_axis is not None:
+        runs = [run_torch(module, np.take(x, [i], axis=batch_axis), output) for i in range(x.shape[batch_axis])]
+        y = torch.cat([r[0] for r in runs], output_batch_axis)
+        spikes = {p: torch.cat([r[1][p].reshape(r[1][p].shape[0], 1, -1) for r in runs], 1) for p in runs[0][1]}
+        return y, spikes
     from spikec.frontend.neurons import neuron_spec
+    from spikec.frontend.outputs import select_eager
 
     spikes: dict[str, torch.Tensor] = {}
     model = module.eval()
@@ -45,11 +56,29 @@ def run_torch(module: torch.nn.Module, x: np.ndarray) -> tuple[torch.Tensor, dic
         pass
     try:
         with torch.no_grad():
-            y = model(torch.as_tensor(x))
+            y = select_eager(model(torch.as_tensor(x)), output)[0]
     finally:
         for h in hooks:
             h.remove()
     return y, spikes
+
+
+def vacuity_notes(classes_float: torch.Tensor, y_cmp, per_step: bool, compared: str) -> list[str]:
+    """Why a top-1 agreement figure says nothing: every input gets the same float class, or the
+    compared outputs do not depend on the input at all."""
+    notes = []
+    if classes_float.numel() < 2:
+        return notes
+    if bool((classes_float == classes_float[0]).all()):
+        notes.append(f"top-1 agreement is vacuous: the float model gives all {classes_float.numel()} inputs class "
+                     f"{int(classes_float[0])} (untrained weights, or inputs outside what it was trained on)")
+    y = torch.as_tensor(np.asarray(y_cmp)).double()
+    y = y.mean(0) if per_step else y
+    y = y.reshape(classes_float.numel(), -1)
+    if bool((y == y[0]).all()):
+        notes.append(f"top-1 agreement is vacuous: the {compared} outputs are identical for every input (they do not "
+                     "depend on it: silent layers, or weights rounded to zero)")
+    return notes
 
 
 def float_run_output(graph: ir.Graph, r):
@@ -64,45 +93,61 @@ def float_run_output(graph: ir.Graph, r):
 
 def verify_graph(graph: ir.Graph, target, x: np.ndarray, *, module: Optional[torch.nn.Module] = None,
                  labels: Optional[np.ndarray] = None, calib: Optional[np.ndarray] = None,
-                 input_range=(0.0, 1.0), skip=(), **options) -> VerifyReport:
+                 input_range=(0.0, 1.0), skip=(), model_output=None, **options) -> VerifyReport:
     """Compile ``graph`` for ``target`` and compare every stage on ``x`` (already checked against the
     graph's input).  ``module`` is the torch model the graph was traced from, when there is one.
     The integer model is the target's reference run (:meth:`Target.reference_run`)."""
     from spikec.compiler import compile_graph
     from spikec.data import sample_count
+    from spikec.errors import SpikecError
     from spikec.runtime.float_interpreter import run_float
     from spikec.targets import get_target
 
     t = get_target(target)
     opts = t.option_values(options)
-    res = compile_graph(graph, t, calib=calib, input_range=input_range, skip=skip)
     xt = torch.as_tensor(x)
-    y_torch, torch_spikes = run_torch(module, x) if module is not None else (None, {})
-    r_traced = run_float(graph, xt, record=True)
-    r_opt = run_float(res.optimized, xt, record=True)
     report = VerifyReport(samples=sample_count(graph, x), target=t.name, integer=t.integer)
-    ref = t.reference_run(res, x)  # the integer reference model (integer targets), else None
-    if ref is not None:
-        report.overflows = dict(ref.details.get("overflows", {}))
-        report.warnings += ref.warnings
-
-    layer_nodes = [n for n in res.graph.nodes if isinstance(n, (ir.LoihiNeuronNode if t.integer else ir.NeuronNode))]
-    for n in layer_nodes:
-        opt = r_opt.values[n.name]
-        traced = r_traced.values.get(n.name)
-        passes = float((traced == opt).float().mean()) if traced is not None else float("nan")
-        tv = None
-        if n.source in torch_spikes and traced is not None:
-            tv = spike_agreement(traced, torch_spikes[n.source])[0]
-        rec = LayerRecord(n.name, n.source, float(opt.float().mean()), tv, passes)
+    per_sample = (0 if graph.inputs[0].layout == "static" else 1) if graph.metadata.get("batch_dependent") else None
+    y_torch, torch_spikes = (run_torch(module, x, model_output, per_sample, 1 if graph.outputs[0].layout == "split" else 0)
+                             if module is not None else (None, {}))
+    r_traced = run_float(graph, xt, record=True)
+    # what holds before the target's passes: the traced float IR against the torch model
+    for n in graph.nodes:
+        if isinstance(n, ir.NeuronNode):
+            tv = spike_agreement(r_traced.values[n.name], torch_spikes[n.source])[0] if n.source in torch_spikes else None
+            report.layers.append(LayerRecord(n.name, n.source, float(r_traced.values[n.name].float().mean()), tv, None))
+    stage = "compile"
+    try:
+        res = compile_graph(graph, t, calib=calib, input_range=input_range, skip=skip)
+        stage = "run the optimised and the integer models"
+        r_opt = run_float(res.optimized, xt, record=True)
+        ref = t.reference_run(res, x)  # the integer reference model (integer targets), else None
         if ref is not None:
-            rec.float_vs_int, rec.first_divergence = spike_agreement(opt, ref.values[n.name])
-            if rec.first_divergence is not None and report.first_divergent_layer is None:
-                report.first_divergent_layer = f"{n.name} at t={rec.first_divergence[0]}"
-        report.layers.append(rec)
-
-    artifact = t.emit(res, **opts)
-    check = t.check(res, artifact, x, ref if ref is not None else float_run_output(res.optimized, r_opt))
+            report.overflows = dict(ref.details.get("overflows", {}))
+            report.warnings += ref.warnings
+        report.layers = []
+        for n in res.graph.nodes:
+            if not isinstance(n, (ir.LoihiNeuronNode if t.integer else ir.NeuronNode)):
+                continue
+            opt = r_opt.values[n.name]
+            traced = r_traced.values.get(n.name)
+            passes = float((traced == opt).float().mean()) if traced is not None else float("nan")
+            tv = None
+            if n.source in torch_spikes and traced is not None:
+                tv = spike_agreement(traced, torch_spikes[n.source])[0]
+            rec = LayerRecord(n.name, n.source, float(opt.float().mean()), tv, passes)
+            if ref is not None:
+                rec.float_vs_int, rec.first_divergence = spike_agreement(opt, ref.values[n.name])
+                if rec.first_divergence is not None and report.first_divergent_layer is None:
+                    report.first_divergent_layer = f"{n.name} at t={rec.first_divergence[0]}"
+            report.layers.append(rec)
+        stage = f"emit the {t.name} artifact"
+        artifact = t.emit(res, **opts)
+        stage = f"run the {t.name} artifact"
+        check = t.check(res, artifact, x, ref if ref is not None else float_run_output(res.optimized, r_opt))
+    except SpikecError as e:
+        report.failure = f"{stage}: {e}"
+        raise VerifyError(str(e), report) from e
     if check is not None:
         report.check, report.check_lines = check.to_dict(), list(check.lines)
         for rec in report.layers:
@@ -116,6 +161,8 @@ def verify_graph(graph: ir.Graph, target, x: np.ndarray, *, module: Optional[tor
         y_cmp = check.outputs if check is not None and check.outputs is not None else y_float
     top1 = lambda y: _top1(y, per_step)  # noqa: E731
     report.top1_agreement = float((top1(y_float) == top1(y_cmp)).float().mean())
+    report.notes += vacuity_notes(top1(y_float), y_cmp, per_step, report.compared)
+    report.top1_vacuous = bool(report.notes)
     if y_torch is not None:
         report.top1_torch = float((top1(y_torch) == top1(y_cmp)).float().mean())
     if labels is not None:

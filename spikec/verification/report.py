@@ -18,6 +18,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
+from spikec.errors import SpikecError
+
 
 @dataclass
 class LayerRecord:
@@ -25,7 +27,7 @@ class LayerRecord:
     source: str  # the user's module path
     rate: float  # firing rate in the reference (optimised float IR)
     torch_vs_ir: Optional[float]  # None: no torch module (a .pt2 program or a saved IR)
-    passes: float
+    passes: Optional[float]  # None: the target's passes did not run (a failure)
     float_vs_int: Optional[float] = None  # integer targets only
     first_divergence: Optional[tuple[int, int]] = None  # (t, b) of the first float vs integer flip
     target: Optional[float] = None  # agreement of the target's run with its reference
@@ -45,6 +47,9 @@ class VerifyReport:
     check_lines: list[str] = field(default_factory=list)
     overflows: dict = field(default_factory=dict)  # neuron layer -> currents beyond Lava's int32 datapath
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what qualifies a figure (e.g. a vacuous top-1 agreement)
+    top1_vacuous: bool = False  # top1_agreement says nothing (see notes)
+    failure: Optional[str] = None  # the stage that failed and why; the records hold what was checked before
 
     @property
     def exact(self) -> bool:
@@ -89,6 +94,9 @@ class VerifyReport:
         return cols + ([self._target_column()] if self._target_column() else []) + ["first divergence (t, b)"]
 
     def summary_lines(self) -> list[str]:
+        if self.failure:
+            return [f"checked before the failure: torch model vs traced float IR in {len(self.layers)} neuron layers; "
+                    f"failed at: {self.failure}"]
         out = []
         if self.first_divergent_layer:
             out.append(f"first divergence float vs integer: layer {self.first_divergent_layer}")
@@ -102,7 +110,7 @@ class VerifyReport:
         out.append(f"top-1 agreement float vs {self.compared}: {self.top1_agreement:.4%}"
                    + ("" if self.top1_torch is None else f"  (torch vs {self.compared}: {self.top1_torch:.4%})"))
         out += [f"accuracy {k}: {v:.4%}" for k, v in self.accuracy.items()]
-        return out
+        return out + [f"NOTE: {n}" for n in self.notes]
 
     def lines(self) -> list[str]:
         """Plain text: a header, a line per neuron layer, then the summary."""
@@ -131,3 +139,11 @@ class VerifyReport:
 
     def _repr_pretty_(self, p, cycle):  # IPython / Jupyter
         p.text("\n".join(self.lines()))
+
+
+class VerifyError(SpikecError):
+    """A stage of ``verify`` failed; ``report`` holds what was checked before it."""
+
+    def __init__(self, message: str, report: VerifyReport):
+        super().__init__(message)
+        self.report = report

@@ -20,6 +20,7 @@ import numpy as np
 
 from .netspec import Connection, NetSpec
 
+CORES_PER_CHIP = 128
 NEURONS_PER_CORE = 8192
 SYNAPSES_PER_CORE = 120_000_000 // 128
 LIMITS_SOURCE = "Intel Labs, Loihi 2 technology brief (2021): 1M neurons, 120M synapses, 128 cores per chip"
@@ -79,6 +80,12 @@ def report_lines(spec: NetSpec) -> list[str]:
     out.append(f"total: {sum(r.neurons for r in rows if r.kind != 'source')} neurons, "
                f"{sum(r.synapses for r in rows)} synapses, >= {total} cores; latency {spec.latency} steps, T = {spec.T}")
     out.append(f"limits: {NEURONS_PER_CORE} neurons / {SYNAPSES_PER_CORE} synapses per core ({LIMITS_SOURCE})")
+    chips = -(-total // CORES_PER_CHIP)
+    if chips > 1:
+        out.append(f"needs at least {chips} Loihi 2 chips ({total} cores > {CORES_PER_CHIP} cores per chip): a multi-chip "
+                   "system (e.g. Kapoho Point, 8 chips), or a smaller model")
+    else:
+        out.append(f"fits on one Loihi 2 chip ({total} of {CORES_PER_CHIP} cores, lower bound)")
     host = [n for n in spec.host_nodes if spec.graph[n].op not in ("output", "dequantize")]
     if host:
         out.append(f"host tail (after the network, on the host): {', '.join(host)}")

@@ -21,14 +21,23 @@ def _full_like(c, x, value=0.0, *rest, **kwargs):
 
 
 def _neuron(c, x, model, v_threshold, v_reset, tau, decay_input, leak_rate, v_init):
+    """A multi-step neuron over the time axis.  On a tensor whose time axis is merged into the batch
+    ([T*B, ...], as QKFormer's code runs some of its LIF layers) the upstream neuron steps through
+    time and batch together, so in a batch a sample's spikes depend on the samples before it; for one
+    sample (B = 1, what a chip runs) the merged axis is exactly time.  spikec compiles that
+    per-sample meaning, notes it, and ``verify`` runs such a torch model one sample at a time."""
     x = c.act(x)
     if x.layout != "split":
-        raise c.unsupported("a neuron on a tensor whose time axis is merged into the batch")
+        path, typ = c.module_of_current()
+        c.batch_dependent.append(path)
+        c.notes.append(f"module '{path}' ({typ}) runs a multi-step neuron over a [T*B, ...] tensor: upstream, a "
+                       "sample's spikes then depend on the samples batched before it; spikec compiles the per-sample "
+                       "meaning (B = 1: the merged axis is time), and verify runs the torch model one sample at a time")
     name = c.emit(ir.NeuronNode, [x.value], primary=True, model=model, v_threshold=float(v_threshold),
                   v_reset=None if v_reset is None else float(v_reset), tau=None if tau is None else float(tau),
                   decay_input=bool(decay_input), leak_rate=None if leak_rate is None else float(leak_rate),
                   v_init=float(v_init))
-    return Act(name, "split")
+    return Act(name, x.layout)
 
 
 @handles("spikec.neuron")

@@ -52,7 +52,7 @@ def test_compat_module_fixes_lava_import_on_311():
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
 
 
-def test_resource_report(zoo_models):
+def test_resource_report(zoo_models, monkeypatch):
     res = compile_graph(zoo_models["spikformer_digits"][2], "lava")
     spec = build_netspec(res.quantized)
     rows = resource_report(spec)
@@ -64,6 +64,11 @@ def test_resource_report(zoo_models):
     text = "\n".join(report_lines(spec))
     assert "8192 neurons" in text and "Loihi 2 technology brief" in text and "addressed_acc" in text
     assert "host tail" in text
+    total = sum(r.cores for r in rows)
+    assert f"fits on one Loihi 2 chip ({total} of 128 cores" in text
+    monkeypatch.setattr("spikec.targets.lava.resources.CORES_PER_CHIP", max(1, total // 3))  # a model too big for a chip
+    text = "\n".join(report_lines(spec))
+    assert "needs at least 3 Loihi 2 chips" in text or "needs at least 4 Loihi 2 chips" in text
 
 
 def test_floor_before_sum_is_refused():
