@@ -135,9 +135,11 @@ def _factory_path(spec: str) -> tuple[str, str, Optional[Path]]:
 @contextlib.contextmanager
 def _model_code_importable(file: Optional[Path]) -> Iterator[None]:
     """The model file's folder first on ``sys.path`` (its sibling modules win, as when it is run as a
-    script), or for a module path the working directory last (like ``python -m``)."""
+    script), and the working directory last (like ``python -m``: published code such as
+    Spike-Driven Transformer's ``model/spikeformer.py`` imports packages of its repository root,
+    where its training script runs); for a module path the working directory last only."""
     if file is not None:
-        with _on_sys_path(str(file.parent.resolve()), first=True):
+        with _on_sys_path(str(file.parent.resolve()), first=True), _on_sys_path(_cwd_entry(), first=False):
             yield
     else:
         with _on_sys_path(_cwd_entry(), first=False):

@@ -341,3 +341,25 @@ def test_state_dict_prefix_that_does_not_help_is_named(tmp_path):
     msg = _one_line(e)
     assert "start with 'model.'" in msg and "missing keys: 0.weight" in msg and "unexpected keys: weight" in msg
 
+
+
+def test_model_file_imports_packages_of_the_repository_root(tmp_path, monkeypatch):
+    """Spike-Driven Transformer's ``model/spikeformer.py`` does ``from module import *`` where
+    ``module/`` sits at the repository root (where its training script runs): run from the root,
+    ``--model model/spikeformer.py:fn`` resolves it (the working directory is importable, last)."""
+    _write(tmp_path / f"{PREFIX}blocks" / "__init__.py", """
+        from torch import nn
+
+        def block():
+            return nn.Linear(2, 4)
+    """)
+    _write(tmp_path / "model" / "net.py", f"""
+        from {PREFIX}blocks import *
+
+        def factory():
+            return block()
+    """)
+    monkeypatch.chdir(tmp_path)
+    before = list(sys.path)
+    assert build_model("model/net.py:factory").out_features == 4
+    assert sys.path == before
