@@ -11,9 +11,15 @@ selection or a summand), so ``M`` is exact in any integer or float dtype that ho
 Targets that fold data movement into connection weights (Lava), or write it as an Affine (NIR),
 or as a MatMul (ONNX), build the matrices here; what a target refuses to fold is the target's
 decision, checked before it asks for a map.
+
+The weight-shared maps also exist as kernels that never build ``M`` (:func:`conv_apply`,
+:func:`conv_apply_transposed`, :func:`linear_apply`: numpy only, exact integers), for targets
+whose memory must be the kernel, not the unrolled matrix (Lava's convolution connections).
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,7 +28,8 @@ from ..errors import UnsupportedError
 from .nodes import AvgPoolNode, Node, PadNode, PermuteNode, ReduceNode, RepeatTimeNode, ReshapeNode, SliceNode
 from .types import TensorType
 
-__all__ = ["broadcast_matrix", "conv_matrix", "linear_matrix", "op_matrix"]
+__all__ = ["as_gather", "broadcast_matrix", "conv_apply", "conv_apply_transposed", "conv_matrix", "linear_apply",
+           "linear_matrix", "op_matrix"]
 
 
 def _select(out_from_in: np.ndarray, n_in: int) -> sp.csr_matrix:
@@ -132,3 +139,95 @@ def broadcast_matrix(in_feats, out_feats) -> sp.csr_matrix:
     n_in = int(np.prod(in_feats))
     idx = np.broadcast_to(np.arange(n_in).reshape(aligned), out_feats).reshape(-1)
     return _select(idx, n_in)
+
+
+# ------------------------------------------------------------------------------------------------
+# weight-shared maps applied as kernels (no unrolled matrix): numpy only, exact integers
+# ------------------------------------------------------------------------------------------------
+
+_EXACT_FLOAT64 = 1 << 53  # float64 holds every integer below 2^53: sums bounded by that are exact
+
+
+def _exact_matmul(a: np.ndarray, b: np.ndarray, bound: int) -> np.ndarray:
+    """Integer ``a @ b`` as int64, in float64 (BLAS) when ``bound`` (max |a| · max |b| · inner size)
+    proves every partial sum an integer below 2^53, else in int64."""
+    if bound < _EXACT_FLOAT64:
+        return np.rint(np.matmul(a.astype(np.float64), b.astype(np.float64))).astype(np.int64)
+    return np.matmul(a.astype(np.int64), b.astype(np.int64))
+
+
+def _absmax(x: np.ndarray) -> int:
+    return int(np.abs(x).max()) if x.size else 0
+
+
+def _conv_geometry(in_spatial, out_spatial, k, stride, padding, dilation):
+    """Zero padding (low, high) per spatial axis so that every output window lies inside."""
+    return [(padding[a], max(0, (out_spatial[a] - 1) * stride[a] + dilation[a] * (k[a] - 1) + 1 - in_spatial[a] - padding[a]))
+            for a in range(len(k))]
+
+
+def _taps(k, stride, dilation, out_spatial):
+    """Per kernel offset: the strided slices of the padded input that the offset reads."""
+    for offs in np.ndindex(*k):
+        yield offs, tuple(slice(offs[a] * dilation[a], offs[a] * dilation[a] + stride[a] * (out_spatial[a] - 1) + 1, stride[a])
+                          for a in range(len(k)))
+
+
+def conv_apply(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, groups, out_spatial) -> np.ndarray:
+    """``M · x`` for ``M`` = :func:`conv_matrix` (same indexing: PyTorch cross-correlation, zero
+    padding, windows beyond the input have fewer entries) without building ``M``: ``x``
+    ``[C_in, *spatial]`` integers, ``weight`` ``[C_out, C_in / groups, *kernel]``, result int64
+    ``[C_out, *out_spatial]``.  Exact: float64 GEMM only when max|w| · max|x| · fan-in < 2^53."""
+    x = np.asarray(x)
+    w = np.asarray(weight)
+    cout, cin_g = w.shape[:2]
+    k = w.shape[2:]
+    cin = x.shape[0]
+    n_k, n_pos = int(np.prod(k)), int(np.prod(out_spatial))
+    xp = np.pad(x, [(0, 0)] + _conv_geometry(x.shape[1:], out_spatial, k, stride, padding, dilation))
+    cols = np.empty((cin, n_k, n_pos), dtype=x.dtype)
+    for t, (_, sl) in enumerate(_taps(k, stride, dilation, out_spatial)):
+        cols[:, t] = xp[(slice(None),) + sl].reshape(cin, n_pos)
+    cols = cols.reshape(groups, cin_g * n_k, n_pos)
+    wg = w.reshape(groups, cout // groups, cin_g * n_k)
+    out = _exact_matmul(wg, cols, _absmax(w) * _absmax(x) * cin_g * n_k)
+    return out.reshape(cout, *out_spatial)
+
+
+def conv_apply_transposed(y: np.ndarray, weight: np.ndarray, in_spatial, stride, padding, dilation, groups) -> np.ndarray:
+    """``Mᵀ · y`` for ``M`` = :func:`conv_matrix` (``y`` ``[C_out, *out_spatial]``), int64
+    ``[C_in, *in_spatial]``, exact (int64 accumulation)."""
+    y = np.asarray(y, np.int64)
+    w = np.asarray(weight, np.int64)
+    cout, cin_g = w.shape[:2]
+    k = w.shape[2:]
+    out_spatial = y.shape[1:]
+    n_k, n_pos = int(np.prod(k)), int(np.prod(out_spatial))
+    geo = _conv_geometry(in_spatial, out_spatial, k, stride, padding, dilation)
+    cols = np.matmul(np.swapaxes(w.reshape(groups, cout // groups, cin_g * n_k), 1, 2),
+                     y.reshape(groups, cout // groups, n_pos)).reshape(groups * cin_g, n_k, *out_spatial)
+    xp = np.zeros((groups * cin_g,) + tuple(in_spatial[a] + lo + hi for a, (lo, hi) in enumerate(geo)), np.int64)
+    for t, (_, sl) in enumerate(_taps(k, stride, dilation, out_spatial)):
+        xp[(slice(None),) + sl] += cols[:, t]
+    inner = (slice(None),) + tuple(slice(lo, lo + in_spatial[a]) for a, (lo, _) in enumerate(geo))
+    return xp[inner]
+
+
+def linear_apply(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``M · x`` for ``M`` = :func:`linear_matrix` without building it: ``x`` ``[*lead, in]``
+    integers, result int64 ``[*lead, out]`` (exact, as :func:`conv_apply`)."""
+    x = np.asarray(x)
+    w = np.asarray(weight)
+    return _exact_matmul(x, w.T, _absmax(w) * _absmax(x) * w.shape[1])
+
+
+def as_gather(m: sp.csr_matrix) -> Optional[np.ndarray]:
+    """The index vector ``idx`` of a partial selection ``m`` (every row at most one entry, equal to
+    1): ``(m · x)[o] = x[idx[o]]``, 0 where ``idx[o] = −1``; None when ``m`` is not one."""
+    m = m.tocsr()
+    counts = np.diff(m.indptr)
+    if counts.size and counts.max() > 1 or (m.nnz and not np.all(m.data == 1)):
+        return None
+    idx = np.full(m.shape[0], -1, np.int64)
+    idx[counts == 1] = m.indices[: m.nnz]  # one entry per non-empty row, in row order
+    return idx

@@ -11,11 +11,23 @@ The quantized graph is cut into *stages* that become Lava processes:
 
 Everything between stages is linear integer algebra (synapses, sums of synapse outputs into one
 neuron, reshapes, permutes, slices, token sums, sum pools, zero padding, power-of-two shifts) and is
-*folded* into connection matrices: every stage input is a sum of terms ``M · producer`` with an
-integer matrix ``M`` and one weight exponent, each term one Lava ``Dense`` / ``Sparse`` /
-``DelaySparse`` connection (or, for a pure index selection into a custom process, a gather inside
-the process).  A term whose weights leave Lava's 8-bit range after folding, or whose floor shift
-(negative exponent) would be followed by a sum, is refused with the node named.
+*folded* into connections: every stage input is a sum of terms ``M · producer`` with an integer
+matrix ``M`` and one weight exponent, each term one Lava connection (or, for a pure index selection
+into a custom process, a gather inside the process).  A term whose weights leave Lava's 8-bit range
+after folding, or whose floor shift (negative exponent) would be followed by a sum, is refused with
+the node named.
+
+``M`` is never unrolled when it holds a weight-shared map: a term through a synapse is kept
+factored, ``M = post · K · pre``, with ``K`` the synapse's kernel (a convolution, or a linear map
+applied at every leading position) and ``pre`` / ``post`` the index maps of the data movement
+around it.  When ``pre`` is an injective partial selection and ``post`` a partial selection (the
+reshapes, permutes, slices, zero padding and broadcasts of real models), every entry of ``M`` is
+an entry of the kernel, so the 8-bit check is a check of the kernel, and the term becomes one
+:class:`~.procs.process.ConvConnection` whose memory is the kernel plus two index vectors
+(:class:`ConvWeights`).  Otherwise (a sum or a repetition around the kernel, or a linear layer
+without shared positions, which is dense anyway) ``M`` is built as a sparse matrix and becomes a
+``Dense`` / ``Sparse``; its 8-bit check runs on its stored entries (never on a dense copy).  Before
+anything is unrolled, :func:`~.resources.estimate_memory` prices the network (``max_memory``).
 
 Timing: each connection adds one step.  Every stage's inputs are balanced to the same latency with
 synaptic delays (``DelaySparse``) or, for direct inputs of custom processes, delay relays; the
@@ -25,14 +37,23 @@ network computes exactly the intref function, stage outputs shifted by the stage
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import scipy.sparse as sp
 
 from spikec import ir
-from spikec.errors import UnsupportedError
-from spikec.ir.index_maps import broadcast_matrix, conv_matrix, linear_matrix, op_matrix
+from spikec.errors import SpikecError, UnsupportedError
+from spikec.ir.index_maps import (
+    as_gather,
+    broadcast_matrix,
+    conv_apply,
+    conv_apply_transposed,
+    conv_matrix,
+    linear_apply,
+    linear_matrix,
+    op_matrix,
+)
 
 from ..intref.kernels import lava_effective_weights
 
@@ -41,35 +62,255 @@ _FOLDABLE = (ir.SynapseNode, ir.AddNode, ir.ReshapeNode, ir.PermuteNode, ir.Slic
              ir.AvgPoolNode, ir.PadNode, ir.ShiftNode, ir.RepeatTimeNode)
 
 
+# ------------------------------------------------------------------------------------------------
+# the weight-shared map of a synapse, and a connection through it (never unrolled)
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class SharedMap:
+    """A synapse node's map ``K`` ``[n_out, n_in]`` over flattened features, held as its kernel:
+    a convolution (``layout "conv"``) or a matrix applied at every leading feature position
+    (``"linear"``).  ``apply`` is ``K · x`` (exact integers), ``matrix()`` the unrolled ``K``."""
+
+    node: ir.SynapseNode
+    in_feats: tuple
+    out_feats: tuple
+
+    @property
+    def layout(self) -> str:
+        return self.node.layout
+
+    @property
+    def weight(self) -> np.ndarray:
+        return self.node.weight
+
+    @property
+    def n_in(self) -> int:
+        return int(np.prod(self.in_feats))
+
+    @property
+    def n_out(self) -> int:
+        return int(np.prod(self.out_feats))
+
+    @property
+    def shared(self) -> bool:
+        """Whether one weight serves several synapses (a convolution, or a linear map at more than
+        one position); a linear map at one position is a dense matrix."""
+        return self.layout == "conv" or len(self.in_feats) > 1 and int(np.prod(self.in_feats[:-1])) > 1
+
+    @property
+    def stored(self) -> int:
+        """Weights stored (each shared weight once, as netx counts a convolution)."""
+        return int(np.count_nonzero(self.weight))
+
+    def apply(self, x: np.ndarray, weight: Optional[np.ndarray] = None) -> np.ndarray:
+        w = self.weight if weight is None else weight
+        x = np.asarray(x).reshape(self.in_feats)
+        n = self.node
+        if self.layout == "conv":
+            return conv_apply(x, w, n.stride, n.padding, n.dilation, n.groups, self.out_feats[1:]).reshape(-1)
+        return linear_apply(x, w).reshape(-1)
+
+    def apply_transposed(self, y: np.ndarray, weight: Optional[np.ndarray] = None) -> np.ndarray:
+        w = self.weight if weight is None else weight
+        y = np.asarray(y, np.int64).reshape(self.out_feats)
+        n = self.node
+        if self.layout == "conv":
+            return conv_apply_transposed(y, w, self.in_feats[1:], n.stride, n.padding, n.dilation, n.groups).reshape(-1)
+        return linear_apply(y, np.asarray(w, np.int64).T).reshape(-1)
+
+    def matrix(self) -> sp.csr_matrix:
+        return synapse_matrix(self.node, self.in_feats, self.out_feats)
+
+    def indicator(self) -> np.ndarray:
+        return (np.asarray(self.weight) != 0).astype(np.int64)
+
+
+def _gather_apply(idx: Optional[np.ndarray], x: np.ndarray) -> np.ndarray:
+    if idx is None:
+        return x
+    return np.where(idx >= 0, x[np.maximum(idx, 0)], 0)
+
+
+@dataclass(eq=False)
+class ConvWeights:
+    """The connection matrix ``M = post · K · pre`` ``[n_dst, n_src]`` of a term through a
+    weight-shared synapse, held factored: ``pre`` gathers the kernel's input from the producer
+    (``idx`` with −1 for a zero, injective), ``K`` is the :class:`SharedMap`, ``post`` gathers the
+    stage input from the kernel's output (None: identity).  Every entry of ``M`` is an entry of the
+    kernel.  ``nnz`` / ``row_nnz`` / ``col_nnz`` count the synapses of the unrolled ``M`` exactly,
+    from the kernel's non-zero pattern (convolutions of 0/1 masks), without unrolling it."""
+
+    core: SharedMap
+    pre: Optional[np.ndarray]
+    post: Optional[np.ndarray]
+    n_src: int
+
+    def __post_init__(self):
+        self._rows = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.core.n_out if self.post is None else len(self.post), self.n_src)
+
+    def row_nnz(self) -> np.ndarray:
+        """Synapses per destination neuron (fan-in)."""
+        if self._rows is None:
+            mask = np.ones(self.core.n_in, np.int64) if self.pre is None else (self.pre >= 0).astype(np.int64)
+            self._rows = _gather_apply(self.post, self.core.apply(mask, self.core.indicator()))
+        return self._rows
+
+    def col_nnz(self) -> np.ndarray:
+        """Synapses per source neuron (fan-out)."""
+        mult = (np.ones(self.core.n_out, np.int64) if self.post is None
+                else np.bincount(self.post[self.post >= 0], minlength=self.core.n_out))
+        c = self.core.apply_transposed(mult, self.core.indicator())
+        if self.pre is None:
+            return c
+        ok = self.pre >= 0
+        return np.bincount(self.pre[ok], weights=c[ok], minlength=self.n_src).astype(np.int64)
+
+    @property
+    def nnz(self) -> int:
+        """Synapses of the unrolled matrix."""
+        return int(self.row_nnz().sum())
+
+    @property
+    def stored(self) -> int:
+        return self.core.stored
+
+    @property
+    def data(self) -> np.ndarray:
+        """The distinct non-zero weights (what the 8-bit check and the sign mode look at)."""
+        w = np.asarray(self.core.weight)
+        return np.unique(w[w != 0]).astype(np.int64)
+
+    def apply(self, s: np.ndarray) -> np.ndarray:
+        """``M · s`` (int64, exact)."""
+        return _gather_apply(self.post, self.core.apply(_gather_apply(self.pre, np.asarray(s))))
+
+    def tocsr(self) -> sp.csr_matrix:
+        """The unrolled ``M`` (tests and small cases only)."""
+        m = self.core.matrix()
+        if self.pre is not None:
+            m = m @ _gather_matrix(self.pre, self.n_src)
+        if self.post is not None:
+            m = _gather_matrix(self.post, self.core.n_out) @ m
+        return m.tocsr()
+
+
+def _gather_matrix(idx: np.ndarray, n_in: int) -> sp.csr_matrix:
+    rows = np.nonzero(idx >= 0)[0]
+    return sp.csr_matrix((np.ones(len(rows), np.int64), (rows, idx[rows])), shape=(len(idx), n_in))
+
+
+@dataclass(eq=False)
+class Unrolled:
+    """A term through a synapse that cannot stay factored (a sum or a repetition around the
+    kernel, or a dense linear map): ``post · K · pre``, built as a sparse matrix only after the
+    memory estimate (:func:`build_netspec`).  ``nnz`` is an upper bound until then."""
+
+    core: SharedMap
+    pre: sp.csr_matrix
+    post: Optional[sp.csr_matrix]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.core.n_out if self.post is None else self.post.shape[0], self.pre.shape[1])
+
+    @property
+    def stored(self) -> int:
+        return self.nnz
+
+    def row_nnz(self) -> np.ndarray:
+        """Upper bound of the synapses per destination neuron."""
+        q = np.diff(self.pre.tocsr().indptr).astype(np.int64)
+        r = self.core.apply(q, self.core.indicator())
+        if self.post is not None:
+            r = (abs(self.post) != 0).astype(np.int64) @ r
+        return np.asarray(r, np.int64)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.row_nnz().sum())
+
+    def build(self) -> sp.csr_matrix:
+        m = self.core.matrix() @ self.pre
+        if self.post is not None:
+            m = self.post @ m
+        m = m.tocsr()
+        m.sum_duplicates()
+        m.eliminate_zeros()
+        return m
+
+
+Weights = Union[sp.csr_matrix, ConvWeights, Unrolled]
+
+
 @dataclass
 class Term:
-    """``matrix · producer`` scaled by ``2^exp`` (Lava weight exponent)."""
+    """``matrix · producer`` scaled by ``2^exp`` (Lava weight exponent).  With a ``core`` (the
+    synapse's weight-shared map) the map is ``post · core · matrix`` instead, kept factored."""
 
     producer: str
-    matrix: sp.csr_matrix  # [n_value, n_producer] integer
+    matrix: sp.csr_matrix  # [n_value, n_producer] integer (with a core: [core.n_in, n_producer])
     exp: int = 0
     synapse: Optional[str] = None  # the synapse node on this path (at most one)
     floored: bool = False  # a negative exponent was applied (no sums may follow)
+    core: Optional[SharedMap] = None
+    post: Optional[sp.csr_matrix] = None  # [n_value, core.n_out]; None: identity
 
     def is_gather(self) -> bool:
         m = self.matrix
-        return self.exp == 0 and self.synapse is None and m.nnz == m.shape[0] and np.all(m.data == 1) \
-            and np.all(np.diff(m.indptr) == 1)
+        return self.core is None and self.exp == 0 and self.synapse is None and m.nnz == m.shape[0] \
+            and np.all(m.data == 1) and np.all(np.diff(m.indptr) == 1)
+
+    def then(self, m: sp.csr_matrix) -> "Term":
+        """This term followed by the index map ``m``."""
+        if self.core is None:
+            return Term(self.producer, (m @ self.matrix).tocsr(), self.exp, self.synapse, self.floored)
+        post = m if self.post is None else (m @ self.post).tocsr()
+        return Term(self.producer, self.matrix, self.exp, self.synapse, self.floored, self.core, post)
+
+    def weights(self, n_src: int) -> Weights:
+        """The connection matrix: sparse (no core), factored (:class:`ConvWeights`) or to be
+        unrolled (:class:`Unrolled`)."""
+        if self.core is None:
+            w = self.matrix.tocsr()
+            w.sum_duplicates()
+            return w
+        pre = as_gather(self.matrix)
+        post = None if self.post is None else as_gather(self.post)
+        injective = pre is not None and len(np.unique(pre[pre >= 0])) == int((pre >= 0).sum())
+        if self.core.shared and injective and (self.post is None or post is not None):
+            identity = len(pre) == n_src and np.array_equal(pre, np.arange(n_src))
+            return ConvWeights(self.core, None if identity else pre, post, n_src)
+        return Unrolled(self.core, self.matrix, self.post)
 
 
 @dataclass
 class Connection:
-    """One Lava connection process: ``a = (W · s) << exp`` into a stage input port."""
+    """One Lava connection process: ``a = (W · s) << exp`` into a stage input port.  ``weights``
+    is a sparse matrix (``Dense`` / ``Sparse``) or :class:`ConvWeights` (``ConvConnection``)."""
 
     name: str
     src: str
     dst: str
     port: int
-    weights: sp.csr_matrix
+    weights: Weights
     exp: int
     sign_mode: str
     graded: bool
     delay: int = 0
+    synapse: Optional[str] = None  # the synapse node folded in (None: data movement only)
+
+    @property
+    def kind(self) -> str:
+        if isinstance(self.weights, ConvWeights):
+            return "conv"
+        w = self.weights
+        return "dense" if w.shape[0] * w.shape[1] <= 1 << 20 and w.nnz > 0.1 * w.shape[0] * w.shape[1] else "sparse"
 
 
 @dataclass
@@ -92,6 +333,7 @@ class NetSpec:
     connections: list[Connection]
     host_nodes: list[str]  # nodes evaluated on the host after the network
     recorded: list[str]  # stage outputs read back (all of them)
+    memory: Optional[object] = None  # resources.MemoryEstimate of the Lava run
 
     @property
     def latency(self) -> int:
@@ -103,11 +345,13 @@ class NetSpec:
 # ------------------------------------------------------------------------------------------------
 
 
-def synapse_matrix(n: ir.SynapseNode, in_t: ir.TensorType, out_t: ir.TensorType) -> sp.csr_matrix:
+def synapse_matrix(n: ir.SynapseNode, in_feats, out_feats) -> sp.csr_matrix:
+    """The unrolled map of a synapse node (features of its input and output): tests and the terms
+    that cannot stay factored only."""
     w = np.asarray(n.weight, np.int64)
     if n.layout == "conv":
-        return conv_matrix(w, in_t.features, n.stride, n.padding, n.dilation, n.groups, out_t.features)
-    return linear_matrix(w, in_t.features)
+        return conv_matrix(w, in_feats, n.stride, n.padding, n.dilation, n.groups, out_feats)
+    return linear_matrix(w, in_feats)
 
 
 def _foldable_matrix(n: ir.Node, in_t: ir.TensorType, out_t: ir.TensorType) -> sp.csr_matrix:
@@ -135,17 +379,16 @@ def _linearize(graph: ir.Graph, value: str, stages: set[str], source: str, memo:
         if n.bias is not None:
             raise UnsupportedError(f"lava: synapse {n.name} ({n.source}) has a bias but feeds the network")
         inner = _linearize(graph, n.inputs[0], stages, source, memo)
-        w = synapse_matrix(n, graph.types[n.inputs[0]], t)
+        core = SharedMap(n, tuple(graph.types[n.inputs[0]].features), tuple(t.features))
         terms = []
         for tm in inner:
             if tm.synapse is not None:
                 raise UnsupportedError(f"lava: synapses {tm.synapse} and {n.name} in a row cannot be folded")
-            terms.append(Term(tm.producer, (w @ tm.matrix).tocsr(), tm.exp + n.weight_exp, n.name,
-                              tm.floored or n.weight_exp < 0))
+            terms.append(Term(tm.producer, tm.matrix, tm.exp + n.weight_exp, n.name, tm.floored or n.weight_exp < 0, core))
     elif isinstance(n, ir.AddNode):
         terms = _linearize(graph, n.inputs[0], stages, source, memo) + _linearize(graph, n.inputs[1], stages, source, memo)
     elif isinstance(n, ir.ShiftNode):
-        terms = [Term(tm.producer, tm.matrix, tm.exp + n.shift, tm.synapse, tm.floored or n.shift < 0)
+        terms = [Term(tm.producer, tm.matrix, tm.exp + n.shift, tm.synapse, tm.floored or n.shift < 0, tm.core, tm.post)
                  for tm in _linearize(graph, n.inputs[0], stages, source, memo)]
     elif isinstance(n, _FOLDABLE):
         m = _foldable_matrix(n, graph.types[n.inputs[0]], t)
@@ -155,23 +398,37 @@ def _linearize(graph: ir.Graph, value: str, stages: set[str], source: str, memo:
             if sums and tm.floored:
                 raise UnsupportedError(f"lava: {n.op} {n.name} ({n.source}) sums values that a negative weight "
                                        "exponent already floored; Lava applies the exponent after the sum")
-            terms.append(Term(tm.producer, (m @ tm.matrix).tocsr(), tm.exp, tm.synapse, tm.floored))
+            terms.append(tm.then(m))
     else:
         raise UnsupportedError(f"lava: {n.op} {n.name} ({n.source}) has no Lava form between stages")
     memo[value] = terms
     return terms
 
 
-def _sign_mode(w: sp.csr_matrix) -> str:
-    if w.nnz == 0 or w.data.min() >= 0:
+def _sign_mode(data: np.ndarray) -> str:
+    if data.size == 0 or data.min() >= 0:
         return "exc"
-    if w.data.max() <= 0:
+    if data.max() <= 0:
         return "inh"
     return "mixed"
 
 
-def build_netspec(graph: ir.Graph) -> NetSpec:
-    """Cut a quantized graph into Lava stages and connections (see module docstring)."""
+def _check_8bit(data: np.ndarray, what: str) -> str:
+    """The sign mode of the stored weights ``data``, or the refusal when Lava would change them."""
+    data = np.asarray(data, np.int64)
+    mode = _sign_mode(data)
+    if data.size and not np.array_equal(lava_effective_weights(data, mode), data):
+        raise UnsupportedError(f"lava: the connection {what} has weights outside Lava's 8-bit {mode} range after folding "
+                               f"(e.g. sums of weights); max |w| {np.abs(data).max()}")
+    return mode
+
+
+def build_netspec(graph: ir.Graph, max_memory: Optional[int] = None) -> NetSpec:
+    """Cut a quantized graph into Lava stages and connections (see module docstring).
+
+    The network's memory is estimated (:func:`~.resources.estimate_memory`, kept in
+    ``NetSpec.memory``) before any term is unrolled; above ``max_memory`` bytes the build is
+    refused with the estimate."""
     graph.validate()
     qin = [n for n in graph.nodes if isinstance(n, ir.QuantizeInputNode)]
     if len(qin) != 1:
@@ -210,7 +467,7 @@ def build_netspec(graph: ir.Graph) -> NetSpec:
             terms = [tm for v in values for tm in _linearize(graph, v, stage_set, source, memo)]
             if kind == "and":  # an AND broadcasts its operands to the output shape: fold that selection in
                 b = broadcast_matrix(graph.types[values[0]].features, graph.types[name].features)
-                terms = [Term(tm.producer, (b @ tm.matrix).tocsr(), tm.exp, tm.synapse, tm.floored) for tm in terms]
+                terms = [tm.then(b) for tm in terms]
             port_terms.append(terms)
         # depth: connections add one step; gathers into custom processes add none
         arrivals = []
@@ -226,20 +483,28 @@ def build_netspec(graph: ir.Graph) -> NetSpec:
                 idx = tm.matrix.indices.astype(np.int64)
                 st.inputs.append(("gather", p, tm.producer, idx, delay))
                 continue
-            w = tm.matrix.tocsr()
-            w.sum_duplicates()
-            mode = _sign_mode(w)
-            dense = w.toarray()
-            if not np.array_equal(lava_effective_weights(dense, mode) if w.nnz else dense, dense):
-                raise UnsupportedError(
-                    f"lava: the connection {tm.producer} -> {name} (through {tm.synapse or 'data movement'}) has weights "
-                    f"outside Lava's 8-bit {mode} range after folding (e.g. sums of weights); max |w| {np.abs(w.data).max()}")
+            w = tm.weights(stages[tm.producer].size)
+            what = f"{tm.producer} -> {name} (through {tm.synapse or 'data movement'})"
+            mode = None if isinstance(w, Unrolled) else _check_8bit(w.data, what)  # Unrolled: checked once built
             if delay > 62:
                 raise UnsupportedError(f"lava: balancing {tm.producer} -> {name} needs a delay of {delay} > 62 steps")
             conn = Connection(f"{tm.producer}->{name}#{len(connections)}", tm.producer, name, p, w, tm.exp, mode,
-                              graded=stages[tm.producer].graded, delay=delay)
+                              graded=stages[tm.producer].graded, delay=delay, synapse=tm.synapse)
             connections.append(conn)
             st.inputs.append(conn)
         stages[name] = st
     # every stage output is read back: the host recomputes the rest (e.g. the classifier) from them
-    return NetSpec(graph, T, source, stages, connections, host, list(stage_names))
+    spec = NetSpec(graph, T, source, stages, connections, host, list(stage_names))
+
+    from .resources import estimate_memory, format_bytes
+
+    spec.memory = estimate_memory(spec)
+    if max_memory is not None and spec.memory.total > max_memory:
+        raise SpikecError(f"lava: the network needs about {format_bytes(spec.memory.total)} "
+                          f"({spec.memory.summary()}), over the limit of {format_bytes(max_memory)} (--max-memory)")
+    for c in connections:  # the terms that must be unrolled, now that the estimate allows it
+        if isinstance(c.weights, Unrolled):
+            syn = c.weights.core.node.name
+            c.weights = c.weights.build()
+            c.sign_mode = _check_8bit(c.weights.data, f"{c.src} -> {c.dst} (through {syn})")
+    return spec

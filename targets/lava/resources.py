@@ -9,6 +9,13 @@ per chip), assuming an even split per core:
 * synapses per core: 120,000,000 / 128 = 937,500
 
 Real mappings also depend on fan-in, weight precision and axon routing; this is a lower bound.
+
+Synapses are counted twice: ``synapses`` is the unrolled count (one per source-destination pair,
+what a Dense / Sparse connection stores), ``weights`` what is stored when a convolution's shared
+kernel is counted once (as lava-dl netx counts it); the cores use the unrolled count.
+
+:func:`estimate_memory` prices the Lava CPU simulation of the network before it is built (one
+operating-system process per Lava process: stages, connections, delay relays, sinks).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .netspec import Connection, NetSpec
+from .netspec import Connection, ConvWeights, NetSpec
 
 CORES_PER_CHIP = 128
 NEURONS_PER_CORE = 8192
@@ -40,11 +47,24 @@ class StageResources:
     name: str
     kind: str
     neurons: int
-    synapses: int
+    synapses: int  # unrolled: one per source-destination pair
     fan_in: int
     fan_out: int
     cores: int
     mapping: str
+    weights: int = 0  # stored: a convolution's shared kernel counted once
+
+
+def _row_nnz(w) -> np.ndarray:
+    return w.row_nnz() if isinstance(w, ConvWeights) else np.diff(w.indptr)
+
+
+def _col_nnz(w) -> np.ndarray:
+    return w.col_nnz() if isinstance(w, ConvWeights) else np.bincount(w.indices, minlength=w.shape[1])
+
+
+def _stored(w) -> int:
+    return w.stored if isinstance(w, ConvWeights) else int(w.nnz)
 
 
 def resource_report(spec: NetSpec) -> list[StageResources]:
@@ -59,26 +79,156 @@ def resource_report(spec: NetSpec) -> list[StageResources]:
         syn = sum(c.weights.nnz for c in ins)
         fan_in = 0
         if ins:
-            per_row = sum(np.diff(c.weights.indptr) for c in ins)
+            per_row = sum(_row_nnz(c.weights) for c in ins)
             fan_in = int(np.max(per_row)) if np.size(per_row) else 0
         outs = outgoing.get(name, [])
         fan_out = 0
         if outs:
-            per_col = sum(np.bincount(c.weights.indices, minlength=c.weights.shape[1]) for c in outs)
+            per_col = sum(_col_nnz(c.weights) for c in outs)
             fan_out = int(np.max(per_col))
         cores = 0 if st.kind == "source" else max(1, math.ceil(st.size / NEURONS_PER_CORE), math.ceil(syn / SYNAPSES_PER_CORE))
-        rows.append(StageResources(name, st.kind, st.size, syn, fan_in, fan_out, cores, MAPPING.get(st.kind, st.kind)))
+        rows.append(StageResources(name, st.kind, st.size, syn, fan_in, fan_out, cores, MAPPING.get(st.kind, st.kind),
+                                   sum(_stored(c.weights) for c in ins)))
     return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# memory of the Lava CPU simulation, before it is built
+# ------------------------------------------------------------------------------------------------
+
+# Measured with Lava 0.10.0 on Python 3.11 (2-core machine, torch imported before the runtime forks):
+# zoo sj_spikformer, 46 Lava processes, peak PSS of the whole process tree 699 MB with a 329 MB host
+# before the run, i.e. about 8 MB per process before its own data; rounded up for margin.
+PROCESS_BYTES = 12 << 20
+HOST_BYTES = 512 << 20
+COPIES = 3  # a process's arrays live in the host's Process object, the worker's model and one temporary
+
+
+@dataclass
+class MemoryEstimate:
+    """Bytes of the Lava simulation by part (see :func:`estimate_memory`)."""
+
+    processes: int  # number of Lava processes (one OS process each)
+    process_bytes: int
+    weight_bytes: int  # connection weights (Dense: the dense matrix; Sparse: CSR; Conv: the kernel)
+    buffer_bytes: int  # delay relays, convolution working buffers, neuron state
+    host_bytes: int  # the compiling / runtime host process and the network description
+
+    @property
+    def total(self) -> int:
+        return self.process_bytes + self.weight_bytes + self.buffer_bytes + self.host_bytes
+
+    def summary(self) -> str:
+        return (f"{self.processes} Lava processes {format_bytes(self.process_bytes)}, weights {format_bytes(self.weight_bytes)}, "
+                f"buffers {format_bytes(self.buffer_bytes)}, host {format_bytes(self.host_bytes)}")
+
+
+def _connection_bytes(c: Connection) -> tuple[int, int]:
+    """(weights, buffers) in bytes of one connection process."""
+    w = c.weights
+    n_out, n_in = w.shape
+    if isinstance(w, ConvWeights):
+        k = w.core
+        kernel = int(np.asarray(k.weight).size) * 4
+        idx = 8 * ((0 if w.pre is None else len(w.pre)) + (0 if w.post is None else len(w.post)))
+        if k.layout == "conv":
+            taps = int(np.prod(k.weight.shape[2:]))
+            work = 8 * (k.in_feats[0] * taps * int(np.prod(k.out_feats[1:])) + k.n_out)  # im2col + result, float64
+        else:
+            work = 8 * (k.n_in + k.n_out)
+        return COPIES * (kernel + idx), 2 * work + 8 * (n_in + n_out)
+    if c.kind == "dense":
+        return COPIES * 4 * n_out * n_in, 8 * (n_in + n_out)
+    return COPIES * (8 * int(w.nnz) + 4 * (n_out + 1)), 8 * (n_in + n_out)
+
+
+def estimate_memory(spec: NetSpec) -> MemoryEstimate:
+    """The memory of running ``spec`` in Lava's CPU simulator, from its description alone:
+
+    * one process per stage (source, neuron layers, custom stages), per connection, per delay
+      relay (one per producer and delay) and per sink (one per recorded stage), each
+      :data:`PROCESS_BYTES`;
+    * connection weights, :data:`COPIES` times: Dense 4 bytes per matrix entry, Sparse 8 per
+      stored synapse, a convolution its kernel and gather vectors;
+    * buffers: delay relays (delay + 1 vectors), convolution im2col buffers, neuron state
+      (u, v, bias: 8 bytes each per neuron);
+    * the host: :data:`HOST_BYTES` plus the network description's index maps."""
+    processes = len(spec.stages) + len(spec.connections) + len(spec.recorded)
+    weights = buffers = 0
+    relays = set()
+    for c in spec.connections:
+        wb, bb = _connection_bytes(c)
+        weights += wb
+        buffers += bb
+        if c.delay:
+            relays.add((c.src, c.delay))
+    for st in spec.stages.values():
+        buffers += 3 * 8 * st.size
+        for item in st.inputs:
+            if isinstance(item, tuple) and item[4]:
+                relays.add((item[2], item[4]))
+            if isinstance(item, tuple):
+                buffers += 8 * len(item[3])
+    for src, d in relays:
+        buffers += 2 * 4 * (d + 1) * spec.stages[src].size
+    processes += len(relays)
+    host = HOST_BYTES + sum(8 * (len(c.weights.pre) if c.weights.pre is not None else 0)
+                            for c in spec.connections if isinstance(c.weights, ConvWeights))
+    return MemoryEstimate(processes, processes * PROCESS_BYTES, weights, buffers, host)
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+def parse_bytes(text) -> int:
+    """``"8G"``, ``"512M"``, ``"1.5GB"``, ``"123456"`` (bytes) → bytes (binary units)."""
+    if isinstance(text, (int, float)):
+        return int(text)
+    t = str(text).strip().upper().removesuffix("IB").removesuffix("B")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(t[-1:], 1)
+    try:
+        return int(float(t[:-1] if t[-1:] in "KMGT" else t) * scale)
+    except ValueError:
+        from spikec.errors import SpikecError
+
+        raise SpikecError(f"not a memory size: {text!r} (e.g. 8G, 512M, 1.5G)") from None
+
+
+def default_max_memory() -> int:
+    """Half of the machine's RAM (MemTotal of /proc/meminfo, else os.sysconf)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except OSError:
+        pass
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):  # pragma: no cover
+        return 8 << 30
 
 
 def report_lines(spec: NetSpec) -> list[str]:
     rows = resource_report(spec)
-    out = [f"{'stage':36s} {'kind':14s} {'neurons':>8s} {'synapses':>9s} {'fan-in':>7s} {'fan-out':>7s} {'cores':>5s}  mapping"]
+    out = [f"{'stage':36s} {'kind':14s} {'neurons':>8s} {'synapses':>9s} {'weights':>8s} {'fan-in':>7s} {'fan-out':>7s} "
+           f"{'cores':>5s}  mapping"]
     for r in rows:
-        out.append(f"{r.name[:36]:36s} {r.kind:14s} {r.neurons:8d} {r.synapses:9d} {r.fan_in:7d} {r.fan_out:7d} {r.cores:5d}  {r.mapping}")
+        out.append(f"{r.name[:36]:36s} {r.kind:14s} {r.neurons:8d} {r.synapses:9d} {r.weights:8d} {r.fan_in:7d} {r.fan_out:7d} "
+                   f"{r.cores:5d}  {r.mapping}")
     total = sum(r.cores for r in rows)
+    n_conv = sum(isinstance(c.weights, ConvWeights) for c in spec.connections)
     out.append(f"total: {sum(r.neurons for r in rows if r.kind != 'source')} neurons, "
-               f"{sum(r.synapses for r in rows)} synapses, >= {total} cores; latency {spec.latency} steps, T = {spec.T}")
+               f"{sum(r.synapses for r in rows)} synapses unrolled ({sum(r.weights for r in rows)} weights stored, "
+               f"{n_conv} of {len(spec.connections)} connections convolutional), >= {total} cores; "
+               f"latency {spec.latency} steps, T = {spec.T}")
     out.append(f"limits: {NEURONS_PER_CORE} neurons / {SYNAPSES_PER_CORE} synapses per core ({LIMITS_SOURCE})")
     chips = -(-total // CORES_PER_CHIP)
     if chips > 1:
@@ -86,6 +236,8 @@ def report_lines(spec: NetSpec) -> list[str]:
                    "system (e.g. Kapoho Point, 8 chips), or a smaller model")
     else:
         out.append(f"fits on one Loihi 2 chip ({total} of {CORES_PER_CHIP} cores, lower bound)")
+    if spec.memory is not None:
+        out.append(f"Lava CPU simulation: about {format_bytes(spec.memory.total)} ({spec.memory.summary()})")
     host = [n for n in spec.host_nodes if spec.graph[n].op not in ("output", "dequantize")]
     if host:
         out.append(f"host tail (after the network, on the host): {', '.join(host)}")

@@ -25,7 +25,7 @@ from spikec.errors import SpikecError
 from spikec.runtime.execute import input_to_values
 
 from ..intref.executor import quantize_input, run_int
-from .netspec import Connection, NetSpec
+from .netspec import Connection, ConvWeights, NetSpec
 
 
 @dataclass
@@ -69,7 +69,7 @@ def build_network(spec: NetSpec, data: np.ndarray, steps: int, workdir: Path):
     from lava.proc.sparse.process import Sparse
     from lava.utils.weightutils import SignMode
 
-    from .procs.process import AddressedAccumulation, DelayRelay, IntMaxPool, MemmapSink, ResetLIF, SpikeAnd
+    from .procs.process import AddressedAccumulation, ConvConnection, DelayRelay, IntMaxPool, MemmapSink, ResetLIF, SpikeAnd
 
     sign = {"mixed": SignMode.MIXED, "exc": SignMode.EXCITATORY, "inh": SignMode.INHIBITORY}
     graph = spec.graph
@@ -144,12 +144,20 @@ def build_network(spec: NetSpec, data: np.ndarray, steps: int, workdir: Path):
             if isinstance(item, Connection):
                 c = item
                 w = c.weights
-                kw = dict(weight_exp=c.exp, num_weight_bits=8, sign_mode=sign[c.sign_mode],
-                          num_message_bits=24 if c.graded else 0, name=c.name)
-                if w.shape[0] * w.shape[1] <= 1 << 20 and w.nnz > 0.1 * w.shape[0] * w.shape[1]:
-                    conn = Dense(weights=w.toarray().astype(np.int32), **kw)
+                if isinstance(w, ConvWeights):  # the kernel, not the unrolled matrix
+                    k = w.core
+                    n = k.node
+                    conn = ConvConnection(size_in=w.n_src, size_out=w.shape[0], layout=k.layout,
+                                          weight=np.asarray(k.weight, np.int32), weight_exp=c.exp, in_feats=k.in_feats,
+                                          out_feats=k.out_feats, stride=n.stride, padding=n.padding, dilation=n.dilation,
+                                          groups=n.groups, pre=w.pre, post=w.post, graded=c.graded, name=c.name)
                 else:
-                    conn = Sparse(weights=w.astype(np.int32), **kw)
+                    kw = dict(weight_exp=c.exp, num_weight_bits=8, sign_mode=sign[c.sign_mode],
+                              num_message_bits=24 if c.graded else 0, name=c.name)
+                    if c.kind == "dense":
+                        conn = Dense(weights=w.toarray().astype(np.int32), **kw)
+                    else:
+                        conn = Sparse(weights=w.astype(np.int32), **kw)
                 delayed(c.src, c.delay).connect(conn.s_in)
                 conn.a_out.connect(in_ports[c.dst][c.port])
             else:

@@ -7,7 +7,7 @@ report; running it rebuilds the network (:mod:`.netspec`) and runs it in Lava's 
 
 from __future__ import annotations
 
-from spikec.targets.base import Artifact, RunOutput, compare_with_reference
+from spikec.targets.base import Artifact, Option, RunOutput, compare_with_reference
 from spikec.targets.intref.target import IntrefTarget, neuron_sources
 
 FORMAT = "spikec-lava"
@@ -19,11 +19,18 @@ class LavaTarget(IntrefTarget):
     description = "lava-nc process network run in Loihi2SimCfg(select_tag='fixed_pt')"
     pipeline = "lava"
     format = FORMAT
+    options = (
+        Option("max_memory", None, "refuse networks whose Lava simulation needs more than SIZE of memory "
+               "(estimated before building; e.g. 8G, 512M; default: half of the machine's RAM)", type=str,
+               metavar="SIZE", verify=True),
+    )
 
-    def emit(self, compiled, source=None, **options) -> Artifact:
+    def emit(self, compiled, source=None, max_memory=None, **options) -> Artifact:
         from . import build_netspec, report_lines
+        from .resources import default_max_memory, parse_bytes
 
-        spec = build_netspec(compiled.quantized)  # checks that the network can be built
+        limit = default_max_memory() if max_memory is None else parse_bytes(max_memory)
+        spec = build_netspec(compiled.quantized, max_memory=limit)  # checks that the network can be built and fits
         resources = report_lines(spec)
         lines = ["Loihi 2 resources:"] + ["  " + ln for ln in resources]
         meta = {"source": source or {}, "report": list(compiled.lines) + resources,

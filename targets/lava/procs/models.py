@@ -17,8 +17,10 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from spikec import loihi  # numpy only (no torch in Lava's process-model workers)
+from spikec.ir.index_maps import conv_apply, linear_apply  # numpy only
 from spikec.targets.lava.procs.process import (  # absolute: Lava loads this file by path
     AddressedAccumulation,
+    ConvConnection,
     DelayRelay,
     IntMaxPool,
     MemmapSink,
@@ -159,3 +161,36 @@ class PyMemmapSinkModel(PyLoihiProcessModel):
         self.mm[self.time_step - 1] = x
         if self.time_step == self.proc_params["steps"]:
             self.mm.flush()
+
+
+def _gather(idx, x: np.ndarray) -> np.ndarray:
+    return x if idx is None else np.where(idx >= 0, x[np.maximum(idx, 0)], 0)
+
+
+@implements(proc=ConvConnection, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyConvConnectionModel(PyLoihiProcessModel):
+    """Lava Dense's step on the factored matrix: send the buffer, receive, accumulate exactly
+    (int64, or float64 GEMM where a bound proves it exact), shift by the weight exponent (floor)."""
+
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.a_buf = None
+
+    def run_spk(self):
+        p = self.proc_params
+        if self.a_buf is None:
+            self.a_buf = np.zeros(self.a_out.shape, np.int64)
+        self.a_out.send(self.a_buf.astype(np.int32))
+        s = self.s_in.recv()
+        x = s.astype(np.int64) if p["graded"] else (s != 0).astype(np.int8)
+        x = _gather(p["pre"], x).reshape(p["in_feats"])
+        if p["layout"] == "conv":
+            acc = conv_apply(x, p["weight"], p["stride"], p["padding"], p["dilation"], p["groups"], p["out_feats"][1:])
+        else:
+            acc = linear_apply(x, p["weight"])
+        self.a_buf = loihi.floor_shift(_gather(p["post"], acc.reshape(-1)), p["weight_exp"])

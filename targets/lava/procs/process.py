@@ -92,3 +92,26 @@ class MemmapSink(AbstractProcess):
     def __init__(self, *, shape, path, steps, name=None):
         super().__init__(shape=shape, name=name, path=path, steps=steps)
         self.a_in = InPort(shape=shape)
+
+
+class ConvConnection(AbstractProcess):
+    """A weight-shared connection, held as its kernel: ``a = (post · K · pre · s) << weight_exp``
+    (``>> −weight_exp``, floor), sent one step later, exactly Lava's fixed_pt ``Dense`` on the
+    unrolled matrix ``post · K · pre`` (binary input: ``s != 0`` counts as 1; graded: the payload).
+
+    ``K`` is a convolution (``layout "conv"``: ``weight`` ``[C_out, C_in / groups, *kernel]``, PyTorch
+    indexing, 1-D or 2-D, any stride / padding / dilation / groups) or a ``[out, in]`` matrix
+    applied at every leading position (``"linear"``); ``pre`` / ``post`` are gathers (index
+    vectors, −1 for a zero; None for the identity) of the data movement around it.  The weights are
+    the IR's effective 8-bit weights (no clipping or LSB truncation is applied here: the netspec
+    checked that Lava's Dense would leave them unchanged).
+
+    Loihi 2: a convolutional synapse group (shared weights, as lava-dl netx's Conv blocks)."""
+
+    def __init__(self, *, size_in, size_out, layout, weight, weight_exp, in_feats, out_feats, stride=(), padding=(),
+                 dilation=(), groups=1, pre=None, post=None, graded=False, name=None):
+        super().__init__(shape=(size_out,), name=name, layout=layout, weight=weight, weight_exp=weight_exp,
+                         in_feats=tuple(in_feats), out_feats=tuple(out_feats), stride=tuple(stride), padding=tuple(padding),
+                         dilation=tuple(dilation), groups=groups, pre=pre, post=post, graded=graded)
+        self.s_in = InPort(shape=(size_in,))
+        self.a_out = OutPort(shape=(size_out,))

@@ -125,3 +125,49 @@ def test_lava_equals_intref_bigger_configs(family, kw):
     for name, v in lr.values.items():
         assert torch.equal(v, ri.values[name]), name
     assert torch.equal(lr.outputs[0], ri.outputs[0])
+
+
+def test_convolutions_stay_kernels(zoo_models):
+    """Every connection through a weight-shared synapse is a ConvConnection holding the kernel;
+    the report counts the unrolled synapses and the stored weights."""
+    import scipy.sparse as sp
+
+    from spikec.targets.lava.netspec import ConvWeights
+
+    res = compile_graph(zoo_models["meta_spikformer"][2], "lava", input_range=(0, 2))
+    spec = build_netspec(res.quantized)
+    conv = [c for c in spec.connections if isinstance(c.weights, ConvWeights)]
+    assert conv and any(c.weights.post is not None for c in conv)
+    for c in spec.connections:
+        if c.synapse is not None and not isinstance(c.weights, ConvWeights):  # only dense linear layers are unrolled
+            n = res.quantized[c.synapse]
+            assert n.layout == "linear" and len(res.quantized.types[n.inputs[0]].features) == 1
+        assert isinstance(c.weights, ConvWeights) or sp.issparse(c.weights)
+    rows = resource_report(spec)
+    assert sum(r.weights for r in rows) < sum(r.synapses for r in rows)
+    text = "\n".join(report_lines(spec))
+    assert "weights stored" in text and "Lava CPU simulation: about" in text
+
+
+def test_memory_estimate_refuses_over_limit_and_writes_nothing(tmp_path, capsys):
+    from spikec.cli import main
+    from spikec.errors import SpikecError
+    from spikec.targets.lava.resources import parse_bytes
+
+    ckpt = ROOT / "examples" / "checkpoints" / "spikformer_digits.pth"
+    model = f"{ROOT}/examples/models/spikformer.py:spikformer_digits"
+    out = tmp_path / "net"
+    rc = main(["compile", str(ckpt), "--model", model, "--input-shape", "1,8,8", "--target", "lava", "-o", str(out),
+               "--max-memory", "100M"])
+    err = capsys.readouterr().err
+    assert rc != 0 and not out.exists() and not list(tmp_path.iterdir())
+    line = next(ln for ln in err.splitlines() if "needs about" in ln)
+    assert "over the limit of 100.0 MB" in line and "Lava processes" in line and "GB" in line
+    g = ir.load(ROOT / "tests" / "golden" / "spikformer_digits" / "ir")
+    spec = build_netspec(g)
+    with pytest.raises(SpikecError, match="needs about"):
+        build_netspec(g, max_memory=spec.memory.total - 1)
+    assert build_netspec(g, max_memory=spec.memory.total).memory.total == spec.memory.total
+    assert parse_bytes("8G") == 8 << 30 and parse_bytes("1.5g") == 3 << 29 and parse_bytes("512MB") == 512 << 20
+    with pytest.raises(SpikecError, match="not a memory size"):
+        parse_bytes("lots")
