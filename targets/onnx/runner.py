@@ -38,6 +38,8 @@ def run_onnx_model(model, x: np.ndarray, what: str = "the ONNX model") -> tuple[
                           "no level for them (clean the data)")
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    from . import serialize
+
+    sess = ort.InferenceSession(serialize(model), so, providers=["CPUExecutionProvider"])
     outs = sess.run(None, {inp.name: np.asarray(x, np.float32)})
     return outs, json.loads(meta["output_scales"]), meta
