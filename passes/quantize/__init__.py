@@ -180,6 +180,9 @@ def quantize(graph: ir.Graph, calib: Optional[torch.Tensor] = None, input_range:
             out_nodes.append(n.replace(inputs=tuple(qname[i] for i in n.inputs)))
             qname[n.name] = n.name
 
+    for v in graph.types:  # every float value's scale (additive report field: error bounds use it)
+        if v in scales.fixed or v in dom:
+            qrep.scales[v] = float(delta(v))
     g = graph.rewrite(out_nodes, quantization={"input_scale": x_scale, "input_range": [lo, hi], "calibrated": calib is not None})
     result = PassResult(g, report)
     result.quant = qrep  # type: ignore[attr-defined]

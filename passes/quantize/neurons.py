@@ -92,8 +92,11 @@ def quantize_neuron(n, a: str, da: float, x0: np.ndarray, xb: float, vb: float,
     q = ir.LoihiNeuronNode(n.name, (a,), n.source, du=loihi.MEMORYLESS_DU, dv=dv, vth=vth, bias_mant=mant_v,
                            bias_exp=exp_v, reset=reset, reset_value=rv, v_init=int(round(n.v_init / dvv)))
     theta_int = loihi.first_spiking_v(vth) * dvv
+    bias_real = loihi.bias_value(np.broadcast_to(mant, np.shape(bias_int)), np.broadcast_to(bexp, np.shape(bias_int)))
+    bias_error = float(np.max(np.abs(bias_int - bias_real))) * dvv if np.size(bias_int) else 0.0
     rep = NeuronReport(n.name, n.source, dvv, vth, theta, theta_int, dv, d, sat,
-                       vb / dvv / loihi.U_MAX, (1 << loihi.CURRENT_SHIFT) * xb / da / loihi.U_MAX)
+                       vb / dvv / loihi.U_MAX, (1 << loihi.CURRENT_SHIFT) * xb / da / loihi.U_MAX,
+                       bias_error=bias_error, membrane_bound=float(vb), input_bound=float(xb))
     report.did(where(n), f"vth {vth} (θ {theta:.6g} -> {theta_int:.6g}), dv {dv}"
                          + (f", {sat} biases saturated" if sat else ""))
     if abs(dv / loihi.DECAY_UNITY - d) > 1e-12:

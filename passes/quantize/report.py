@@ -31,6 +31,10 @@ class NeuronReport:
     bias_saturated: int
     headroom_v: float  # bound on |v| / 2^23
     headroom_u: float  # bound on |u| / 2^23
+    # (additive fields, for error bounds: spikec.verification.bounds)
+    bias_error: float = 0.0  # max |constant input − (bias_mant << bias_exp)·Δv| (real units): rounding + saturation
+    membrane_bound: float = 0.0  # the bound on |V| the scales were chosen for (worst-case, or measured × margin)
+    input_bound: float = 0.0  # the bound on |X| (real units) the scales were chosen for
 
 
 @dataclass
@@ -39,6 +43,7 @@ class QuantReport:
     synapses: list[SynapseReport] = field(default_factory=list)
     neurons: list[NeuronReport] = field(default_factory=list)
     calibrated: bool = False
+    scales: dict[str, float] = field(default_factory=dict)  # float value name -> its fixed-point scale Δ (value ≈ q·Δ)
 
     def lines(self) -> list[str]:
         out = [f"input: 8-bit, scale {self.input_scale:.6g}; bounds: {'calibrated' if self.calibrated else 'worst-case'}"]

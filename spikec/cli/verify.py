@@ -16,7 +16,10 @@ def add_parser(sub) -> None:
                        description="Run the original torch model, the traced float IR, the optimised float IR, the "
                        "integer reference model (integer targets) and the target's own run on the same inputs; print "
                        "per-layer spike agreement, the first divergence, the target's check against its reference "
-                       "(the integer model bit for bit, or the float IR), output top-1 agreement and accuracy (with labels).")
+                       "(the integer model bit for bit, or the float IR), output top-1 agreement and accuracy (with labels); "
+                       "for integer targets also each layer teacher-forced "
+                       "(fed the float spikes of the layers upstream) against its quantization error bound: exit 1 "
+                       "when a flip lies beyond it.")
     common.add_model_options(p)
     g = p.add_argument_group("data")
     g.add_argument("--input", metavar="X.npy", help="inputs (model input layout)")
@@ -88,6 +91,10 @@ def run(args) -> int:
         print(f"wrote {args.json}")
     if not report.exact:
         print(f"FAIL: the {report.target} run differs from {report.check['reference']}", file=sys.stderr)
+        return 1
+    if not report.flips_explained:
+        print("FAIL: teacher-forced flips beyond the quantization error bound (a bug, not rounding) in "
+              + ", ".join(report.unexplained_layers), file=sys.stderr)
         return 1
     if report.top1_agreement < args.min_agreement:
         print(f"FAIL: top-1 agreement {report.top1_agreement:.4f} < --min-agreement {args.min_agreement}", file=sys.stderr)

@@ -28,6 +28,7 @@ class Execution:
     outputs: list[torch.Tensor]  # graph outputs, source-model layout, in graph output order
     values: dict[str, torch.Tensor] = field(default_factory=dict)  # node -> [T, B, *f] (if recorded)
     membranes: dict[str, Any] = field(default_factory=dict)  # neuron node -> membrane (if recorded)
+    taught: dict[str, torch.Tensor] = field(default_factory=dict)  # teacher-forced node -> its own computed value
 
 
 def merge_time(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -77,6 +78,7 @@ def to_output_layout(node: ir.OutputNode, v: torch.Tensor) -> torch.Tensor:
 def execute(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], kernels: Mapping[type, Kernel], *,
             record: bool = False, neurons: Optional[Mapping[type, MembraneKernel]] = None,
             overrides: Optional[Mapping[str, torch.Tensor]] = None,
+            teacher: Optional[Mapping[str, torch.Tensor]] = None,
             check: Optional[Callable[[ir.Node, torch.Tensor], None]] = None,
             executor: str = "the executor") -> Execution:
     """Run ``graph`` on ``x`` (as the source model takes it) with ``kernels``.
@@ -84,9 +86,16 @@ def execute(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], kernels: Mappin
     ``record`` keeps every node's value and runs the node types in ``neurons`` with their membrane
     kernels instead (``{type: kernel(node, *inputs) -> (value, membrane)}``), keeping the membranes.
     ``overrides`` replaces the values of the named nodes (nothing is computed for them); everything
-    downstream is computed from them.  ``check(node, value)`` sees every value before it is stored.
-    A node with no kernel is refused when it is reached, as one ``executor`` cannot run."""
+    downstream is computed from them.  ``teacher`` forces values too, but after computing them:
+    each named node is computed as usual from its (possibly forced) inputs, its computed value is kept
+    in ``Execution.taught``, and its users get the teacher's value instead (cast to the computed
+    value's dtype, which must represent it exactly).  Teacher-forcing every neuron layer with another
+    model's spikes gives each layer's local behaviour, free of upstream cascades.  ``check(node,
+    value)`` sees every computed value before it is stored.  A node with no kernel is refused when it
+    is reached, as one ``executor`` cannot run."""
     overrides = overrides or {}
+    teacher = teacher or {}
+    taught: dict[str, torch.Tensor] = {}
     neurons = neurons or {}
     inp, xs = input_to_values(graph, x)
     env: dict[str, torch.Tensor] = {inp.name: xs}
@@ -109,6 +118,9 @@ def execute(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], kernels: Mappin
                     value = kernel(n, *ins)
             if check is not None:
                 check(n, value)
+            if n.name in teacher and n.name not in overrides:
+                taught[n.name] = value
+                value = _taught_value(n, teacher[n.name], value)
             env[n.name] = value
             if not record:
                 for i in n.inputs:
@@ -116,7 +128,20 @@ def execute(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], kernels: Mappin
                     if users_left[i] == 0 and not isinstance(graph[i], ir.OutputNode):
                         env.pop(i, None)
     outs = [to_output_layout(o, env[o.name]) for o in graph.outputs]
-    return Execution(outs, env if record else {}, membranes)
+    return Execution(outs, env if record else {}, membranes, taught)
+
+
+def _taught_value(n: ir.Node, forced, computed: torch.Tensor) -> torch.Tensor:
+    """The teacher's value for ``n`` in the computed value's shape and dtype (refused if it differs
+    in shape or the dtype cannot hold it exactly, e.g. real values forced into an integer node)."""
+    forced = torch.as_tensor(np.asarray(forced) if not isinstance(forced, torch.Tensor) else forced)
+    if forced.numel() != computed.numel():
+        raise ShapeError(f"teacher value of '{n.name}' has shape {list(forced.shape)}, the node computes "
+                         f"{list(computed.shape)}")
+    cast = forced.reshape(computed.shape).to(computed.dtype)
+    if not torch.equal(cast.to(forced.dtype), forced.reshape(computed.shape)):
+        raise SpikecError(f"teacher value of '{n.name}' is not representable as {computed.dtype}")
+    return cast
 
 
 def scan_time(step: Callable, inputs: torch.Tensor, state, record: bool = False):

@@ -3,6 +3,7 @@ model vs the target's own run, neuron layer by neuron layer, on the same inputs.
 
 * :mod:`.compare`: comparing runs (spike agreement, flips with their margins);
 * :mod:`.report`: what was found (:class:`~.report.VerifyReport`: text, rich table, JSON);
+* :mod:`.bounds`: per-layer error bounds of the quantized model, which judge teacher-forced flips;
 * :func:`verify_graph` (here): runs everything on one opened model and fills the report.
 """
 
@@ -15,11 +16,11 @@ import torch
 
 from spikec import ir
 
-from .compare import Comparison, compare_graphs, compare_runs, spike_agreement
+from .compare import Comparison, FlipJudgement, compare_graphs, compare_runs, judge_flips, spike_agreement
 from .report import LayerRecord, VerifyError, VerifyReport
 
-__all__ = ["Comparison", "LayerRecord", "VerifyError", "VerifyReport", "compare_graphs", "compare_runs", "spike_agreement",
-           "verify_graph"]
+__all__ = ["Comparison", "FlipJudgement", "LayerRecord", "VerifyError", "VerifyReport", "compare_graphs", "compare_runs",
+           "judge_flips", "spike_agreement", "teacher_forced", "verify_graph"]
 
 
 def _top1(y, per_step: bool = False) -> torch.Tensor:
@@ -91,6 +92,29 @@ def float_run_output(graph: ir.Graph, r):
                      sources={n.name: n.source for n in neurons}, values=values)
 
 
+def teacher_forced(compiled, r_opt, x) -> dict[str, tuple[float, FlipJudgement, object]]:
+    """Every Loihi neuron layer of ``compiled.quantized`` run by the integer executor on the float
+    model's own spikes of the layers upstream (``r_opt``: the optimised float IR's recorded run,
+    whose neuron names are the quantized graph's), in one pass.  Per layer: (local agreement with the
+    float spikes, the flips judged against the layer's error bound, the :class:`~.bounds.LayerBound`)."""
+    from spikec.targets.intref.executor import run_int
+
+    from .bounds import layer_bounds
+
+    names = [n.name for n in compiled.quantized.nodes if isinstance(n, ir.LoihiNeuronNode) and n.name in r_opt.values]
+    run = run_int(compiled.quantized, x, teacher={k: r_opt.values[k] for k in names})
+    observed = {k: float(h.abs().max()) for k, h in r_opt.membranes.items() if k in names and h.numel()}
+    bounds = layer_bounds(compiled.optimized, compiled.quantized, compiled.quant_report, x=x, observed=observed)
+    out = {}
+    for k in names:
+        ref, local = r_opt.values[k], run.taught[k]
+        b = bounds.get(k)
+        judged = (judge_flips(ref, local, r_opt.membranes[k], b.theta, b.absolute) if b is not None and k in r_opt.membranes
+                  else None)
+        out[k] = (spike_agreement(ref, local)[0], judged, b)
+    return out
+
+
 def verify_graph(graph: ir.Graph, target, x: np.ndarray, *, module: Optional[torch.nn.Module] = None,
                  labels: Optional[np.ndarray] = None, calib: Optional[np.ndarray] = None,
                  input_range=(0.0, 1.0), skip=(), model_output=None, **options) -> VerifyReport:
@@ -122,9 +146,13 @@ def verify_graph(graph: ir.Graph, target, x: np.ndarray, *, module: Optional[tor
         stage = "run the optimised and the integer models"
         r_opt = run_float(res.optimized, xt, record=True)
         ref = t.reference_run(res, x)  # the integer reference model (integer targets), else None
+        local = {}
         if ref is not None:
             report.overflows = dict(ref.details.get("overflows", {}))
             report.warnings += ref.warnings
+            if res.quant_report is not None:
+                stage = "run the integer model teacher-forced with the float spikes"
+                local = teacher_forced(res, r_opt, x)
         report.layers = []
         for n in res.graph.nodes:
             if not isinstance(n, (ir.LoihiNeuronNode if t.integer else ir.NeuronNode)):
@@ -140,6 +168,11 @@ def verify_graph(graph: ir.Graph, target, x: np.ndarray, *, module: Optional[tor
                 rec.float_vs_int, rec.first_divergence = spike_agreement(opt, ref.values[n.name])
                 if rec.first_divergence is not None and report.first_divergent_layer is None:
                     report.first_divergent_layer = f"{n.name} at t={rec.first_divergence[0]}"
+            if n.name in local:
+                rec.local_agreement, judged, bound = local[n.name]
+                if judged is not None:
+                    rec.error_bound, rec.unexplained_flips = bound.relative, judged.unexplained
+                    rec.unexplained_at, rec.off_rule = judged.positions, list(bound.deviations)
             report.layers.append(rec)
         stage = f"emit the {t.name} artifact"
         artifact = t.emit(res, **opts)

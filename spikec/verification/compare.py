@@ -109,3 +109,36 @@ def spike_agreement(reference: torch.Tensor, other: torch.Tensor) -> tuple[float
     idx = torch.nonzero(diff)
     row = idx[torch.argsort(idx[:, 0], stable=True)[0]]
     return float((~diff).float().mean()), (int(row[0]), int(row[1]))
+
+
+@dataclass
+class FlipJudgement:
+    """Teacher-forced flips of one layer judged against its error bound
+    (:mod:`spikec.verification.bounds`)."""
+
+    flips: int  # every position where the teacher-forced integer spikes differ from the float ones
+    judged: int  # first flips of a neuron in a sample (later ones follow from its own diverged reset)
+    unexplained: int  # judged flips with |H − θ| > the bound: not rounding, a bug
+    positions: list[tuple[int, ...]] = field(default_factory=list)  # the first few unexplained (t, b, *features)
+    worst_margin: float = 0.0  # largest |H − θ| / θ among the judged flips
+
+
+def judge_flips(reference: torch.Tensor, local, membrane: torch.Tensor, theta: float, bound,
+                keep: int = 5) -> FlipJudgement:
+    """Judge the flips of a teacher-forced layer: ``reference`` the float spikes [T, B, *f],
+    ``local`` the integer layer's own spikes computed from the float inputs, ``membrane`` the float
+    pre-spike H, ``bound`` the flip bound in real units (per feature or scalar).  A neuron's first
+    flip in a sample is unexplained when ``|H − θ| > bound`` there."""
+    local = torch.as_tensor(local).reshape(reference.shape).to(reference.dtype)
+    diff = reference != local
+    count = int(diff.sum())
+    if not count:
+        return FlipJudgement(0, 0, 0)
+    first = diff & (torch.cumsum(diff.to(torch.int32), 0) == 1)
+    margin = (membrane.double() - theta).abs()
+    b = torch.as_tensor(np.broadcast_to(np.asarray(bound, dtype=np.float64), tuple(reference.shape[2:])).copy())
+    bad = first & (margin > b)
+    idx = torch.nonzero(bad)
+    idx = idx[torch.argsort(idx[:, 0], stable=True)][:keep]
+    worst = float(margin[first].max()) / abs(theta) if theta else float("inf")
+    return FlipJudgement(count, int(first.sum()), int(bad.sum()), [tuple(int(i) for i in r) for r in idx], worst)

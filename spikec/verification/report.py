@@ -9,6 +9,16 @@ Columns of the per-layer table:
 * ``<target>=<reference>``: the target's own run against its reference (the integer reference bit
   for bit for integer targets; the float IR for others), where the target exposes the layer.
 
+Teacher-forced columns (integer targets): every Loihi neuron layer run by the integer executor on the
+float model's own spikes of the layers upstream (no cascades), so what remains is that layer's own
+quantization error:
+
+* ``local``: agreement of those teacher-forced integer spikes with the float spikes;
+* ``bound/θ``: the layer's error bound (:mod:`.bounds`: |float membrane − integer membrane·Δv| plus
+  the threshold placement, from what quantization did to the layer), relative to θ;
+* ``unexpl.``: teacher-forced flips whose float membrane lies farther from θ than the bound. Each is
+  a bug, not rounding; ``spikec verify`` fails on any (:attr:`VerifyReport.flips_explained`).
+
 Warnings (input clipping, currents past Lava's int32 datapath) are in ``warnings``.
 """
 
@@ -31,6 +41,11 @@ class LayerRecord:
     float_vs_int: Optional[float] = None  # integer targets only
     first_divergence: Optional[tuple[int, int]] = None  # (t, b) of the first float vs integer flip
     target: Optional[float] = None  # agreement of the target's run with its reference
+    local_agreement: Optional[float] = None  # teacher-forced integer vs float spikes (integer targets)
+    error_bound: Optional[float] = None  # the layer's flip bound relative to θ (spikec.verification.bounds)
+    unexplained_flips: Optional[int] = None  # teacher-forced flips beyond the bound (bugs)
+    unexplained_at: list = field(default_factory=list)  # the first few of them, (t, b, *features)
+    off_rule: list = field(default_factory=list)  # integer parameters of the layer that differ from the quantization rules
 
 
 @dataclass
@@ -55,6 +70,16 @@ class VerifyReport:
     def exact(self) -> bool:
         """The target agrees with its reference (True when the target has no check of its own)."""
         return self.check is None or bool(self.check["exact"])
+
+    @property
+    def unexplained_layers(self) -> list[str]:
+        """Layers with teacher-forced flips that their quantization error bound does not explain."""
+        return [r.layer for r in self.layers if r.unexplained_flips]
+
+    @property
+    def flips_explained(self) -> bool:
+        """Every teacher-forced flip lies within its layer's error bound (True without integer model)."""
+        return not self.unexplained_layers
 
     @property
     def compared(self) -> str:
@@ -84,13 +109,16 @@ class VerifyReport:
         cells = [r.layer, f"{r.rate:.3f}", pct(r.torch_vs_ir), pct(r.passes)]
         if self.integer:
             cells.append(pct(r.float_vs_int))
+            cells += [pct(r.local_agreement), "-" if r.error_bound is None else f"{r.error_bound:.4f}",
+                      "-" if r.unexplained_flips is None else str(r.unexplained_flips)]
         if self._target_column():
             cells.append("-" if r.target is None else ("yes" if r.target == 1.0 else f"NO {r.target:.4%}"))
         cells.append("-" if r.first_divergence is None else str(r.first_divergence))
         return cells
 
     def _header(self) -> list[str]:
-        cols = ["neuron layer", "rate", "torch=IR", "passes"] + (["float=int"] if self.integer else [])
+        cols = ["neuron layer", "rate", "torch=IR", "passes"] + (["float=int", "local", "bound/θ", "unexpl."]
+                                                                  if self.integer else [])
         return cols + ([self._target_column()] if self._target_column() else []) + ["first divergence (t, b)"]
 
     def summary_lines(self) -> list[str]:
@@ -107,6 +135,19 @@ class VerifyReport:
             out += self.check_lines
             out.append(f"{self.target} vs {self.check['reference']} ({what}): {layers}"
                        f"outputs equal {self.check['reference']}: {'yes' if self.check['outputs_equal'] else 'NO'}")
+        if self.integer and any(r.unexplained_flips is not None for r in self.layers):
+            bad = self.unexplained_layers
+            out.append("teacher-forced flips within each layer's quantization error bound: "
+                       + ("yes" if not bad else f"NO ({', '.join(bad)})"))
+            for r in self.layers:
+                if r.unexplained_flips:
+                    out.append(f"  {r.layer}: {r.unexplained_flips} unexplained flips, first at (t, b, ...) "
+                               f"{[list(p) for p in r.unexplained_at]}")
+                out += [f"  {r.layer}: {d}" for d in r.off_rule]
+            weak = [r.layer for r in self.layers if r.error_bound is not None and r.error_bound >= 1.0]
+            if weak:
+                out.append(f"NOTE: error bound >= θ in {', '.join(weak)}: only flips of membranes far outside [0, 2θ] "
+                           "can be judged there (a worst-case bound: many inputs, large weight sums)")
         out.append(f"top-1 agreement float vs {self.compared}: {self.top1_agreement:.4%}"
                    + ("" if self.top1_torch is None else f"  (torch vs {self.compared}: {self.top1_torch:.4%})"))
         out += [f"accuracy {k}: {v:.4%}" for k, v in self.accuracy.items()]
@@ -114,7 +155,7 @@ class VerifyReport:
 
     def lines(self) -> list[str]:
         """Plain text: a header, a line per neuron layer, then the summary."""
-        widths = [44, 6, 9, 9] + ([10] if self.integer else []) + ([11] if self._target_column() else []) + [0]
+        widths = [44, 6, 9, 9] + ([10, 9, 8, 7] if self.integer else []) + ([11] if self._target_column() else []) + [0]
         fmt = lambda cells: " ".join(c[:w].ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
                                      for i, (c, w) in enumerate(zip(cells, widths)))
         out = [f"verify ({self.target}) on {self.samples} samples", fmt(self._header())]

@@ -33,6 +33,8 @@ class IntRunResult:
     # neuron layer -> input currents with |a| >= 2^25, where Lava's int32 `a << 6` overflows (Lava
     # then differs from intref); worst-case quantization bounds exclude it, narrow --calib data may not
     overflows: dict[str, int] = field(default_factory=dict)
+    # teacher-forced run: each forced node's own computed value (its users got the teacher's)
+    taught: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def overflow_lines(self) -> list[str]:
         return overflow_lines(self.overflows)
@@ -187,11 +189,15 @@ def _check_integer_value(n: ir.Node, value: torch.Tensor) -> None:
 
 
 def run_int(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], record: bool = False,
-            overrides: Optional[dict[str, torch.Tensor]] = None) -> IntRunResult:
+            overrides: Optional[dict[str, torch.Tensor]] = None,
+            teacher: Optional[dict[str, torch.Tensor]] = None) -> IntRunResult:
     """Execute a quantized graph on float input ``x`` (quantized by the graph's input node).
 
     ``overrides`` replaces the values of the named nodes (e.g. stage outputs read back from Lava):
-    everything downstream is computed from them."""
+    everything downstream is computed from them.  ``teacher`` (e.g. the float model's spikes of
+    every Loihi neuron layer, by name) computes each named node as usual, keeps that value in
+    ``result.taught`` (with ``record``, its membranes in ``result.membranes``) and feeds its users
+    the teacher's value: every layer's local integer behaviour, free of upstream cascades."""
     check_integer_graph(graph)
     overflows: dict[str, int] = {}
 
@@ -203,13 +209,14 @@ def run_int(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], record: bool = 
         return spikes, (v, u)
 
     run = execute(graph, x, {**INT_KERNELS, ir.LoihiNeuronNode: neuron}, record=record,
-                  neurons={ir.LoihiNeuronNode: neuron_with_membrane}, overrides=overrides,
+                  neurons={ir.LoihiNeuronNode: neuron_with_membrane}, overrides=overrides, teacher=teacher,
                   check=_check_integer_value, executor="the integer executor")
     scales = []
     for o in graph.outputs:
         src = graph.producer(o.inputs[0])
         scales.append(src.scale if isinstance(src, ir.DequantizeNode) else 1.0)
-    return IntRunResult([out.to(torch.int64) for out in run.outputs], scales, run.values, run.membranes, overflows)
+    return IntRunResult([out.to(torch.int64) for out in run.outputs], scales, run.values, run.membranes, overflows,
+                        run.taught)
 
 
 def _binary(a: torch.Tensor, b: torch.Tensor, op) -> torch.Tensor:
