@@ -44,24 +44,44 @@ def check_output(path: str | os.PathLike, directory: bool, protect: tuple = (), 
         parent = parent.parent
     if not parent.is_dir():
         raise SpikecError(f"{option} {path}: {parent} is a file, not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise SpikecError(f"{option} {path}: {parent} is not writable")
+    _probe_writable(parent, f"{option} {path}")
     return path
+
+
+def _probe_writable(directory: Path, what: str) -> None:
+    """Create and remove a file in ``directory``: ``os.access`` says yes to root even on read-only
+    file systems and special directories (/proc, /sys), where writing then fails."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".spikec-probe-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise SpikecError(f"{what}: cannot write in {directory} ({e.strerror or e}); choose another location") from None
+
+
+def _os_error(path: Path, e: OSError) -> SpikecError:
+    return SpikecError(f"{path}: cannot be written ({e.strerror or e}); nothing was written")
 
 
 def atomic_directory(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmpdir)`` and move the result to ``path`` only if it succeeds (replacing an
     earlier spikec artifact there, nothing else)."""
     path = check_output(path, directory=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    except OSError as e:
+        raise _os_error(path, e) from None
     try:
         write(tmp)
         os.chmod(tmp, 0o777 & ~_umask())
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
-    except BaseException:
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _os_error(path, e) from None
+    except BaseException:  # incl. KeyboardInterrupt: no partial artifact
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
@@ -70,14 +90,20 @@ def atomic_directory(path: str | os.PathLike, write: Callable[[Path], None]) -> 
 def atomic_file(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmpfile)`` and rename the file to ``path`` only if it succeeds."""
     path = check_output(path, directory=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as e:
+        raise _os_error(path, e) from None
     os.close(fd)
     try:
         write(Path(tmp))
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise _os_error(path, e) from None
+    except BaseException:  # incl. KeyboardInterrupt: no partial file
         Path(tmp).unlink(missing_ok=True)
         raise
     return path

@@ -305,12 +305,28 @@ def _unimportable_class(path: Path, e: Exception) -> Optional[CheckpointError]:
     )
 
 
+def _looks_like_a_checkpoint(path: Path) -> bool:
+    """torch.save writes a zip archive (``PK``) or, in the legacy format, a pickle (protocol >= 2
+    starts with 0x80); anything else is not a checkpoint at all."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return True  # let torch.load report it
+    return head.startswith(b"PK") or head[:1] == b"\x80"
+
+
 def _torch_load(path: Path, trust: bool):
+    if not _looks_like_a_checkpoint(path):
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither torch.save's zip format nor a pickle); "
+                              "give the .pt / .pth file that torch.save wrote")
     # a pickled module's classes are found from the working directory too, like --model
     with _on_sys_path(_cwd_entry() if trust else None, first=False):
         try:
             return torch.load(path, map_location="cpu", weights_only=not trust)
         except pickle.UnpicklingError as e:
+            if not trust and "weights_only" in str(e) and "GLOBAL" not in str(e).upper():
+                raise CheckpointError(f"{path}: corrupt, or not a checkpoint (it does not unpickle)") from None
             if not trust and "weights_only" in str(e):
                 raise CheckpointError(
                     f"{path}: holds pickled Python objects (e.g. a whole nn.Module); loading them runs "

@@ -62,6 +62,8 @@ SUPPORTED_ATEN = (
     "squeeze/unsqueeze, transpose/permute, chunk/split/select/slice, repeat over time, dropout "
     "(eval), clone/contiguous/detach, and spiking neurons"
 )
+SUPPORTED_NEURONS = ("neurons: spikingjelly LIFNode, IFNode, ParametricLIFNode (multi-step) and the legacy "
+                     "clock_driven MultiStepLIFNode / MultiStepIFNode / MultiStepParametricLIFNode")
 
 
 class _Converter:
@@ -251,7 +253,8 @@ class _Converter:
         op = op_name(node)
         handler: Optional[Callable] = HANDLERS.get(op)
         if handler is None:
-            raise self.unsupported(f"unsupported operation {op}")
+            raise UnsupportedError(f"unsupported operation {op} in {self.where()}; spikec compiles {SUPPORTED_ATEN} "
+                                   f"({SUPPORTED_NEURONS}): replace the module or open an issue")
         args = [self.value(a) for a in node.args]
         kwargs = {k: self.value(v) for k, v in node.kwargs.items()}
         return handler(self, *args, **kwargs)
