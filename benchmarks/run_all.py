@@ -5,9 +5,10 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-for name in ("intref_speed.py", "lava_speed.py"):
-    print(f"== {name}", flush=True)
-    sys.argv = [name]
+# lava_scale.py: the small size only here (make bench-lava-scale runs both sizes)
+for name, argv in (("intref_speed.py", []), ("lava_speed.py", []), ("lava_scale.py", ["--sizes", "a"])):
+    print(f"== {name} {' '.join(argv)}", flush=True)
+    sys.argv = [name, *argv]
     try:
         runpy.run_path(str(HERE / name), run_name="__main__")
     except SystemExit as e:

@@ -8,6 +8,8 @@
     art.save("out/model.lava"); art = spikec.load("out/model.lava")
     rep = spikec.verify(model, "lava", x, input_shape=(1, 8, 8), labels=y_true)
     rep.top1_agreement, rep.accuracy, rep.layers, rep.to_json()
+    r = spikec.report(model, x, input_shape=(1, 8, 8), output="out/report")   # SOPs, energy, cores, plots
+    r.sops, r.energy_mj, r.cores, r.layers, r.table()
 
 The CLI is a thin layer over these functions.
 """
@@ -92,3 +94,33 @@ def verify(model: ModelLike, target: str | Target = REFERENCE, x=None, *, input_
     return verify_graph(graph, target, x, module=loaded.module, labels=labels, model_output=model_output,
                         calib=None if calib is None else as_array(calib, "calib"), input_range=input_range,
                         skip=skip, **options)
+
+
+def report(model: ModelLike, x, *, input_shape: Optional[Sequence[int]] = None, time_steps: Optional[int] = None,
+           labels=None, factory: Optional[str] = None, model_kwargs=None, trust_checkpoint: bool = False, calib=None,
+           input_range: Sequence[float] = (0.0, 1.0), skip: Iterable[str] = (), model_output=None, cores: bool = True,
+           max_memory=None, output=None):
+    """Per-layer synaptic operations (SOPs), MACs of real-valued inputs, energy (E_AC 0.9 pJ, E_MAC
+    4.6 pJ, 45 nm), firing rates, float vs integer spike agreement, quantization error and Loihi 2
+    cores of ``model`` on inputs ``x`` (the forms of :func:`compile`).
+
+    ``cores=False`` skips the Loihi 2 resource model; ``max_memory`` (e.g. ``"8G"``) bounds it.
+    With ``output`` the report directory (report.md, report.json, four PNG plots) is written there
+    (checked before any work).  Returns a :class:`~spikec.reporting.Report` (``.sops``, ``.energy_mj``,
+    ``.cores``, ``.layers``, ``.table()``, ``.to_json()``, ``.save(dir)``)."""
+    from .reporting import report_graph
+    from .reporting.output import check_report_dir
+
+    protect = tuple(str(p) for p in (model, x) if isinstance(p, (str, Path)))
+    if output is not None:
+        check_report_dir(output, protect=protect, option="output")
+    loaded = open_model(model, factory=factory, model_kwargs=model_kwargs, trust_checkpoint=trust_checkpoint)
+    x = as_array(x, "input").astype(np.float32)
+    labels = None if labels is None else as_array(labels, "labels").astype(np.int64)
+    graph = model_graph(loaded, input_shape, time_steps, output=model_output)
+    check_inputs(graph, x, labels)
+    rep = report_graph(graph, x, labels=labels, calib=None if calib is None else as_array(calib, "calib"),
+                       input_range=input_range, skip=skip, cores=cores, max_memory=max_memory)
+    if output is not None:
+        rep.save(output, protect=protect)
+    return rep

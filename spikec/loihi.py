@@ -267,3 +267,13 @@ def lif_step(u, v, a, *, du: int, dv: int, vth: int, bias, reset: str = "zero", 
     v = saturate_v(trunc0_decay(v, v_decay_factor(dv)) + u + bias)
     s = v > threshold(vth)
     return u, reset_v(v, s, reset, vth, reset_value), s
+
+
+# ---- the host boundary -------------------------------------------------------------------------------
+def input_levels(x, scale: float):
+    """The analog input's integer levels before clipping: ``floor(x / scale + 1/2)`` in float64
+    (the only float arithmetic of an integer run; intref, Lava's source and ONNX use this rule).
+    numpy arrays or torch tensors."""
+    if hasattr(x, "double"):
+        return (x.double() / scale + 0.5).floor()
+    return np.floor(np.asarray(x, dtype=np.float64) / scale + 0.5)

@@ -85,6 +85,7 @@ class RunOutput:
     warnings: list[str] = field(default_factory=list)  # input clipping, overflow ...
     details: dict = field(default_factory=dict)  # JSON-able figures (steps, steps/s ...)
     values: dict[str, np.ndarray] = field(default_factory=dict)  # every recorded node value (references)
+    taught: dict[str, np.ndarray] = field(default_factory=dict)  # teacher-forced layers: their own computed value
 
 
 @dataclass
@@ -136,15 +137,17 @@ class Target:
     def run(self, artifact: Artifact, x, *, progress: bool = False) -> RunOutput:
         raise NotImplementedError
 
-    def reference_run(self, compiled, x) -> Optional[RunOutput]:
+    def reference_run(self, compiled, x, teacher: Optional[dict] = None) -> Optional[RunOutput]:
         """The run this target is checked against, when it is not the float IR: integer targets
         are checked against the integer reference model (intref's executor on the quantized graph,
-        every node value recorded, overflows in ``details``)."""
+        every node value recorded, overflows in ``details``).  With ``teacher`` (layer -> spikes),
+        those layers are computed as usual (their values in ``taught``) but their users get the
+        teacher's values: each layer's local error, free of cascades."""
         if not self.integer:
             return None
         from .intref.target import run_integer_graph
 
-        return run_integer_graph(compiled.quantized, x)
+        return run_integer_graph(compiled.quantized, x, teacher=teacher)
 
     @property
     def reference_name(self) -> str:

@@ -4,6 +4,7 @@
     spikec compile CKPT --target TARGET -o OUT [model options]
     spikec run     ARTIFACT --input X.npy
     spikec verify  CKPT [model options] --input X.npy [--target TARGET]
+    spikec report  CKPT [model options] --input X.npy -o DIR
 
 Errors in the user's input (files, shapes, unsupported modules) print one line and exit with
 code 2; ``--debug`` shows the traceback instead.
@@ -19,12 +20,13 @@ from spikec import __version__
 from spikec.errors import SpikecError
 
 from . import compile as compile_verb
+from . import report as report_verb
 from . import run as run_verb
 from . import show as show_verb
 from . import verify as verify_verb
 
 EXIT_USAGE = 2
-VERBS = (show_verb, compile_verb, run_verb, verify_verb)
+VERBS = (show_verb, compile_verb, run_verb, verify_verb, report_verb)
 
 
 def build_parser() -> argparse.ArgumentParser:

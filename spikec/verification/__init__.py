@@ -92,22 +92,20 @@ def float_run_output(graph: ir.Graph, r):
                      sources={n.name: n.source for n in neurons}, values=values)
 
 
-def teacher_forced(compiled, r_opt, x) -> dict[str, tuple[float, FlipJudgement, object]]:
+def teacher_forced(target, compiled, r_opt, x) -> dict[str, tuple[float, FlipJudgement, object]]:
     """Every Loihi neuron layer of ``compiled.quantized`` run by the integer executor on the float
     model's own spikes of the layers upstream (``r_opt``: the optimised float IR's recorded run,
     whose neuron names are the quantized graph's), in one pass.  Per layer: (local agreement with the
     float spikes, the flips judged against the layer's error bound, the :class:`~.bounds.LayerBound`)."""
-    from spikec.targets.intref.executor import run_int
-
     from .bounds import layer_bounds
 
     names = [n.name for n in compiled.quantized.nodes if isinstance(n, ir.LoihiNeuronNode) and n.name in r_opt.values]
-    run = run_int(compiled.quantized, x, teacher={k: r_opt.values[k] for k in names})
+    run = target.reference_run(compiled, x, teacher={k: r_opt.values[k] for k in names})
     observed = {k: float(h.abs().max()) for k, h in r_opt.membranes.items() if k in names and h.numel()}
     bounds = layer_bounds(compiled.optimized, compiled.quantized, compiled.quant_report, x=x, observed=observed)
     out = {}
     for k in names:
-        ref, local = r_opt.values[k], run.taught[k]
+        ref, local = r_opt.values[k], torch.as_tensor(run.taught[k])
         b = bounds.get(k)
         judged = (judge_flips(ref, local, r_opt.membranes[k], b.theta, b.absolute) if b is not None and k in r_opt.membranes
                   else None)
@@ -152,7 +150,7 @@ def verify_graph(graph: ir.Graph, target, x: np.ndarray, *, module: Optional[tor
             report.warnings += ref.warnings
             if res.quant_report is not None:
                 stage = "run the integer model teacher-forced with the float spikes"
-                local = teacher_forced(res, r_opt, x)
+                local = teacher_forced(t, res, r_opt, x)
         report.layers = []
         for n in res.graph.nodes:
             if not isinstance(n, (ir.LoihiNeuronNode if t.integer else ir.NeuronNode)):

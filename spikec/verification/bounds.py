@@ -301,10 +301,11 @@ def layer_bounds(optimized: ir.Graph, quantized: ir.Graph, quant, x=None,
     qin = next((n for n in quantized.nodes if isinstance(n, ir.QuantizeInputNode)), None)
     input_error = None
     if x is not None and qin is not None:
-        from spikec.targets.intref.executor import quantize_input
+        from spikec import loihi
 
         xs = torch.as_tensor(np.asarray(x, np.float32))
-        input_error = float((xs.double() - quantize_input(qin, xs).double() * qin.scale).abs().max()) if xs.numel() else 0.0
+        levels = loihi.input_levels(xs, qin.scale).clamp(*qin.bounds)
+        input_error = float((xs.double() - levels * qin.scale).abs().max()) if xs.numel() else 0.0
     err, syn_terms, upstream = current_errors(optimized, quantized, quant, input_error)
     reps = {r.name: r for r in quant.neurons}
     types = optimized.types

@@ -117,7 +117,7 @@ def _input_levels(n: ir.QuantizeInputNode, x: torch.Tensor) -> torch.Tensor:
     if torch.isnan(x).any():
         raise SpikecError(f"--input contains {int(torch.isnan(x).sum())} NaN values: the 8-bit input quantization "
                           "has no level for them (clean the data)")
-    return torch.floor(x.double() / n.scale + 0.5)
+    return loihi.input_levels(x, n.scale)
 
 
 def quantize_input(n: ir.QuantizeInputNode, x: torch.Tensor) -> torch.Tensor:

@@ -32,22 +32,22 @@ def neuron_sources(graph: ir.Graph) -> dict[str, str]:
     return {n.name: n.source for n in graph.nodes if isinstance(n, ir.LoihiNeuronNode)}
 
 
-def run_integer_graph(graph: ir.Graph, x) -> RunOutput:
+def run_integer_graph(graph: ir.Graph, x, teacher=None) -> RunOutput:
     """Run a quantized graph with the integer executor, every node value recorded; the neuron
     layers whose currents pass Lava's int32 datapath in ``details["overflows"]``."""
     from .executor import clipped_input_lines, run_int
 
     warnings = clipped_input_lines(graph, np.asarray(x))
-    r = run_int(graph, x, record=True)
+    r = run_int(graph, x, record=teacher is None, teacher=teacher)
     sources = neuron_sources(graph)
     values = {k: v.numpy() for k, v in r.values.items()}
     return RunOutput(outputs=[o.numpy() for o in r.real_outputs()],
-                     layers={k: values[k] for k in sources},
+                     layers={k: values[k] for k in sources if k in values},
                      sources=sources,
                      lines=[f"intref: integer executor; output = integer x scale {r.scales[0]:.6g}"],
                      warnings=warnings + r.overflow_lines(),
                      details={"overflows": dict(r.overflows)},
-                     values=values)
+                     values=values, taught={k: v.numpy() for k, v in r.taught.items()})
 
 
 class IntrefTarget(Target):

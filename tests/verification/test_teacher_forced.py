@@ -13,6 +13,7 @@ from spikec.errors import SpikecError
 from spikec.passes.quantize import quantize
 from spikec.runtime.execute import execute
 from spikec.runtime.float_interpreter import FLOAT_KERNELS, run_float
+from spikec.targets import get_target
 from spikec.targets.intref.executor import run_int
 from spikec.verification import teacher_forced, verify_graph
 from spikec.verification.bounds import layer_bounds, pre_spike_membrane
@@ -69,7 +70,7 @@ def test_digits_bounds_are_tight_enough_to_judge(digits, digits_compiled):
     """Every digits layer's flip bound is below θ: a flip of a neuron whose float membrane is more
     than the bound away from θ (e.g. H = 0 or H = 2θ) would be reported."""
     net, x, g = digits
-    local = teacher_forced(digits_compiled, run_float(digits_compiled.optimized, x, record=True), x)
+    local = teacher_forced(get_target("intref"), digits_compiled, run_float(digits_compiled.optimized, x, record=True), x)
     for name, (agreement, judged, bound) in local.items():
         assert bound.relative < 1.0, (name, bound.terms)
         assert judged.unexplained == 0 and agreement > 0.99, name
@@ -85,7 +86,7 @@ def _mutated(res, layer: str, **changes):
 
 
 def _unexplained(res, x) -> dict[str, int]:
-    local = teacher_forced(res, run_float(res.optimized, x, record=True), x)
+    local = teacher_forced(get_target("intref"), res, run_float(res.optimized, x, record=True), x)
     return {k: j.unexplained for k, (_, j, _) in local.items()}
 
 
