@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q --no-deps spikingjelly==2.0.0
 	$(PIP) install -q --no-deps --ignore-requires-python lava-nc==0.10.0
-	$(PIP) install -q -e '.[frameworks,nir,onnx,dev]'
+	$(PIP) install -q --no-deps norse==1.1.0 sinabs==3.1.3  # NIR consumers (tests): their pins pull torchvision / CUDA or old nir
+	$(PIP) install -q -e '.[frameworks,nir,onnx,interop,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

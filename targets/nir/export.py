@@ -3,14 +3,18 @@ standard nodes only.
 
 Conventions (stored in the graph metadata as JSON strings):
 
-* one NIR evaluation = one time step; ``dt = 2^-10 s`` (a power of two, so ``dt/τ`` and
-  ``dt·r`` are exact in floating point); ``T`` steps per sample, static inputs fed every step;
+* one NIR evaluation = one time step; ``dt = 1e-4 s`` (the step snnTorch's importer assumes and
+  cannot be told otherwise; Norse takes it as ``from_nir(..., dt=)``); ``T`` steps per sample, static
+  inputs fed every step, each step a ``[B, *features]`` batch;
 * spikingjelly LIF ``H = V + (X − (V − V_r))/τ`` ↔ NIR LIF with ``tau = τ·dt``, ``r = 1``,
-  ``v_leak = v_reset = V_r``; with decay_input=False ``r = τ``; IF ↔ NIR IF with ``r = 1/dt``;
+  ``v_leak = v_reset = V_r``; with decay_input=False ``r = τ``; IF ↔ NIR IF with ``r = 1/dt``
+  (τ·dt is not exact in float32: the source's τ in steps is kept as the node's ``spikec_tau``);
 * spikingjelly fires at ``H ≥ θ``, NIR at ``v > θ'``: ``θ'`` is the float32 number just below θ,
   so the two agree exactly on float32 membranes;
 * sums are fan-in edges; every linear data movement (reshape, permute, slice, token sums, 1×1
-  convs on token layouts) is an Affine on the flattened vector (Flatten first where needed);
+  convs on token layouts) is an Affine on the flattened vector (Flatten first where needed, with
+  ``start_dim = -len(shape)``: the first axis of NIR's un-batched shape, and also the first after
+  the batch for readers that apply ``torch.nn.Flatten(start_dim)`` to batched tensors);
 * average pools = SumPool2d then Scale(1/divisor) (an Affine with per-window divisors without
   ``count_include_pad``);
 * AND of two spike tensors = two edges into Threshold(1.5); max pool of spikes = SumPool2d then
@@ -51,7 +55,7 @@ from spikec.ir.index_maps import broadcast_matrix, conv_matrix, linear_matrix, o
 
 from . import real_maxpool
 
-DT = 2.0 ** -10
+DT = 1e-4
 MAX_DENSE_ENTRIES = 2 ** 29  # float32 Affine weights in all: 2 GiB
 EXPANSION_NAMES = {"spike product": "coincidence neurons", "max pool": "comparison / selection neurons"}
 EXPANSION_ADVICE = {"spike product": "use smaller attention (tokens x head dim)",
@@ -76,6 +80,7 @@ class Exported:
     coincidence_neurons: int = 0  # threshold neurons of all expansions (spike products, real max pools)
     notes: list[str] = field(default_factory=list)
     partial_outputs: list[str] = field(default_factory=list)
+    origins: dict[str, str] = field(default_factory=dict)  # NIR node key -> the IR node it comes from
 
 
 def _f32(a) -> np.ndarray:
@@ -102,6 +107,8 @@ class _Exporter:
         self.dense_entries = 0
         self.coincidences = 0
         self.notes: list[str] = []
+        self.origins: dict[str, str] = {}  # NIR node key -> IR node name
+        self.current: Optional[str] = None  # the IR node being visited
 
     def fail(self, n: ir.Node, what: str) -> UnsupportedError:
         return UnsupportedError(f"nir: {what} at {n.name} ({n.op}, module '{n.source or 'top level'}')")
@@ -129,6 +136,7 @@ class _Exporter:
             k += 1
             key = f"{base}_{k}"
         self.nodes[key] = node
+        self.origins[key] = self.current
         self.edges += [(i, key) for i in inputs]
         return key
 
@@ -142,8 +150,10 @@ class _Exporter:
         out = []
         for t in v.terms:
             if t not in self.flat_cache:
+                # start_dim counted from the end: the un-batched shape's first axis (NIR) is also the
+                # first after the batch for readers that apply torch.nn.Flatten(start_dim) to batches
                 self.flat_cache[t] = self.add(f"{t}_flat", self.nir.Flatten(input_type={"input": np.array(v.shape)},
-                                                                              start_dim=0, end_dim=-1), [t])
+                                                                              start_dim=-len(v.shape), end_dim=-1), [t])
             out.append(self.flat_cache[t])
         return out
 
@@ -164,6 +174,7 @@ class _Exporter:
         outputs = []
         for n in self.g.nodes:
             try:
+                self.current = n.name
                 self.visit(n)
                 if n.name in self.vals:  # shapes of the terms (some NIR nodes, e.g. SumPool2d, leave them open)
                     self.term_shapes.update((k, self.vals[n.name].shape) for k in self.vals[n.name].terms)
@@ -316,7 +327,8 @@ class _Exporter:
             tau = (1.0 / n.leak_rate) if n.leak_rate is not None else n.tau
             r = 1.0 if n.decay_input else tau
             node = nir.LIF(tau=full(tau * DT), r=full(r), v_leak=full(n.v_reset), v_threshold=th, v_reset=full(n.v_reset))
-            node.metadata = {"spikec_leak_rate": json.dumps(n.leak_rate), "spikec_decay_input": json.dumps(n.decay_input)}
+            node.metadata = {"spikec_leak_rate": json.dumps(n.leak_rate), "spikec_decay_input": json.dumps(n.decay_input),
+                             "spikec_tau": json.dumps(float(tau))}
         self.vals[n.name] = Val([self.add(n.name, node, x.terms)], shape)
 
     def soft_reset_neuron(self, n: ir.NeuronNode, x: Val, th_below: np.ndarray) -> None:
@@ -563,4 +575,5 @@ def export_nir(graph: ir.Graph, max_neurons: int = 1_000_000, partial: bool = Fa
     except ValueError as e:  # NIR's own type check: a form spikec does not yet adapt to NIR's limits
         raise UnsupportedError(f"nir: NIR {nir.__version__} rejects the exported graph ({e}): a NIR limit "
                                "spikec does not work around yet; please report the model") from None
-    return Exported(nir_graph, ex.coincidences, ex.notes, outputs)
+    return Exported(nir_graph, ex.coincidences, ex.notes, outputs,
+                    {rename[k]: ex.origins[k] for k in order if ex.origins.get(k)})

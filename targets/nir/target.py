@@ -1,5 +1,8 @@
 """nir as a :class:`~spikec.targets.base.Target`: the optimised float IR as a NIR graph (a single
-HDF5 file), read back with nirtorch and checked against the float IR spike for spike."""
+HDF5 file), read back with nirtorch and checked against the float IR spike for spike; with
+``consumer=NAME`` (snntorch, norse, rockpool, sinabs) the graph is first checked against what that
+simulator's own NIR import reads (refused, naming the nodes and modules, when it cannot), and
+``check`` also runs the file in it (:mod:`.consumers`)."""
 
 from __future__ import annotations
 
@@ -22,13 +25,20 @@ class NirTarget(Target):
         Option("max_nir_neurons", 1_000_000, "refuse expansions (spike-product coincidences, max-pool selections) "
                "above N threshold neurons in all (default 1000000)", type=int, verify=True),
         Option("partial", False, "export the expressible prefix instead of failing", action="store_true"),
+        Option("consumer", None, "refuse a graph that the NIR import of NAME (snntorch, norse, rockpool, sinabs) cannot "
+               "read as NIR means it; with verify, also run the file in NAME and compare its spikes",
+               metavar="NAME", verify=True),
     )
 
-    def emit(self, compiled, max_nir_neurons: int = 1_000_000, partial: bool = False, **options) -> Artifact:
+    def emit(self, compiled, max_nir_neurons: int = 1_000_000, partial: bool = False, consumer=None,
+             **options) -> Artifact:
         from spikec.compiler import compile_graph
 
+        from . import consumers
         from .export import export_nir, quantization_metadata
 
+        if consumer is not None:
+            consumers.get(consumer)  # an unknown name fails before the export
         try:  # the Loihi 2 fixed-point scales of the same model, for the metadata
             quant = quantization_metadata(compile_graph(compiled.traced, "intref", calib=compiled.calib,
                                                         input_range=compiled.input_range,
@@ -38,7 +48,11 @@ class NirTarget(Target):
         ex = export_nir(compiled.optimized, max_neurons=max_nir_neurons, partial=partial, quantization=quant)
         lines = [f"NIR graph: {len(ex.graph.nodes)} nodes, {ex.coincidence_neurons} expansion neurons "
                  "(spike-product coincidences, max-pool selections)"] + ["  " + note for note in ex.notes]
-        return Artifact(self, ex, compiled.optimized, lines=lines)
+        if consumer is not None:
+            consumers.refuse_unreadable(ex.graph, consumer, ex.origins,
+                                        {n.name: n.source for n in compiled.optimized.nodes if n.source})
+            lines.append(f"readable by {consumers.get(consumer).requirement}'s NIR import (node types and parameters)")
+        return Artifact(self, ex, compiled.optimized, lines=lines, meta={"consumer": consumer} if consumer else {})
 
     def save(self, artifact: Artifact, path) -> Path:
         from . import write_nir
@@ -77,17 +91,35 @@ class NirTarget(Target):
 
     def check(self, compiled, artifact, x, reference) -> TargetCheck:
         """The nirtorch re-import against the float IR (per-step semantics, readout moved behind the
-        classifier as in the export): spikes per neuron layer identical, outputs within 1e-5."""
+        classifier as in the export): spikes per neuron layer identical, outputs within 1e-5.  With a
+        consumer (``artifact.meta``), the file also runs in that simulator's own NIR import: the
+        per-layer agreement and outputs reported are then the consumer's, and exact needs both."""
         from .verify import check_against_float, run_file
 
+        consumer = artifact.meta.get("consumer")
         with tempfile.TemporaryDirectory(prefix="spikec-nir-") as d:
             path = self._file(artifact, d)
             rep = check_against_float(compiled.optimized, path, x)
             y = run_file(path, x)[0].numpy()  # with the readout: comparable with the model's outputs
+            if consumer:
+                from .consumers import compare_with_float
+
+                other = compare_with_float(compiled.optimized, path, x, consumer)
         exact = rep["spikes_identical"] and rep["output_max_abs_diff"] <= 1e-5
-        return TargetCheck("float IR", exact, rep["layers"], rep["output_max_abs_diff"] <= 1e-5,
-                           outputs=y,
-                           details={"readout": rep["readout"], "output_max_abs_diff": rep["output_max_abs_diff"]},
-                           lines=[f"nir re-import with nirtorch; readout: {rep['readout']}; "
-                                  f"spikes identical in every layer: {'yes' if rep['spikes_identical'] else 'NO'}; "
-                                  f"outputs max |diff| {rep['output_max_abs_diff']:.3g}"])
+        lines = [f"nir re-import with nirtorch; readout: {rep['readout']}; "
+                 f"spikes identical in every layer: {'yes' if rep['spikes_identical'] else 'NO'}; "
+                 f"outputs max |diff| {rep['output_max_abs_diff']:.3g}"]
+        details = {"readout": rep["readout"], "output_max_abs_diff": rep["output_max_abs_diff"]}
+        layers, outputs_ok = rep["layers"], rep["output_max_abs_diff"] <= 1e-5
+        if consumer:
+            ok = other["spikes_identical"] and other["output_max_abs_diff"] <= 1e-5
+            worst = min(other["layers"].items(), key=lambda kv: kv[1], default=None)
+            lines.append(f"nir in {other['consumer']} (its own NIR import): spikes identical in every layer: "
+                         f"{'yes' if other['spikes_identical'] else 'NO'}"
+                         + (f" (lowest agreement {worst[1]:.4f} at {worst[0]})" if worst and worst[1] < 1 else "")
+                         + f"; outputs max |diff| {other['output_max_abs_diff']:.3g}")
+            details.update(consumer=other["consumer"], nirtorch_layers=rep["layers"],
+                           consumer_output_max_abs_diff=other["output_max_abs_diff"])
+            exact, layers, y = exact and ok, other["layers"], other["outputs"]
+            outputs_ok = outputs_ok and other["output_max_abs_diff"] <= 1e-5
+        return TargetCheck("float IR", exact, layers, outputs_ok, outputs=y, details=details, lines=lines)

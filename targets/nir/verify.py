@@ -21,9 +21,10 @@ class _LIF(nn.Module):
     def __init__(self, node, dt):
         super().__init__()
         f = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
-        self.tau_steps = f(np.asarray(node.tau, np.float64) / dt)
-        self.r, self.v_leak, self.th, self.v_reset = f(node.r), f(node.v_leak), f(node.v_threshold), f(node.v_reset)
         meta = node.metadata or {}
+        tau = json.loads(meta["spikec_tau"]) if "spikec_tau" in meta else np.asarray(node.tau, np.float64) / dt
+        self.tau_steps = f(tau)  # the source's τ in steps (τ·dt itself is rounded in float32)
+        self.r, self.v_leak, self.th, self.v_reset = f(node.r), f(node.v_leak), f(node.v_threshold), f(node.v_reset)
         self.decay_input = json.loads(meta.get("spikec_decay_input", "true"))
         rate = json.loads(meta.get("spikec_leak_rate", "null"))
         self.rate = None if rate is None else torch.tensor(rate, dtype=torch.float32)
@@ -48,7 +49,8 @@ class _IF(nn.Module):
         super().__init__()
         self.th = torch.as_tensor(np.asarray(node.v_threshold, np.float32))
         self.v_reset = float(np.asarray(node.v_reset).reshape(-1)[0])
-        self.gain = float(np.asarray(node.r).reshape(-1)[0]) * dt
+        gain = float(np.asarray(node.r).reshape(-1)[0]) * dt
+        self.gain = 1.0 if abs(gain - 1.0) < 1e-9 else gain  # r = 1/dt: v += x (1e4 * 1e-4 rounds in float64)
 
     def forward(self, x, state=None):
         v = torch.full_like(x, self.v_reset) if state is None else state
@@ -99,7 +101,9 @@ def node_map(dt: float) -> dict:
         nir.Conv2d: conv2d,
         nir.Conv1d: conv1d,
         nir.Threshold: lambda n: _Lambda(lambda x, th=torch.as_tensor(np.asarray(n.threshold, np.float32)): (x > th).float()),
-        nir.Flatten: lambda n: _Lambda(lambda x: x.flatten(1)),
+        # NIR's start / end dims count on the un-batched shape (spikec writes negative ones)
+        nir.Flatten: lambda n: _Lambda(lambda x, s=int(n.start_dim), e=int(n.end_dim):
+                                       x.flatten(s + 1 if s >= 0 else s, e + 1 if e >= 0 else e)),
         nir.SumPool2d: lambda n: _Lambda(lambda x, k=tuple(int(a) for a in n.kernel_size), s=tuple(int(a) for a in n.stride),
                                          p=tuple(int(a) for a in n.padding): F.avg_pool2d(x, k, s, p, divisor_override=1)),
         nir.Scale: lambda n: _Lambda(lambda x, c=torch.as_tensor(np.asarray(n.scale, np.float32)): x * c),
