@@ -140,3 +140,30 @@ def require(missing: list[str], verb: str) -> None:
 
 def limit(a, n: Optional[int]):
     return a if a is None or not n else a[:n]
+
+
+def add_data_options(p: argparse.ArgumentParser):
+    """--input / --labels / --dataset / --limit; returns the group."""
+    from spikec.data import DATASETS
+
+    g = p.add_argument_group("data")
+    g.add_argument("--input", metavar="X.npy", help="inputs (model input layout)")
+    g.add_argument("--labels", metavar="Y.npy", help="integer labels for accuracy")
+    g.add_argument("--dataset", choices=list(DATASETS),
+                   help="a bundled dataset instead of --input (digits: scikit-learn 8x8 held-out split)")
+    g.add_argument("--limit", type=int, metavar="N", help="use the first N inputs")
+    return g
+
+
+def load_data(args, verb: str):
+    """The inputs and labels the data options name."""
+    from spikec.data import load_array, load_dataset
+
+    if args.dataset:
+        x, y = load_dataset(args.dataset)
+    elif args.input:
+        x = load_array(args.input, "--input").astype("float32")
+        y = load_array(args.labels, "--labels").astype("int64") if args.labels else None
+    else:
+        raise SpikecError(f"{verb} needs data: --input X.npy (and --labels Y.npy) or --dataset digits")
+    return limit(x, args.limit), limit(y, args.limit)

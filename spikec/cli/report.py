@@ -8,7 +8,6 @@ from . import common
 
 
 def add_parser(sub) -> None:
-    from spikec.data import DATASETS
 
     p = sub.add_parser("report", help="per-layer synaptic operations, energy, firing rates and Loihi 2 cores, with plots",
                        description="Run the optimised float IR and the integer reference model on the inputs and write "
@@ -17,12 +16,7 @@ def add_parser(sub) -> None:
                        "float vs integer spike agreement, quantization error and Loihi 2 cores (report.md, "
                        "report.json, and four PNG plots).")
     common.add_model_options(p)
-    g = p.add_argument_group("data")
-    g.add_argument("--input", metavar="X.npy", help="inputs (model input layout)")
-    g.add_argument("--labels", metavar="Y.npy", help="integer labels for accuracy")
-    g.add_argument("--dataset", choices=list(DATASETS),
-                   help="a bundled dataset instead of --input (digits: scikit-learn 8x8 held-out split)")
-    g.add_argument("--limit", type=int, metavar="N", help="use the first N inputs")
+    common.add_data_options(p)
     g = p.add_argument_group("report")
     g.add_argument("-o", "--output", metavar="DIR", help="directory to write (report.md, report.json, *.png)")
     g.add_argument("--max-memory", metavar="SIZE",
@@ -34,21 +28,6 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def load_data(args):
-    """The inputs and labels the options name."""
-    from spikec.data import load_array, load_dataset
-    from spikec.errors import SpikecError
-
-    if args.dataset:
-        x, y = load_dataset(args.dataset)
-    elif args.input:
-        x = load_array(args.input, "--input").astype("float32")
-        y = load_array(args.labels, "--labels").astype("int64") if args.labels else None
-    else:
-        raise SpikecError("report needs data: --input X.npy (and --labels Y.npy) or --dataset digits")
-    return common.limit(x, args.limit), common.limit(y, args.limit)
-
-
 def run(args) -> int:
     from rich.console import Console
 
@@ -58,7 +37,7 @@ def run(args) -> int:
 
     common.require([] if args.output else ["-o DIR"], "report")
     check_report_dir(args.output, protect=common.inputs_of(args))
-    x, labels = load_data(args)
+    x, labels = common.load_data(args, "report")
     graph = common.graph_of(args)
     check_inputs(graph, x, labels)
     report = report_graph(graph, x, labels=labels, calib=common.calib_of(args), input_range=args.input_range,

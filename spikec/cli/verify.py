@@ -8,7 +8,6 @@ from . import common
 
 
 def add_parser(sub) -> None:
-    from spikec.data import DATASETS
     from spikec.targets import names
     from spikec.targets.base import REFERENCE
 
@@ -21,12 +20,7 @@ def add_parser(sub) -> None:
                        "(fed the float spikes of the layers upstream) against its quantization error bound: exit 1 "
                        "when a flip lies beyond it.")
     common.add_model_options(p)
-    g = p.add_argument_group("data")
-    g.add_argument("--input", metavar="X.npy", help="inputs (model input layout)")
-    g.add_argument("--labels", metavar="Y.npy", help="integer labels for accuracy")
-    g.add_argument("--dataset", choices=list(DATASETS),
-                   help="a bundled dataset instead of --input (digits: scikit-learn 8x8 held-out split)")
-    g.add_argument("--limit", type=int, metavar="N", help="use the first N inputs")
+    common.add_data_options(p)
     g = p.add_argument_group("checks")
     g.add_argument("--target", choices=names(), default=REFERENCE,
                    help=f"target to verify (default {REFERENCE}): its pipeline, and its own run checked against its "
@@ -38,21 +32,6 @@ def add_parser(sub) -> None:
     common.add_target_options(p, verify=True)
     common.add_debug(p)
     p.set_defaults(func=run)
-
-
-def load_data(args):
-    """The inputs and labels the options name."""
-    from spikec.data import load_array, load_dataset
-    from spikec.errors import SpikecError
-
-    if args.dataset:
-        x, y = load_dataset(args.dataset)
-    elif args.input:
-        x = load_array(args.input, "--input").astype("float32")
-        y = load_array(args.labels, "--labels").astype("int64") if args.labels else None
-    else:
-        raise SpikecError("verify needs data: --input X.npy (and --labels Y.npy) or --dataset digits")
-    return common.limit(x, args.limit), common.limit(y, args.limit)
 
 
 def show(report) -> None:
@@ -72,7 +51,7 @@ def run(args) -> int:
     if args.json:
         check_output(args.json, directory=False, protect=common.inputs_of(args), option="--json")
     target = get_target(args.target)
-    x, labels = load_data(args)
+    x, labels = common.load_data(args, "verify")
     loaded = common.open_args(args)  # once: the torch module runs, and the same object is traced
     graph = common.graph_of(args, loaded)
     check_inputs(graph, x, labels)
