@@ -16,6 +16,7 @@ from spikec.ir import Graph
 
 from .base import PassReport, PassResult
 from .cleanup import cleanup
+from .copy_linear_inputs_per_consumer import copy_linear_inputs_per_consumer
 from .distribute_over_spike_sums import distribute_over_spike_sums
 from .fold_batchnorm import fold_batchnorm
 from .fold_sums_into_synapses import fold_sums_into_synapses
@@ -31,6 +32,7 @@ PASSES: dict[str, Callable[[Graph], PassResult]] = {
     "spike_matmul_to_addressed_accumulation": spike_matmul_to_addressed_accumulation,
     "distribute_over_spike_sums": distribute_over_spike_sums,
     "fold_sums_into_synapses": fold_sums_into_synapses,
+    "copy_linear_inputs_per_consumer": copy_linear_inputs_per_consumer,
 }
 
 _FLOAT = ["cleanup", "fold_batchnorm", "merge_repconv", "merge_scale_into_threshold",
@@ -39,9 +41,12 @@ _FLOAT = ["cleanup", "fold_batchnorm", "merge_repconv", "merge_scale_into_thresh
 PIPELINES: dict[str, list[str]] = {
     # the reference float pipeline: every exact rewrite
     "float": _FLOAT + ["distribute_over_spike_sums"],
-    # integer targets: sums over positions get synapses (and fixed-point scales) of their own
-    "intref": _FLOAT[:-1] + ["fold_sums_into_synapses", "cleanup"],
-    "lava": _FLOAT[:-1] + ["fold_sums_into_synapses", "cleanup", "distribute_over_spike_sums"],
+    # integer targets: sums over positions get synapses (and fixed-point scales) of their own, and
+    # every reader of a real-valued linear value (a neuron's input current, a max pool of reals) its
+    # own copy of the synapses and sums behind it (its own scale and weight exponents)
+    "intref": _FLOAT[:-1] + ["fold_sums_into_synapses", "copy_linear_inputs_per_consumer", "cleanup"],
+    "lava": _FLOAT[:-1] + ["fold_sums_into_synapses", "copy_linear_inputs_per_consumer", "cleanup",
+                           "distribute_over_spike_sums"],
     "nir": _FLOAT + ["distribute_over_spike_sums"],
 }
 

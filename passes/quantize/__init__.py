@@ -30,8 +30,17 @@ The output current is (Σ w_lava·in) << e (>> −e, floor, for e < 0).
 Scales Δa are powers of two chosen from bounds on |X| and |V| so that |a| ≤ 2^16 and |v| ≤ 2^22
 (half of Lava's 24-bit range) and the biases fit the 13-bit mantissa with exponent ≤ 7.  Bounds are
 worst-case (interval arithmetic over the weights, input range and T) unless calibration data is
-given, in which case measured maxima × ``calib_margin`` are used (tighter, finer Δ; other inputs
-could then saturate v or wrap u — the report shows the headroom).
+given, in which case each layer's 99.99th percentile of the measured |X| and |H| is used
+(:data:`~.bounds.CALIB_PERCENTILE`; tighter, finer Δ).  Currents beyond it stay exact up to the
+headroom; farther out u wraps and v saturates exactly as on Loihi, on every integer target (intref,
+Lava, ONNX agree bit for bit there too).  The report counts, per layer, the calibration values above
+the bound and those the scale wraps or saturates.
+
+The scale belongs to the consumer.  A value's readers never share a linear tree: the pass
+``copy_linear_inputs_per_consumer`` (run before quantize on the integer pipelines) gives every
+neuron layer (and every max pool of real values, every host output) its own copy of the synapses and
+sums behind its input, so each neuron's Δa comes from its own threshold and range, and each
+connection into it gets its own weight exponent.
 
 Every approximation is reported per layer: weight rounding / clipping, decay (dv/4096 vs d),
 threshold placement, bias rounding / saturation.
@@ -54,7 +63,7 @@ from spikec import ir
 from spikec.errors import UnsupportedError
 
 from ..base import NameSource, PassReport, PassResult, where
-from .bounds import measured_bounds, worst_case_bounds
+from .bounds import CALIB_PERCENTILE, Calibration, measured_bounds, worst_case_bounds
 from .domains import A_BITS, DOMAIN_OPS, OUT_BITS, V_BITS, Domains, Scales, log2_exact
 from .neurons import constant_input, quantize_neuron
 from .report import NeuronReport, QuantReport, SynapseReport
@@ -62,8 +71,9 @@ from .weights import quantize_synapse, quantize_weights
 
 NAME = "quantize"
 
-__all__ = ["A_BITS", "NAME", "OUT_BITS", "V_BITS", "Domains", "NeuronReport", "QuantReport", "Scales", "SynapseReport",
-           "measured_bounds", "quantize", "quantize_weights", "worst_case_bounds"]
+__all__ = ["A_BITS", "CALIB_PERCENTILE", "Calibration", "NAME", "OUT_BITS", "V_BITS", "Domains", "NeuronReport",
+           "QuantReport", "Scales", "SynapseReport", "measured_bounds", "quantize", "quantize_weights",
+           "worst_case_bounds"]
 
 
 def check_quantizable(graph: ir.Graph) -> None:
@@ -86,10 +96,12 @@ def check_quantizable(graph: ir.Graph) -> None:
 
 
 def quantize(graph: ir.Graph, calib: Optional[torch.Tensor] = None, input_range: Sequence[float] = (0.0, 1.0),
-             calib_margin: float = 1.25) -> PassResult:
-    """The integer IR of ``graph`` (module docstring); ``result.quant`` is the :class:`QuantReport`."""
+             calib_margin: float = 1.0, calib_percentile: float = CALIB_PERCENTILE) -> PassResult:
+    """The integer IR of ``graph`` (module docstring); ``result.quant`` is the :class:`QuantReport`.
+    ``calib``: calibration inputs; the bounds are then the ``calib_percentile``-th percentile of each
+    layer's measured |value| (× ``calib_margin``) instead of worst-case."""
     report = PassReport(NAME)
-    qrep = QuantReport(calibrated=calib is not None)
+    qrep = QuantReport(calibrated=calib is not None, percentile=calib_percentile if calib is not None else None)
     types = graph.types
     names = NameSource(graph)
     check_quantizable(graph)
@@ -100,8 +112,10 @@ def quantize(graph: ir.Graph, calib: Optional[torch.Tensor] = None, input_range:
     x_scale = input_max / (127.0 if signed else 255.0)
     qrep.input_scale = x_scale
 
+    cal = None
     if calib is not None:
-        bound, membrane_bound = measured_bounds(graph, calib, calib_margin)
+        cal = measured_bounds(graph, calib, calib_margin, calib_percentile)
+        bound, membrane_bound = cal.bound, cal.membrane
     else:
         bound, membrane_bound = worst_case_bounds(graph, input_max), {}
 
@@ -146,6 +160,12 @@ def quantize(graph: ir.Graph, calib: Optional[torch.Tensor] = None, input_range:
             a = as_units(x, da, n)
             vb = next(vb for m, _, _, vb in scales.needs[key] if m is n)
             q, nrep = quantize_neuron(n, a, da, x0[n.name], bound.get(x, 0.0), vb, report)
+            if cal is not None:
+                nrep.calib_values = int(cal.currents[n.name].numel()) if n.name in cal.currents else 0
+                nrep.calib_beyond, nrep.calib_wrapped, nrep.calib_saturated = cal.saturation(n.name, da)
+                if nrep.calib_wrapped or nrep.calib_saturated:
+                    report.skip(where(n), f"calibration: {nrep.calib_wrapped} currents wrap u and {nrep.calib_saturated} "
+                                          "membranes saturate v at the calibrated scale")
             out_nodes.append(q)
             qname[n.name] = q.name
             qrep.neurons.append(nrep)

@@ -1,12 +1,24 @@
 """Ranges: max |value| of every value and max |membrane| of every neuron, worst-case (interval
-arithmetic over the weights, the input range and T) or measured on calibration data."""
+arithmetic over the weights, the input range and T: guaranteed, the default) or measured on
+calibration data (``--calib``).
+
+Calibrated bounds are the 99.99th percentile (:data:`CALIB_PERCENTILE`) of |value| over every
+element (positions, time steps, samples) of each value, per layer, and of |H| per neuron layer: not
+the maximum, so that one outlier in the calibration data does not coarsen a layer's scale.  The
+quantizer keeps the usual headroom above the bound (|a| <= 2^16 where u wraps at 2^17, |v| <= 2^22
+where it saturates at 2^23, and the power-of-two rounding of Δ), so values up to 2-4x the bound are
+still exact; beyond that the integer model does what Loihi does (u wraps, v saturates), on every
+integer target alike.  :meth:`Calibration.saturation` counts, per layer, the calibration values above
+the bound and those the chosen scale wraps or saturates; the quantization report prints them."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from spikec import ir
+from spikec import ir, loihi
 from spikec.runtime.float_interpreter import run_float
 
 
@@ -56,15 +68,64 @@ def worst_case_bounds(graph: ir.Graph, input_max: float) -> dict[str, float]:
     return b
 
 
-def measured_bounds(graph: ir.Graph, calib: torch.Tensor, margin: float) -> tuple[dict[str, float], dict[str, float]]:
-    """max |value| and, per neuron, max |H| on calibration data (times ``margin``)."""
+CALIB_PERCENTILE = 99.99  # calibrated bounds: this percentile of |value| per layer (module docstring)
+
+
+def percentile_abs(x: torch.Tensor, q: float) -> float:
+    """The ``q``-th percentile of |x| over all its elements (linear interpolation, as numpy's):
+    a bound that a few outliers in the calibration data do not coarsen."""
+    a = x.detach().abs().reshape(-1).double()
+    if a.numel() == 0:
+        return 0.0
+    if q >= 100.0:
+        return float(a.max())
+    return float(np.percentile(a.numpy(), q))
+
+
+@dataclass
+class Calibration:
+    """Bounds measured on calibration data.  ``bound``: per value, the ``percentile``-th percentile
+    of |value| (× ``margin``); ``membrane``: per neuron, the same of |H|.  ``currents`` /
+    ``membranes``: each neuron layer's measured input currents X and membranes H (float model), kept
+    to count what the chosen scales saturate (:meth:`saturation`)."""
+
+    bound: dict[str, float]
+    membrane: dict[str, float]
+    percentile: float
+    currents: dict[str, torch.Tensor] = field(default_factory=dict)
+    membranes: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def saturation(self, neuron: str, delta_a: float) -> tuple[int, int, int]:
+        """(measured values beyond the calibrated bound, currents that leave u's 24-bit range and
+        would wrap (|X| >= 2^17·Δa: u = a << 6 reaches 2^23), membranes beyond v's saturation
+        (|H| > (2^23 − 1)·Δv)) of one neuron layer at input scale ``delta_a``: what Loihi, and
+        every integer target, would clip or wrap on the calibration data itself."""
+        x, h = self.currents.get(neuron), self.membranes.get(neuron)
+        if x is None:
+            return 0, 0, 0
+        ax = x.abs().double()
+        beyond = int((ax > self.bound.get(f"{neuron}::in", float("inf"))).sum())
+        wraps = int((ax >= (loihi.U_MAX >> loihi.CURRENT_SHIFT) * delta_a).sum())
+        dvv = delta_a / (1 << loihi.CURRENT_SHIFT)
+        sat = int((h.abs().double() > loihi.V_LIMIT * dvv).sum()) if h is not None else 0
+        return beyond, wraps, sat
+
+
+def measured_bounds(graph: ir.Graph, calib: torch.Tensor, margin: float = 1.0,
+                    percentile: float = CALIB_PERCENTILE) -> Calibration:
+    """Per value the ``percentile``-th percentile of |value|, and per neuron of |H|, on the
+    calibration data (times ``margin``); spikes and ANDs are 1."""
     r = run_float(graph, calib, record=True)
-    vals = {k: float(v.abs().max()) * margin for k, v in r.values.items()}
+    vals = {k: percentile_abs(v, percentile) * margin for k, v in r.values.items()}
+    currents: dict[str, torch.Tensor] = {}
     for n in graph.nodes:
         if isinstance(n, (ir.NeuronNode, ir.AndNode)):
             vals[n.name] = 1.0
-    membranes = {k: float(h.abs().max()) * margin for k, h in r.membranes.items()}
-    return vals, membranes
+        if isinstance(n, ir.NeuronNode):
+            currents[n.name] = r.values[n.inputs[0]]
+            vals[f"{n.name}::in"] = vals[n.inputs[0]]
+    membranes = {k: percentile_abs(h, percentile) * margin for k, h in r.membranes.items()}
+    return Calibration(vals, membranes, percentile, currents, dict(r.membranes))
 
 
 def membrane_bound(n, time: int, input_bound: float, measured: dict[str, float]) -> float:

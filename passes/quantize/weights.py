@@ -47,12 +47,13 @@ def quantize_weights(w: np.ndarray, factor: float, bits: int = loihi.WEIGHT_BITS
 
 
 def summed_downstream(graph: ir.Graph, value: str) -> bool:
-    """Does a feature sum (reduce / sum pool) follow ``value`` before the next neuron or output?"""
+    """Does a feature sum (reduce / sum pool) follow ``value`` before the next neuron, output or
+    max pool (a max pool is materialised: Lava runs it as a stage, its input connections floor first)?"""
     stack, seen = [value], set()
     while stack:
         v = stack.pop()
         for u in graph.users(v):
-            if u.name in seen or isinstance(u, (ir.NeuronNode, ir.OutputNode, ir.ConvNode, ir.LinearNode)):
+            if u.name in seen or isinstance(u, (ir.NeuronNode, ir.OutputNode, ir.ConvNode, ir.LinearNode, ir.MaxPoolNode)):
                 continue
             if isinstance(u, (ir.ReduceNode, ir.AvgPoolNode)):
                 return True

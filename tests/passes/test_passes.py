@@ -339,7 +339,8 @@ def test_merge_repconv_negative():
 # ------------------------------------------------------------------------- fold sums into synapses
 def token_sum_graph(leaf="conv"):
     """A residual stream of two convs over spikes, summed over positions into a neuron (SDT's
-    head); ``leaf='real'`` reads a real value that is no synapse over spikes."""
+    head); ``leaf='real'`` reads a real value that is no synapse over spikes (a scaled conv: a max
+    pool of reals, which the pass now keeps as its own term, used to be the example)."""
     nodes = [ir.InputNode("x", (), features=(3, 4, 4), time=2, layout="sequence"),
              ir.NeuronNode("s1", ("x",), v_threshold=0.5), ir.NeuronNode("s2", ("x",), v_threshold=0.9),
              ir.ConvNode("c1", ("s1",), "c1", weight=f32(5, 3, 3, 3, scale=0.4), bias=f32(5), stride=(1, 1),
@@ -347,7 +348,7 @@ def token_sum_graph(leaf="conv"):
              ir.ConvNode("c2", ("s2",), "c2", weight=f32(5, 3, 1, 1, scale=0.4), bias=None, stride=(1, 1),
                          padding=(0, 0), dilation=(1, 1))]
     if leaf == "real":
-        nodes.append(ir.MaxPoolNode("mp", ("c2",), kernel=(1, 1), stride=(1, 1), padding=(0, 0)))
+        nodes.append(ir.ScaleNode("mp", ("c2",), factor=1.0))  # a real value the pass does not look through
     nodes += [ir.AddNode("res", ("c1", "mp" if leaf == "real" else "c2")), ir.NeuronNode("mid", ("res",)),
               ir.ReshapeNode("tok", ("res",), features=(5, 16)),
               ir.ReduceNode("sum", ("tok",), axes=(1,), reduce="sum"),
