@@ -7,7 +7,9 @@ checked by running it (``tests/targets/nir/test_interop.py``):
 * ``reads``: the node types its importer maps;
 * ``misreads(node, graph)``: a reason when it maps a node but computes something else than NIR's
   definition (a parameter it ignores or asserts on, a different neuron model), else None;
-* ``load(graph)`` / ``run``: the consumer's own import and its own step loop.
+* ``load(graph)`` / ``run``: the consumer's own import and its own step loop;
+* ``encode``: neurons that its import computes exactly only in another, equally NIR-conforming form
+  than spikec's default, written in that form by ``export_nir(..., consumer=NAME)``.
 
 :func:`unreadable` lists what a consumer cannot read (type not mapped, or misread), grouped by reason,
 with the nodes' source modules; ``spikec compile --target nir --consumer NAME`` refuses with it
@@ -53,10 +55,19 @@ def _dt(graph) -> float:
 
 # --- snnTorch 1.0.0 (snntorch/import_nir.py) -----------------------------------------------------------
 # LIF -> snn.Leaky(beta = 1 - 1e-4 / tau, threshold = v_threshold / (r * 1e-4 / tau)): forward Euler with a
-# fixed dt = 1e-4 s and the membrane rescaled by r*dt/tau (spikes unchanged); reset to zero; fires at v > θ.
+# fixed dt = 1e-4 s and the membrane rescaled by r*dt/tau (only when that is not allclose to 1: spikes
+# unchanged); mem = beta * mem + x in float32 (beta from numpy float32: tau is float32), fires at mem > θ,
+# then mem - spike * mem (reset to zero).  Its reset bookkeeping (a "reset" flag from the previous step's
+# membrane) keeps the membrane after a spike when θ < 0.
 # Deviations: dt fixed at 1e-4 (no argument); asserts v_leak == 0; ignores v_reset (always zero);
 # IF -> snn.Leaky(beta=0.9) (a leak that NIR's IF does not have) and asserts r == 1; no Threshold, Scale,
 # SumPool2d, Conv1d or nested graph (other than its own LIF <-> Affine recurrence) mapping.
+# Exact for spikec's float IR: LIF with hard reset to 0: beta * v equals the IR's v - v/τ for τ a power of two
+# (both one rounding of v(1 - 1/τ)).  IF with hard reset to 0: written (with --consumer snntorch) as a NIR LIF
+# without leak (:func:`_snntorch_encode`): beta rounds to exactly 1.0, so mem = mem + x, the IR's IF.
+IF_AS_LIF_TAU = 1e4  # s: dt / tau = 1e-8 < 2**-25, so 1 - dt/tau is 1.0 in float32 (and v - v*dt/tau is v)
+
+
 def _snntorch_misreads(node, graph) -> Reason:
     kind = type(node).__name__
     if kind == "IF":
@@ -68,7 +79,24 @@ def _snntorch_misreads(node, graph) -> Reason:
             return "LIF (per-neuron threshold, tau or r)"
         if not np.isclose(_dt(graph), 1e-4, rtol=1e-9, atol=0):
             return "LIF (dt != 1e-4 s, which it assumes)"
+        if np.any(np.asarray(node.v_threshold) < 0):
+            return "LIF (v_threshold < 0: keeps the membrane after a spike)"
     return None
+
+
+def _snntorch_encode(nir, n, th: np.ndarray, shape) -> Optional[tuple[object, str]]:
+    """IF with hard reset to 0 as the NIR LIF tau = IF_AS_LIF_TAU, r = tau/dt, v_leak = v_reset = 0: NIR's
+    ``tau dv/dt = (v_leak - v) + r I`` is then dv = x - 1e-8·v per step, a leak below half an ulp of
+    float32; snnTorch computes beta = 1 - dt/tau = 1.0 exactly and r·dt/tau = 1 (no rescaling):
+    mem = 1.0·mem + x, spikes at mem > θ', reset to 0: the IR's IF."""
+    if n.model != "IF" or n.v_reset != 0.0 or n.v_init != 0.0:
+        return None
+    full = lambda v: np.full(shape, v, np.float32)  # noqa: E731
+    node = nir.LIF(tau=full(IF_AS_LIF_TAU), r=full(IF_AS_LIF_TAU / DT), v_leak=full(0.0), v_threshold=th,
+                   v_reset=full(0.0))
+    node.metadata = {"spikec_model": json.dumps("IF")}
+    return node, (f"IF as a NIR LIF without leak for snnTorch (tau = {IF_AS_LIF_TAU:g} s, r = tau/dt: "
+                  "beta = 1.0 in float32)")
 
 
 def _snntorch_load(graph):
@@ -79,12 +107,20 @@ def _snntorch_load(graph):
 
 
 # --- Norse 1.1.0 (norse/torch/utils/import_nir.py) ------------------------------------------------------
-# LIF -> LIFBoxCell: v += dt/tau (x + v_leak - v), z = [v > θ], then v = v_reset_default (0); dt is from_nir's
-# argument (default 1e-3: pass the graph's dt).  IF -> IAFCell: v += x (dt and r ignored).
+# LIF -> LIFBoxCell: v += (dt * (1/tau)) * ((x + v_leak) - v) in float32, z = [v - θ > 0], then v = (1 - z) v + z·0;
+# the membrane starts at v_leak; dt is from_nir's argument (default 1e-3: pass the graph's dt).
+# IF -> IAFCell: v += x (dt and r ignored), z = [v - θ > 0], reset to 0.
 # Deviations: r ignored (only a warning; NIR's r scales the input); v_reset ignored (always 0); IF ignores
 # dt and r (equal to NIR only for r = 1/dt); SumPool2d padding ignored; nodes it does not map (Scale,
 # Threshold, AvgPool2d, Conv1d, nested graphs' contents) load as None without an error, and nirtorch's
 # legacy executor (nirtorch.load) then fails at the first step with a KeyError naming the node.
+# Exact for spikec's float IR: IF with hard reset to 0 (r = 1/dt).  LIF: its update multiplies the input by
+# dt/tau, so it cannot round as spikec's IR LIF (h = (v - v/τ) + x, input not decayed, r = τ; e.g. τ = 2,
+# v = 0.22949655, x = -0.85949588: -0.74474758 vs its -0.74474764 with the input pre-scaled by τ); with
+# --consumer norse a LIF with hard reset to 0 and τ a power of two is written in the input-decayed form
+# (:func:`_norse_encode`: r = 1, θ/τ), which Norse computes exactly as spikingjelly's own LIF
+# (v + (x - v)/τ); it agrees with spikec's IR up to the IR's reassociation (1 ulp of the membrane in some
+# steps; a spike differs only for a membrane within that ulp of the threshold).
 def _norse_misreads(node, graph) -> Reason:
     kind = type(node).__name__
     if kind == "LIF":
@@ -100,6 +136,29 @@ def _norse_misreads(node, graph) -> Reason:
     if kind == "SumPool2d" and np.any(np.asarray(node.padding) != 0):
         return "SumPool2d (padding ignored)"
     return None
+
+
+def _norse_leak(tau_nir: np.float32) -> float:
+    """The factor Norse's LIFBoxCell multiplies ((x + v_leak) - v) by: dt * (1 / tau) in float32 torch."""
+    return float(DT * (1 / torch.as_tensor(np.asarray([tau_nir], np.float32))))
+
+
+def _norse_encode(nir, n, th: np.ndarray, shape) -> Optional[tuple[object, str]]:
+    """A LIF with hard reset to 0 whose input is not decayed (spikec's IR form, r = τ) and τ = 2^k steps,
+    as the equivalent input-decayed NIR LIF r = 1, v_threshold θ'/τ (the membrane is the IR's divided
+    by τ: exact for a power of two), tau = τ·dt where Norse's dt·(1/tau) is exactly 1/τ."""
+    if n.model != "LIF" or n.decay_input or n.leak_rate is not None or n.v_reset != 0.0 or n.v_init != 0.0:
+        return None
+    tau = float(n.tau)
+    tau_nir = np.float32(tau * DT)
+    if tau < 1.0 or np.frexp(tau)[0] != 0.5 or _norse_leak(tau_nir) != 1.0 / tau:
+        return None
+    full = lambda v: np.full(shape, v, np.float32)  # noqa: E731
+    node = nir.LIF(tau=full(tau_nir), r=full(1.0), v_leak=full(0.0), v_threshold=(th / np.float32(tau)).astype(np.float32),
+                   v_reset=full(0.0))
+    node.metadata = {"spikec_leak_rate": json.dumps(None), "spikec_decay_input": json.dumps(False),
+                     "spikec_tau": json.dumps(tau)}
+    return node, f"LIF written input-decayed for Norse (r = 1, threshold / {tau:g}: its membrane is the IR's / {tau:g})"
 
 
 def _norse_load(graph):
@@ -170,6 +229,7 @@ class Consumer:
     misreads: Callable
     layout: str  # "step": called per step on [B, ...]; "batch-time": once on [B*T, ...] (sinabs' Squeeze layers)
     loader: Callable
+    encode: Optional[Callable] = None  # (nir, IR neuron, NIR threshold, shape) -> (node, note): a consumer-specific form
 
     def load(self, graph, batch: int = 1):
         return self.loader(graph, batch) if self.layout == "batch-time" else self.loader(graph)
@@ -178,10 +238,10 @@ class Consumer:
 CONSUMERS: dict[str, Consumer] = {
     "snntorch": Consumer("snntorch", "snntorch==1.0.0", "snntorch",
                          frozenset({"Input", "Output", "Affine", "Linear", "Conv2d", "Flatten", "AvgPool2d", "IF", "LIF",
-                                    "CubaLIF"}), _snntorch_misreads, "step", _snntorch_load),
+                                    "CubaLIF"}), _snntorch_misreads, "step", _snntorch_load, _snntorch_encode),
     "norse": Consumer("norse", "norse==1.1.0", "norse",
                       frozenset({"Input", "Output", "Affine", "Linear", "Conv2d", "Flatten", "IF", "LIF", "CubaLIF",
-                                 "SumPool2d"}), _norse_misreads, "step", _norse_load),
+                                 "SumPool2d"}), _norse_misreads, "step", _norse_load, _norse_encode),
     "rockpool": Consumer("rockpool", "rockpool==3.1.0", "rockpool",
                          frozenset({"Input", "Output", "Affine", "Linear", "LI", "LIF", "CubaLIF"}), _rockpool_misreads, "step",
                          _rockpool_load),
@@ -195,6 +255,13 @@ def get(name: str) -> Consumer:
     if name not in CONSUMERS:
         raise SpikecError(f"unknown NIR consumer {name!r}; consumers: {', '.join(CONSUMERS)}")
     return CONSUMERS[name]
+
+
+def encode_neuron(consumer: Optional[str], nir, n, th: np.ndarray, shape) -> Optional[tuple[object, str]]:
+    """The NIR node (and a note) in which ``consumer``'s import reads the IR neuron ``n`` exactly, when
+    it needs another (equally NIR-conforming) form than spikec's default; None: the default form."""
+    c = get(consumer) if consumer is not None else None
+    return c.encode(nir, n, th, shape) if c is not None and c.encode is not None else None
 
 
 def _walk(graph, prefix: str = ""):
@@ -321,5 +388,5 @@ def compare_with_float(float_graph, nir_path, x, consumer: str, refuse: bool = T
             "readout": readout or "per step", "outputs": out.numpy()}
 
 
-__all__ = ["CONSUMERS", "Consumer", "DT", "compare_with_float", "describe", "get", "refuse_unreadable", "run_consumer",
-           "unreadable"]
+__all__ = ["CONSUMERS", "Consumer", "DT", "IF_AS_LIF_TAU", "compare_with_float", "describe", "encode_neuron", "get",
+           "refuse_unreadable", "run_consumer", "unreadable"]

@@ -9,6 +9,9 @@ Conventions (stored in the graph metadata as JSON strings):
 * spikingjelly LIF ``H = V + (X − (V − V_r))/τ`` ↔ NIR LIF with ``tau = τ·dt``, ``r = 1``,
   ``v_leak = v_reset = V_r``; with decay_input=False ``r = τ``; IF ↔ NIR IF with ``r = 1/dt``
   (τ·dt is not exact in float32: the source's τ in steps is kept as the node's ``spikec_tau``);
+* ``consumer=NAME``: neurons that NAME's NIR import computes exactly only in another NIR-conforming
+  form are written in it (:func:`.consumers.encode_neuron`: for snnTorch, IF with reset to 0 as a LIF
+  without leak; for Norse, LIF with reset to 0 and τ = 2^k input-decayed, r = 1 and θ/τ);
 * spikingjelly fires at ``H ≥ θ``, NIR at ``v > θ'``: ``θ'`` is the float32 number just below θ,
   so the two agree exactly on float32 membranes;
 * sums are fan-in edges; every linear data movement (reshape, permute, slice, token sums, 1×1
@@ -92,13 +95,14 @@ def _below(theta: float) -> np.float32:
 
 
 class _Exporter:
-    def __init__(self, graph: ir.Graph, max_neurons: int):
+    def __init__(self, graph: ir.Graph, max_neurons: int, consumer: Optional[str] = None):
         import nir
 
         self.nir = nir
         self.g = graph
         self.types = graph.types
         self.max_neurons = max_neurons
+        self.consumer = consumer  # write neurons in the form that consumer's NIR import reads exactly
         self.nodes: dict[str, object] = {}
         self.edges: list[tuple[str, str]] = []
         self.vals: dict[str, Val] = {}
@@ -321,7 +325,13 @@ class _Exporter:
         if n.v_reset is None:
             self.soft_reset_neuron(n, x, th)
             return
-        if n.model == "IF":
+        from .consumers import encode_neuron
+
+        encoded = encode_neuron(self.consumer, nir, n, th, shape)
+        if encoded is not None:  # an equally NIR-conforming form that this consumer reads exactly
+            node, note = encoded
+            self.notes.append(f"{n.name}: {note}")
+        elif n.model == "IF":
             node = nir.IF(r=full(1.0 / DT), v_threshold=th, v_reset=full(n.v_reset))
         else:
             tau = (1.0 / n.leak_rate) if n.leak_rate is not None else n.tau
@@ -522,13 +532,15 @@ def quantization_metadata(report) -> dict:
 
 
 def export_nir(graph: ir.Graph, max_neurons: int = 1_000_000, partial: bool = False,
-               quantization: Optional[dict] = None) -> Exported:
+               quantization: Optional[dict] = None, consumer: Optional[str] = None) -> Exported:
     """Export a float IR graph (after the 'nir' pass pipeline) as a nir.NIRGraph.  ``quantization``
-    (see :func:`quantization_metadata`) is stored in the metadata as given."""
+    (see :func:`quantization_metadata`) is stored in the metadata as given.  ``consumer`` (a name of
+    :mod:`.consumers`): neurons that this simulator's NIR import reads exactly only in another, equally
+    NIR-conforming form are written in that form (:func:`.consumers.encode_neuron`)."""
     import nir
 
     graph, readout = _readout(graph)
-    ex = _Exporter(graph, max_neurons)
+    ex = _Exporter(graph, max_neurons, consumer)
     outputs = ex.run(partial)
     for o in outputs:
         val = ex.vals[o]
@@ -566,6 +578,7 @@ def export_nir(graph: ir.Graph, max_neurons: int = 1_000_000, partial: bool = Fa
         "sources": json.dumps({k: n.source for k, n in ((m.name, m) for m in graph.nodes) if n.source}),
         "neurons": json.dumps(neurons),  # IR neuron layer -> the NIR node whose output is its spikes
         "notes": json.dumps(ex.notes),
+        "consumer": json.dumps(consumer),  # the simulator whose NIR import the neuron forms were chosen for
         "recurrent_edge_convention": json.dumps("an edge that closes a cycle carries its source's output of the "
                                                 "previous time step (zeros at the first step)"),
         "quantization": json.dumps(quantization if quantization is not None else {"unavailable": "not computed"}),

@@ -1,8 +1,9 @@
 """nir as a :class:`~spikec.targets.base.Target`: the optimised float IR as a NIR graph (a single
 HDF5 file), read back with nirtorch and checked against the float IR spike for spike; with
 ``consumer=NAME`` (snntorch, norse, rockpool, sinabs) the graph is first checked against what that
-simulator's own NIR import reads (refused, naming the nodes and modules, when it cannot), and
-``check`` also runs the file in it (:mod:`.consumers`)."""
+simulator's own NIR import reads (refused, naming the nodes and modules, when it cannot; neurons it
+reads exactly only in another NIR-conforming form are written in that form), and ``check`` also runs
+the file in it (:mod:`.consumers`)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ class NirTarget(Target):
         Option("max_nir_neurons", 1_000_000, "refuse expansions (spike-product coincidences, max-pool selections) "
                "above N threshold neurons in all (default 1000000)", type=int, verify=True),
         Option("partial", False, "export the expressible prefix instead of failing", action="store_true"),
-        Option("consumer", None, "refuse a graph that the NIR import of NAME (snntorch, norse, rockpool, sinabs) cannot "
-               "read as NIR means it; with verify, also run the file in NAME and compare its spikes",
+        Option("consumer", None, "write neurons in the NIR form that the NIR import of NAME (snntorch, norse, rockpool, "
+               "sinabs) computes exactly, and refuse a graph it cannot read as NIR means it; with verify, also run "
+               "the file in NAME and compare its spikes",
                metavar="NAME", verify=True),
     )
 
@@ -45,7 +47,8 @@ class NirTarget(Target):
                                                         skip=compiled.skip).quant_report)
         except SpikecError as e:
             quant = {"unavailable": str(e)}
-        ex = export_nir(compiled.optimized, max_neurons=max_nir_neurons, partial=partial, quantization=quant)
+        ex = export_nir(compiled.optimized, max_neurons=max_nir_neurons, partial=partial, quantization=quant,
+                        consumer=consumer)
         lines = [f"NIR graph: {len(ex.graph.nodes)} nodes, {ex.coincidence_neurons} expansion neurons "
                  "(spike-product coincidences, max-pool selections)"] + ["  " + note for note in ex.notes]
         if consumer is not None:

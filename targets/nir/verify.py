@@ -33,11 +33,13 @@ class _LIF(nn.Module):
         v = self.v_reset.expand_as(x) if state is None else state
         vl = float(self.v_leak.reshape(-1)[0]) if self.v_leak.numel() else 0.0
         tau = float(self.tau_steps.reshape(-1)[0])
+        r = float(self.r.reshape(-1)[0])
         if self.decay_input:
-            drive = x if float(self.r.reshape(-1)[0]) == 1.0 else x * self.r
+            drive = x if r == 1.0 else x * self.r
             h = v + (drive - (v - vl)) * self.rate if self.rate is not None else v + (drive - (v - vl)) / tau
-        else:
-            h = v - (v - vl) * self.rate + x if self.rate is not None else v - (v - vl) / tau + x
+        else:  # the leak first, then the input r·x/τ (x itself for spikec's r = τ; x/τ for r = 1, as for Norse)
+            drive = x if r == float(np.float32(tau)) or self.rate is not None else x * (r / tau)
+            h = v - (v - vl) * self.rate + drive if self.rate is not None else v - (v - vl) / tau + drive
         s = (h > self.th).to(torch.float32)
         vr = float(self.v_reset.reshape(-1)[0])
         v = s * vr + (1 - s) * h
@@ -49,6 +51,9 @@ class _IF(nn.Module):
         super().__init__()
         self.th = torch.as_tensor(np.asarray(node.v_threshold, np.float32))
         self.v_reset = float(np.asarray(node.v_reset).reshape(-1)[0])
+        if type(node).__name__ == "LIF":  # an IF written as a LIF without leak (spikec_model "IF": for snnTorch)
+            self.gain = 1.0
+            return
         gain = float(np.asarray(node.r).reshape(-1)[0]) * dt
         self.gain = 1.0 if abs(gain - 1.0) < 1e-9 else gain  # r = 1/dt: v += x (1e4 * 1e-4 rounds in float64)
 
@@ -95,7 +100,7 @@ def node_map(dt: float) -> dict:
             return self.fn(x)
 
     return {
-        nir.LIF: lambda n: _LIF(n, dt),
+        nir.LIF: lambda n: _IF(n, dt) if json.loads((n.metadata or {}).get("spikec_model", "null")) == "IF" else _LIF(n, dt),
         nir.IF: lambda n: _IF(n, dt),
         nir.Affine: _Affine,
         nir.Conv2d: conv2d,

@@ -28,20 +28,23 @@ FAMILIES = list(SMALL) + list(NIR_FAMILIES)
 # the cells where the consumer's own import runs spikec's file and every neuron layer fires exactly as in the
 # float IR; every other cell is refused by --consumer, for reasons the README table lists (rendered from
 # consumers.unreadable, checked to be real by running the consumer anyway)
-IDENTICAL = {("lif", "snntorch"), ("if", "norse")}
+# (issue 16: snnTorch and Norse read conv / linear networks of LIF and of IF neurons with hard reset exactly,
+# exported with --consumer NAME: snnTorch gets IF as a LIF without leak, Norse LIF in the input-decayed form)
+IDENTICAL = {("lif", "snntorch"), ("if", "snntorch"), ("lif", "norse"), ("if", "norse")}
+ENCODING = {c for c in CONSUMERS if consumers.get(c).encode is not None}  # consumers with forms of their own
 
 
 def cell(family: str, consumer: str, tmp_path_factory) -> str:
     """The README table's cell: what the consumer cannot read, node types first-seen order."""
     if (family, consumer) in IDENTICAL:
         return "spike-identical"
-    reasons = consumers.unreadable(exported(family, tmp_path_factory)[3].graph, consumer)
+    reasons = consumers.unreadable(exported(family, tmp_path_factory, consumer)[3].graph, consumer)
     short = [r.split(" (")[0] if "no mapping" in r else r for r in reasons]
     return "no: " + ", ".join(dict.fromkeys(short))
 
 
 def small_net(kind: str):
-    """conv -> BN -> neuron -> flatten -> linear -> neuron over [T=4, B, 1, 8, 8] (prepared to fire)."""
+    """conv -> BN -> neuron -> flatten -> linear -> neuron over [T=4, B=8, 1, 8, 8] (prepared to fire)."""
     from spikingjelly.activation_based import functional, layer, neuron
 
     torch.manual_seed(0)
@@ -51,7 +54,7 @@ def small_net(kind: str):
     net = torch.nn.Sequential(OrderedDict(conv=layer.Conv2d(1, 8, 3, padding=1), bn=layer.BatchNorm2d(8), sn1=cell(),
                                           flat=layer.Flatten(), fc=layer.Linear(8 * 8 * 8, 10), sn2=cell()))
     functional.set_step_mode(net, "m")
-    x = torch.rand(4, 6, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 1.5
+    x = torch.rand(4, 8, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 1.5
     zoo.prepare(net, x)
     with torch.no_grad():  # the classifier neurons fire too
         net.fc.weight.mul_(4.0)
@@ -62,8 +65,8 @@ def small_net(kind: str):
 _CACHE: dict = {}
 
 
-def exported(family: str, tmp_path_factory):
-    """(float IR after the nir pipeline, input, NIR file, Exported) of a family, built once."""
+def _graph(family: str):
+    """(float IR after the nir pipeline, input) of a family, built once."""
     if family not in _CACHE:
         if family in SMALL:
             net, x = small_net(family)
@@ -71,14 +74,23 @@ def exported(family: str, tmp_path_factory):
         else:
             net, x = zoo.build(family, batch=6, **NIR_FAMILIES[family])
             shape, T = zoo.input_shape_of(family), zoo.SEQUENCE_INPUT.get(family)
-        g = run_pipeline(trace(net, shape, time_steps=T), "nir").graph
-        ex = export_nir(g)
-        path = tmp_path_factory.mktemp("interop") / f"{family}.nir"
+        _CACHE[family] = (run_pipeline(trace(net, shape, time_steps=T), "nir").graph, x)
+    return _CACHE[family]
+
+
+def exported(family: str, tmp_path_factory, consumer=None):
+    """(float IR, input, NIR file, Exported) of a family as ``--consumer consumer`` writes it (the
+    default export for consumers without forms of their own), built once."""
+    consumer = consumer if consumer in ENCODING else None
+    if (family, consumer) not in _CACHE:
+        g, x = _graph(family)
+        ex = export_nir(g, consumer=consumer)
+        path = tmp_path_factory.mktemp("interop") / f"{family}_{consumer or 'nir'}.nir"
         write_nir(ex, path)
         own = check_against_float(g, path, x)  # the conventions keep spikec's own re-import exact
         assert own["spikes_identical"] and own["output_max_abs_diff"] <= 1e-5, own
-        _CACHE[family] = (g, x, path, ex)
-    return _CACHE[family]
+        _CACHE[family, consumer] = (g, x, path, ex)
+    return _CACHE[family, consumer]
 
 
 def _guard(consumer: str):
@@ -91,7 +103,7 @@ def test_matrix(family, consumer, tmp_path_factory):
     """Each cell: spike-identical in the consumer's own import, or refused by --consumer for a reason
     that is real (the consumer fails to load or run it, or fires differently)."""
     _guard(consumer)
-    g, x, path, ex = exported(family, tmp_path_factory)  # checked against spikec's own reader once
+    g, x, path, ex = exported(family, tmp_path_factory, consumer)  # checked against spikec's own reader once
     sources = {n.name: n.source for n in g.nodes}
     refusal = consumers.describe(ex.graph, consumer, ex.origins, sources)
     if (family, consumer) in IDENTICAL:
@@ -119,6 +131,95 @@ def test_spikes_fire_in_identical_cells(tmp_path_factory):
         for n in g.nodes:
             if n.op == "neuron":
                 assert 0.02 < float(rf.values[n.name].float().mean()) < 0.98, (family, n.name)
+
+
+@pytest.mark.parametrize("consumer", ["snntorch", "norse"])
+@pytest.mark.parametrize("kind", ["lif", "if"])
+def test_conv_linear_spike_identical_in_the_consumer(kind, consumer, tmp_path_factory):
+    """Issue 16: conv / linear networks of LIF and of IF neurons (hard reset), exported with --consumer,
+    imported by the consumer's own NIR import: on 8 inputs every neuron layer fires as the float IR."""
+    _guard(consumer)
+    g, x, path, ex = exported(kind, tmp_path_factory, consumer)
+    assert x.shape[1] == 8 and consumers.describe(ex.graph, consumer) == ""
+    rep = consumers.compare_with_float(g, path, x, consumer)
+    assert set(rep["layers"]) == {n.name for n in g.nodes if n.op == "neuron"}, rep["layers"]
+    assert rep["spikes_identical"] and rep["output_max_abs_diff"] == 0.0, rep
+
+
+def _neuron_graph(node, n: int):
+    import nir
+
+    return nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([n])}), "neuron": node,
+                               "output": nir.Output(output_type={"output": np.array([n])})},
+                        edges=[("input", "neuron"), ("neuron", "output")], metadata={"dt": json.dumps(1e-4)})
+
+
+def _ir_neuron(model: str, tau=None, theta=1.0):
+    from spikec import ir
+
+    return ir.NeuronNode(name="sn", inputs=("x",), model=model, v_threshold=theta, v_reset=0.0, tau=tau,
+                         decay_input=False, leak_rate=None, v_init=0.0)
+
+
+def _currents(n: int = 20000, T: int = 16):
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(T, n, generator=g) * 0.7 + 0.3  # fires often, and its membrane sits anywhere in float32
+
+
+def test_snntorch_if_form_is_an_exact_if():
+    """IF (hard reset) for snnTorch: a NIR LIF without leak; snnTorch's own import makes beta exactly 1.0 and no
+    threshold rescaling, and its membranes and spikes equal the IR's IF bit for bit."""
+    _guard("snntorch")
+    import nir
+
+    from spikec.runtime.neuron_dynamics import neuron_forward
+
+    n, x = 20000, _currents()
+    theta = np.full(n, np.nextafter(np.float32(1.0), np.float32(0)), np.float32)
+    node, _ = consumers.encode_neuron("snntorch", nir, _ir_neuron("IF"), theta, (n,))
+    assert isinstance(node, nir.LIF) and np.all(node.v_leak == 0) and np.all(node.v_reset == 0)
+    assert np.allclose(node.r * 1e-4 / node.tau, 1.0) and np.all(node.tau == consumers.IF_AS_LIF_TAU)
+    net = consumers.run_consumer(_neuron_graph(node, n), "snntorch", x.unsqueeze(1))[0].reshape(x.shape)
+    leaky = [m for m in consumers.get("snntorch").load(_neuron_graph(node, n)).modules() if hasattr(m, "beta")][0]
+    assert torch.all(leaky.beta == 1.0) and leaky.beta.dtype == torch.float32
+    assert float(leaky.threshold) == float(theta[0])
+    assert torch.equal(net, neuron_forward(x, "IF", 1.0, 0.0, None, True, None, 0.0))
+    assert consumers.encode_neuron("snntorch", nir, _ir_neuron("IF").replace(v_reset=0.5), theta, (n,)) is None
+
+
+def test_norse_lif_form():
+    """LIF (hard reset, τ = 2^k) for Norse: r = 1, threshold θ'/τ, Norse's dt·(1/tau) exactly 1/τ; Norse then
+    computes spikingjelly's input-decayed LIF bit for bit, and fires as the IR's input-unscaled form here."""
+    _guard("norse")
+    import nir
+
+    from spikec.runtime.neuron_dynamics import neuron_forward
+
+    n, x = 20000, _currents()
+    for tau in (2.0, 4.0, 8.0):
+        th = np.full(n, np.nextafter(np.float32(tau), np.float32(0)), np.float32)  # the IR's θ' = τθ, θ = 1
+        node, _ = consumers.encode_neuron("norse", nir, _ir_neuron("LIF", tau, tau), th, (n,))
+        assert np.all(node.r == 1) and np.all(node.v_threshold * np.float32(tau) == th)
+        assert consumers._norse_leak(node.tau[0]) == 1 / tau
+        z = consumers.run_consumer(_neuron_graph(node, n), "norse", x.unsqueeze(1))[0].reshape(x.shape)
+        assert torch.equal(z, neuron_forward(x, "LIF", 1.0, 0.0, tau, True, None, 0.0))  # the source's LIF
+        assert torch.equal(z, neuron_forward(x, "LIF", tau, 0.0, tau, False, None, 0.0))  # the IR's form
+    for tau in (3.0, 2.0 ** -1):  # not a power of two steps / below one step: the default form (refused: r ignored)
+        assert consumers.encode_neuron("norse", nir, _ir_neuron("LIF", tau, tau), th, (n,)) is None
+
+
+def test_default_export_keeps_nir_forms(tmp_path_factory):
+    """Without --consumer the file is spikec's NIR: IF as NIR IF (r = 1/dt), input-unscaled LIF with r = τ."""
+    import nir
+
+    for kind, cls in (("if", nir.IF), ("lif", nir.LIF)):
+        g, x, path, ex = exported(kind, tmp_path_factory)
+        neurons = [v for v in ex.graph.nodes.values() if isinstance(v, (nir.IF, nir.LIF))]
+        assert neurons and all(type(v) is cls for v in neurons)
+        assert json.loads(ex.graph.metadata["consumer"]) is None
+        if kind == "lif":
+            assert all(np.all(v.r == 2.0) for v in neurons)
+        assert consumers.describe(ex.graph, "snntorch" if kind == "if" else "norse")  # still refused as written
 
 
 def test_conventions_in_the_file(tmp_path_factory):
@@ -160,7 +261,7 @@ def _write_model(tmp_path, kind: str):
         "    functional.set_step_mode(n, 'm')\n"
         "    return n.eval()\n")
     torch.save(net.state_dict(), tmp_path / "net.pth")
-    np.save(tmp_path / "x.npy", x[:, :4].numpy())
+    np.save(tmp_path / "x.npy", x.numpy())  # 8 inputs
     return ["--model", f"{tmp_path}/net.py:net", "--input-shape", "1,8,8", "--time-steps", "4"]
 
 
@@ -169,25 +270,30 @@ def test_cli_compile_refuses_what_the_consumer_cannot_read(tmp_path, capsys):
 
     args = _write_model(tmp_path, "if")
     out = tmp_path / "m.nir"
-    code = main(["compile", str(tmp_path / "net.pth"), *args, "--target", "nir", "--consumer", "snntorch", "-o", str(out)])
+    code = main(["compile", str(tmp_path / "net.pth"), *args, "--target", "nir", "--consumer", "sinabs", "-o", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
-    assert "snntorch==1.0.0 cannot read" in err and "IF (read as leaky, beta 0.9" in err and "module 'sn1'" in err, err
+    assert "sinabs==3.1.3 cannot read" in err and "IF (multi-spike, subtractive reset)" in err and "module 'sn1'" in err, err
     assert not out.exists()
-    assert main(["compile", str(tmp_path / "net.pth"), *args, "--target", "nir", "--consumer", "norse", "-o", str(out)]) == 0
-    assert out.is_file()
+    for consumer in ("norse", "snntorch"):  # snnTorch: IF written as a LIF without leak
+        assert main(["compile", str(tmp_path / "net.pth"), *args, "--target", "nir", "--consumer", consumer,
+                     "-o", str(out)]) == 0
+        assert out.is_file()
 
 
-def test_cli_verify_runs_the_file_in_the_consumer(tmp_path, capsys):
-    _guard("norse")
+@pytest.mark.parametrize("consumer", ["norse", "snntorch"])
+@pytest.mark.parametrize("kind", ["lif", "if"])
+def test_cli_verify_runs_the_file_in_the_consumer(kind, consumer, tmp_path, capsys):
+    _guard(consumer)
     from spikec.cli import main
 
-    args = _write_model(tmp_path, "if")
-    code = main(["verify", str(tmp_path / "net.pth"), *args, "--target", "nir", "--consumer", "norse",
+    args = _write_model(tmp_path, kind)
+    code = main(["verify", str(tmp_path / "net.pth"), *args, "--target", "nir", "--consumer", consumer,
                  "--input", str(tmp_path / "x.npy")])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "nir in norse==1.1.0 (its own NIR import): spikes identical in every layer: yes" in out, out
+    assert f"nir in {consumer}==1.{'1.0' if consumer == 'norse' else '0.0'} (its own NIR import): " \
+           "spikes identical in every layer: yes" in out, out
 
 
 def test_api_verify_with_consumer_reports_its_agreement(tmp_path):
@@ -198,8 +304,8 @@ def test_api_verify_with_consumer_reports_its_agreement(tmp_path):
     rep = spikec.verify(net, "nir", x[:, :4], input_shape=(1, 8, 8), time_steps=4, consumer="snntorch")
     assert rep.check["exact"] and rep.check["consumer"] == "snntorch==1.0.0", rep.check
     assert any("snntorch==1.0.0" in line for line in rep.check_lines)
-    with pytest.raises(UnsupportedError, match=r"norse==1.1.0 cannot read .*LIF \(r != 1: r ignored\)"):
-        spikec.compile(net, "nir", input_shape=(1, 8, 8), time_steps=4, consumer="norse")
+    with pytest.raises(UnsupportedError, match=r"rockpool==3.1.0 cannot read .*LIF \(reads LIF.tau_mem"):
+        spikec.compile(net, "nir", input_shape=(1, 8, 8), time_steps=4, consumer="rockpool")
 
 
 # --- the README: support table and guides -------------------------------------------------------------------
@@ -234,7 +340,7 @@ def test_readme_guide_runs(consumer, tmp_path_factory, monkeypatch, capsys):
     assert block, f"README has the {consumer} guide"
     code = block.group(1)
     assert len(code.strip().splitlines()) <= 14
-    g, x, path, ex = exported(GUIDE_FILES[consumer], tmp_path_factory)
+    g, x, path, ex = exported(GUIDE_FILES[consumer], tmp_path_factory, consumer)
     d = tmp_path_factory.mktemp(f"guide_{consumer}")
     (d / "model.nir").write_bytes(path.read_bytes())
     np.save(d / "input.npy", x.numpy())
