@@ -42,18 +42,15 @@ __all__ = ["Act", "HANDLERS", "Poison", "SUPPORTED_ATEN", "TRACE_BATCH", "exampl
 TRACE_BATCH = 3  # example batch for export (dynamic; any size >= 2 works)
 
 
-def _module_of(node: torch.fx.Node) -> tuple[str, str]:
+def _module_of(node: torch.fx.Node, user_classes: Optional[dict[str, str]] = None) -> tuple[str, str]:
+    """(module path, class) of ``node``; ``user_classes`` (path -> the user's neuron class) names the
+    class that the tracing stand-in replaced, so messages never name spikec's TracedNeuron."""
     stack = node.meta.get("nn_module_stack") or {}
     if not stack:
         return "", ""
     path, typ = list(stack.values())[-1]
     tname = typ if isinstance(typ, str) else f"{typ.__module__}.{typ.__qualname__}"
-    return path, _USER_CLASS.get(path, tname) if tname.endswith("TracedNeuron") else tname
-
-
-# module path -> the user's neuron class that the tracing stand-in replaced (messages name the
-# user's class, never spikec's TracedNeuron); filled by export_module
-_USER_CLASS: dict[str, str] = {}
+    return path, (user_classes or {}).get(path, tname) if tname.endswith("TracedNeuron") else tname
 
 
 SUPPORTED_ATEN = (
@@ -67,11 +64,13 @@ SUPPORTED_NEURONS = ("neurons: spikingjelly LIFNode, IFNode, ParametricLIFNode (
 
 
 class _Converter:
-    def __init__(self, ep, sequence: bool, graph_name: str, output_choice: OutputChoice = None):
+    def __init__(self, ep, sequence: bool, graph_name: str, output_choice: OutputChoice = None,
+                 user_classes: Optional[dict[str, str]] = None):
         self.ep = ep
         self.sequence = sequence
         self.graph_name = graph_name
         self.output_choice = output_choice
+        self.user_classes = user_classes or {}  # module path -> the user's neuron class (export_module)
         self.notes: list[str] = []  # what the user should know about the trace (skipped outputs ...)
         self.batch_dependent: list[str] = []  # neuron modules whose upstream output depends on the batch
         self.nodes: list[ir.Node] = []
@@ -91,10 +90,10 @@ class _Converter:
     # --- helpers ----------------------------------------------------------------------------------
     def module_of_current(self) -> tuple[str, str]:
         """(module path, the user's class) of the node being converted."""
-        return _module_of(self.cur) if self.cur is not None else ("", "")
+        return _module_of(self.cur, self.user_classes) if self.cur is not None else ("", "")
 
     def where(self) -> str:
-        path, typ = _module_of(self.cur) if self.cur is not None else ("", "")
+        path, typ = self.module_of_current()
         if path:
             return f"module '{path}' ({typ})"
         return "the model's top-level forward"
@@ -103,7 +102,7 @@ class _Converter:
         return UnsupportedError(f"{what} in {self.where()}")
 
     def emit(self, cls, inputs: Sequence[str], primary: bool = False, **attrs) -> str:
-        path, _ = _module_of(self.cur) if self.cur is not None else ("", "")
+        path, _ = self.module_of_current()
         base = path if (primary and path) else (f"{path}:{cls.op}" if path else cls.op)
         name, k = base, 1
         while name in self.used_names:
@@ -272,18 +271,18 @@ def example_input(input_shape: Sequence[int], time_steps: Optional[int], batch: 
 
 
 def export_module(model: torch.nn.Module, input_shape: Sequence[int], time_steps: Optional[int] = None):
-    """Swap neurons for the traceable op and ``torch.export`` a copy of ``model`` (eval mode)."""
+    """Swap neurons for the traceable op and ``torch.export`` a copy of ``model`` (eval mode).
+    Returns the exported program and, per neuron module path, the user's class it replaced."""
     model = copy.deepcopy(model).eval()
     model, _ = replace_neurons(model)
-    _USER_CLASS.clear()
-    _USER_CLASS.update({p: m.original_type for p, m in model.named_modules() if hasattr(m, "original_type")})
+    user_classes = {p: m.original_type for p, m in model.named_modules() if hasattr(m, "original_type")}
     replace_bn_and_pad(model)
     x = example_input(input_shape, time_steps)
     batch_axis = 0 if time_steps is None else 1
     dyn = ({batch_axis: torch.export.Dim.AUTO},)  # symbolic batch; see module docstring
     try:
         with torch.no_grad():
-            return torch.export.export(model, (x,), dynamic_shapes=dyn, strict=False)
+            return torch.export.export(model, (x,), dynamic_shapes=dyn, strict=False), user_classes
     except SpikecError:
         raise
     except RuntimeError as e:
@@ -317,13 +316,14 @@ def trace(
     """
     if isinstance(loaded, torch.nn.Module):
         loaded = LoadedModel(module=loaded)
+    user_classes: dict[str, str] = {}  # an exported program's module stack names the user's classes itself
     if loaded.exported is not None:
         ep = loaded.exported
         sequence = time_steps is not None
     else:
         if input_shape is None:
             raise ShapeError("--input-shape is required to trace a model (per-sample shape, e.g. 3,32,32)")
-        ep = export_module(loaded.module, input_shape, time_steps)
+        ep, user_classes = export_module(loaded.module, input_shape, time_steps)
         sequence = time_steps is not None
-    graph = _Converter(ep, sequence, name, output).run()
+    graph = _Converter(ep, sequence, name, output, user_classes).run()
     return graph
