@@ -97,13 +97,13 @@ class NirTarget(Target):
         classifier as in the export): spikes per neuron layer identical, outputs within 1e-5.  With a
         consumer (``artifact.meta``), the file also runs in that simulator's own NIR import: the
         per-layer agreement and outputs reported are then the consumer's, and exact needs both."""
-        from .verify import check_against_float, run_file
+        from .verify import check_against_float
 
         consumer = artifact.meta.get("consumer")
         with tempfile.TemporaryDirectory(prefix="spikec-nir-") as d:
             path = self._file(artifact, d)
             rep = check_against_float(compiled.optimized, path, x)
-            y = run_file(path, x)[0].numpy()  # with the readout: comparable with the model's outputs
+            y = rep.pop("outputs").numpy()  # with the readout: comparable with the model's outputs
             if consumer:
                 from .consumers import compare_with_float
 

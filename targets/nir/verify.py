@@ -182,13 +182,19 @@ def run_file(path, x) -> tuple[torch.Tensor, dict, dict]:
                           "(its readout and classifier bias assume it); give [T, B, ...] sequences of that length")
     steps = xs.unsqueeze(0).expand(meta["T"], *xs.shape) if meta["input_layout"] == "static" else xs
     y, rec = run_nir(g, steps, record=True)
-    y = {"sum": lambda v: v.sum(0), "mean": lambda v: v.mean(0)}.get(meta["readout"], lambda v: v)(y)
+    y = apply_readout(y, meta["readout"])
     return y, rec, meta
+
+
+def apply_readout(y: torch.Tensor, readout: str) -> torch.Tensor:
+    """The export's readout over the per-step outputs [T, ...]: sum / mean over time, or per step."""
+    return {"sum": lambda v: v.sum(0), "mean": lambda v: v.mean(0)}.get(readout, lambda v: v)(y)
 
 
 def check_against_float(float_graph, nir_path, x) -> dict:
     """Compare the re-imported NIR model with the float IR (per-step semantics, readout moved
-    behind the classifier as in the export): neuron spikes per layer and outputs."""
+    behind the classifier as in the export): neuron spikes per layer and outputs; ``outputs`` are
+    the NIR run's with the readout applied (comparable with the model's)."""
     from spikec.runtime.float_interpreter import run_float
 
     from .export import _readout
@@ -213,4 +219,5 @@ def check_against_float(float_graph, nir_path, x) -> dict:
     yf = rf.outputs[0]
     diff = float((y.reshape(yf.shape) - yf).abs().max()) if yf.numel() else 0.0
     return {"layers": layers, "spikes_identical": all(v == 1.0 for v in layers.values()),
-            "output_max_abs_diff": diff, "readout": readout or "per step"}
+            "output_max_abs_diff": diff, "readout": readout or "per step",
+            "outputs": apply_readout(y, readout or "per step")}  # as run_file gives them
