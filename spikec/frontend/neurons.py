@@ -15,7 +15,6 @@ attributes.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -110,8 +109,6 @@ def neuron_spec(m: nn.Module, path: str) -> Optional[NeuronSpec]:
         rate = float(rate_t.item())  # float32 value, exactly representable in a double
         tau = 1.0 / rate
     model = "IF" if kind == "IF" else "LIF"
-    if tau is not None and not math.isfinite(tau):
-        raise UnsupportedError(f"module '{path}': tau is not finite")
     return NeuronSpec(
         model=model,
         v_threshold=float(v_th),

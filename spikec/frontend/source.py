@@ -15,6 +15,7 @@ from torch import nn
 
 from .. import ir
 from ..errors import CheckpointError
+from .finite import refuse_nonfinite_graph
 from .load import LoadedModel, load_checkpoint, parse_model_kwargs
 
 ModelLike = Union[nn.Module, str, Path, LoadedModel, ir.Graph, Any]
@@ -28,6 +29,7 @@ def open_model(model: ModelLike, *, factory: Optional[str] = None,
     if isinstance(model, nn.Module):
         return LoadedModel(module=model, origin=type(model).__name__)
     if isinstance(model, ir.Graph):
+        refuse_nonfinite_graph(model, "the IR graph")
         return LoadedModel(graph=model, origin=model.name)
     if type(model).__name__ == "ExportedProgram":
         return LoadedModel(exported=model, origin="ExportedProgram")
@@ -36,7 +38,9 @@ def open_model(model: ModelLike, *, factory: Optional[str] = None,
                               "a torch.export program or a saved spikec IR")
     path = Path(model)
     if path.is_dir() and (path / "graph.json").exists():
-        return LoadedModel(graph=ir.load(path), origin=str(path))
+        graph = ir.load(path)
+        refuse_nonfinite_graph(graph, f"saved IR {path}")
+        return LoadedModel(graph=graph, origin=str(path))
     kwargs = model_kwargs if isinstance(model_kwargs, dict) else parse_model_kwargs(model_kwargs)
     return load_checkpoint(path, factory=factory, model_kwargs=kwargs, trust_checkpoint=trust_checkpoint)
 

@@ -31,6 +31,7 @@ from .. import ir
 from ..errors import ShapeError, SpikecError, UnsupportedError
 from ..ir.types import TensorType
 from .bn_pad import replace_bn_and_pad
+from .finite import refuse_nonfinite
 from .handlers import HANDLERS, Act, Poison, handles, op_name
 from .load import LoadedModel
 from .neurons import replace_neurons
@@ -98,6 +99,11 @@ class _Converter:
             return f"module '{path}' ({typ})"
         return "the model's top-level forward"
 
+    def where_short(self) -> str:
+        """:meth:`where` with the class name only (``module 'fc' (Linear)``)."""
+        path, typ = self.module_of_current()
+        return f"module '{path}' ({typ.rpartition('.')[2]})" if path else "the model's top-level forward"
+
     def unsupported(self, what: str) -> UnsupportedError:
         return UnsupportedError(f"{what} in {self.where()}")
 
@@ -108,6 +114,7 @@ class _Converter:
         while name in self.used_names:
             k += 1
             name = f"{base}_{k}"
+        refuse_nonfinite(self.where_short(), attrs)
         self.used_names.add(name)
         node = cls(name=name, inputs=tuple(inputs), source=path, **attrs)
         try:

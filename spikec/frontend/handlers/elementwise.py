@@ -23,8 +23,16 @@ def _const_factor(c, x: Act, k) -> np.ndarray | float:
     return float(arr.reshape(-1)[0]) if arr.size == 1 else arr
 
 
+def _raise_poison(*operands) -> None:
+    """An operand that could not be converted is used here: its error is the error."""
+    for v in operands:
+        if isinstance(v, Poison):
+            raise v.error.with_traceback(None)
+
+
 @handles("aten.mul")
 def _mul(c, a, b):
+    _raise_poison(a, b)
     if isinstance(a, Act) and isinstance(b, Act):
         ta, tb = c.t(a), c.t(b)
         if a.layout != b.layout and not (ta.time == 1 and tb.time == 1):
@@ -38,8 +46,9 @@ def _mul(c, a, b):
 
 @handles("aten.div")
 def _div(c, a, b, rounding_mode=None):
+    _raise_poison(a, b)
     a = c.act(a)
-    if isinstance(b, (Act, Poison)) or rounding_mode is not None:
+    if isinstance(b, Act) or rounding_mode is not None:
         raise c.unsupported("division by an activation (or with rounding)")
     return Act(c.emit(ir.ScaleNode, [a.value], factor=_const_factor(c, a, b), mode="div"), a.layout)
 
@@ -47,10 +56,8 @@ def _div(c, a, b, rounding_mode=None):
 @handles("aten.add", "aten.sub")
 def _add(c, a, b, alpha=1):
     sub = op_name(c.cur) == "aten.sub"
+    _raise_poison(a, b)
     if not (isinstance(a, Act) and isinstance(b, Act)):
-        for v in (a, b):
-            if isinstance(v, Poison):
-                raise v.error.with_traceback(None)
         raise c.unsupported("adding a constant (bias / position embedding) to an activation")
     ta, tb = c.t(a), c.t(b)
     if ta.time != tb.time:
