@@ -1,14 +1,27 @@
 """merge_scale_into_threshold: constant positive scales in front of a neuron move into its threshold.
 
-Algebra.  A neuron's dynamics are linear in (V, X) between spikes, so for c > 0 the neuron fed with
-c·X and threshold θ spikes exactly when the same neuron fed with X spikes with threshold θ/c, its
-membrane being V/c throughout::
+Algebra.  Between spikes a neuron's dynamics are linear in (V, X, V_r), and its spike condition and
+resets are homogeneous, so the membrane map V' = k·V (k > 0) turns a neuron into another one of
+the same family: with threshold k·θ, reset value k·V_r and initial membrane k·v_init, fed k·X, it
+has membrane k·V throughout and spikes at the same steps::
 
-    H = V + (cX − V)/τ,  S = [H ≥ θ]   ⇔   H' = V' + (X − V')/τ,  S = [H' ≥ θ/c]    (V' = V/c)
+    H = V + (X − (V − V_r))/τ  (LIF, decay_input)        H' = k·H
+    H = V − (V − V_r)/τ + X    (LIF)                     S = [H ≥ θ] = [H' ≥ k·θ]
+    H = V + X                  (IF)                      hard reset: V' = k·V_r;  soft: V' = H' − S·k·θ
 
-The reset must map onto itself: hard reset to 0 (0/c = 0) or soft reset (V − Sθ → V' − Sθ/c).
-A hard reset to V_r ≠ 0 would need V_r/c (Loihi resets to 0 only), and c ≤ 0 would flip the
-inequality: the pass does not fire there and says so.
+(PLIF: 1/τ is the leak rate q.)  The pass uses the map twice:
+
+* a scale c > 0 in front of a neuron (k = 1/c): the neuron reads X instead of c·X, with threshold
+  θ/c, reset V_r/c, initial membrane v_init/c;
+* ``decay_input`` LIF (spikingjelly's default), k = τ (PLIF: 1/q): k·(X/τ) = X, so
+  H' = V' − (V' − k·V_r)/τ + X, the input-unscaled (decay_input=False) LIF with threshold k·θ,
+  reset k·V_r and initial membrane k·v_init: the 1/τ input scale that neuromorphic cores do not have
+  is gone.
+
+Exactness condition: exact in real arithmetic whenever k > 0.  The pass does not fire for c ≤ 0 (it
+would flip the inequality), for a scale with other users, and for a per-channel c bound for a
+per-channel threshold when the reset value or initial membrane is ≠ 0 (each is one number per layer):
+it says so.
 
 Scales that act before the neuron through positively homogeneous operations also move:
 (cA)B = c(AB) for matmuls (Spikformer's ``(q @ kᵀ) * 0.125 @ v``), reshapes, permutes, slices, sums,
@@ -17,14 +30,11 @@ sum times 1/N: it becomes a sum and 1/N moves into the threshold (exact).
 
 Per-channel factors (arrays) move into a per-channel threshold, or, with
 ``per_layer_threshold=True`` (a target with one threshold per layer, like Lava's LIF), into the
-producing conv / linear's weights and bias (W' = c·W, b' = c·b, also exact).
+producing conv / linear's weights and bias (W' = c·W, b' = c·b, also exact; the neuron is unchanged).
 
-``decay_input`` LIF (H = V + (X − V)/τ, spikingjelly's default) becomes the equivalent
-input-unscaled form H' = U − U/τ + X with U = τV and θ' = τθ (PLIF: U = V/q, θ' = θ/q), removing
-the 1/τ input scale that neuromorphic cores do not have.
-
-Float32 note: a power-of-two c (0.125, 1/τ for τ = 2) changes no value at all; other factors can
-move a membrane by an ulp and flip a spike sitting on the threshold (reported by the pipeline check).
+Float32 note: a power-of-two k (0.125, τ = 2, a PLIF rate of 0.5) scales every parameter exactly;
+other factors round them, and the decay_input form adds X after the leak instead of before, so a
+membrane can move by an ulp and flip a spike sitting on the threshold (reported by the pipeline check).
 """
 
 from __future__ import annotations
@@ -69,10 +79,14 @@ def _positively_homogeneous(n: Node) -> bool:
     return False
 
 
-def _reset_ok(n: NeuronNode) -> Optional[str]:
-    if n.v_reset is None or n.v_reset == 0.0:
-        return None
-    return f"hard reset to {n.v_reset:g} != 0 (the reset value would have to scale too)"
+def _per_channel_blocked(n: NeuronNode) -> Optional[str]:
+    """Why a per-channel membrane map cannot apply to ``n`` (its reset value and initial membrane
+    are one number per layer), or None."""
+    if n.v_reset not in (None, 0.0):
+        return f"a per-channel factor would need a per-channel reset value (hard reset to {n.v_reset:g})"
+    if n.v_init != 0.0:
+        return f"a per-channel factor would need a per-channel initial membrane ({n.v_init:g})"
+    return None
 
 
 def _find_neuron(graph: Graph, start: Node) -> tuple[Optional[NeuronNode], list[Node], str]:
@@ -103,10 +117,15 @@ def _factor(n: Node, graph: Graph) -> Union[float, np.ndarray]:
     return float(f) if f.ndim == 0 else f
 
 
-def _scale_threshold(neuron: NeuronNode, c: Union[float, np.ndarray]) -> NeuronNode:
-    th = np.asarray(neuron.v_threshold, dtype=np.float64) / c
+def _scale_membrane(neuron: NeuronNode, k: Union[float, np.ndarray]) -> NeuronNode:
+    """The neuron whose membrane is k·V (module docstring): threshold, reset value and initial
+    membrane times k.  An array ``k`` needs :func:`_per_channel_blocked` to be None."""
+    th = np.asarray(neuron.v_threshold, dtype=np.float64) * k
     th = float(th) if th.ndim == 0 else th.astype(np.float32)
-    return neuron.replace(v_threshold=th)
+    if isinstance(k, np.ndarray):
+        return neuron.replace(v_threshold=th)
+    v_reset = None if neuron.v_reset is None else float(neuron.v_reset * k)
+    return neuron.replace(v_threshold=th, v_reset=v_reset, v_init=float(neuron.v_init * k))
 
 
 def merge_scale_into_threshold(graph: Graph, per_layer_threshold: bool = False,
@@ -126,10 +145,6 @@ def merge_scale_into_threshold(graph: Graph, per_layer_threshold: bool = False,
             report.skip(where(cand), why)
             continue
         neuron = nodes[neuron.name]  # may already carry an earlier merge
-        bad_reset = _reset_ok(neuron)
-        if bad_reset:
-            report.skip(where(cand), bad_reset)
-            continue
         c = _factor(cand, graph)
         if np.any(np.asarray(c) <= 0):
             report.skip(where(cand), "the factor is not positive (it would flip the threshold inequality)")
@@ -159,7 +174,11 @@ def merge_scale_into_threshold(graph: Graph, per_layer_threshold: bool = False,
                 drop.add(cand.name)
                 report.did(where(cand), f"per-channel factor moved into {producer.name}'s weights")
                 continue
-        nodes[neuron.name] = _scale_threshold(neuron, c)
+            blocked = _per_channel_blocked(neuron)
+            if blocked:
+                report.skip(where(cand), blocked)
+                continue
+        nodes[neuron.name] = _scale_membrane(neuron, 1.0 / c)
         if is_scale:
             mapping[cand.name] = cand.inputs[0]
             drop.add(cand.name)
@@ -173,14 +192,9 @@ def merge_scale_into_threshold(graph: Graph, per_layer_threshold: bool = False,
         for name, n in list(nodes.items()):
             if not isinstance(n, NeuronNode) or n.model != "LIF" or not n.decay_input:
                 continue
-            bad = _reset_ok(n)
-            if bad:
-                report.skip(where(n), f"decay_input kept: {bad}")
-                continue
             k = (1.0 / n.leak_rate) if n.leak_rate is not None else n.tau
-            scaled = _scale_threshold(n, 1.0 / k)
-            nodes[name] = scaled.replace(decay_input=False)
-            report.did(where(n), f"decay_input 1/tau merged: membrane x{k:.6g}, threshold {scaled.summary().split('th=')[1].split()[0]}")
+            nodes[name] = _scale_membrane(n, k).replace(decay_input=False)
+            report.did(where(n), f"decay_input 1/tau merged: membrane x{k:.6g}, now {nodes[name].summary()}")
 
     out = substitute([nodes[n.name] for n in graph.nodes], mapping, drop)
     return PassResult(graph.rewrite(out), report)

@@ -122,8 +122,6 @@ def test_merge_scale_through_matmul(between):
 
 
 def test_merge_scale_negative_cases():
-    r = merge_scale_into_threshold(attention_graph(reset=-0.25), unscale_decay_input=False)
-    assert r.report.fired == 0 and "hard reset to -0.25" in r.report.not_applied[0][1]
     r = merge_scale_into_threshold(attention_graph(factor=-0.5), unscale_decay_input=False)
     assert r.report.fired == 0 and "not positive" in r.report.not_applied[0][1]
     g = attention_graph()
