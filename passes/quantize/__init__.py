@@ -7,7 +7,16 @@ Representation.  Every value becomes an integer tensor q with a real scale Δ (v
 * synapse outputs (conv / linear): integer weights and a weight exponent chosen so the output
   lands in the units Δa its consumer needs;
 * sums / reshapes / slices / max pools / sum pools / token sums feeding a neuron keep one Δ
-  ("domain"): all synapses and neurons connected through such operations share it.
+  ("domain"): all synapses and neurons connected through such operations share it;
+* average pools, means and constant scalings c·x keep the integers (a sum pool, a sum, q itself)
+  and move the factor into Δ: Δ/k, Δ·|c|.  A negative c is an integer negation q → −q (Δ > 0
+  always): ``s − f(s)`` of spikes is the integer s + (−f(s)), exact;
+* a sum of two exact values of scales a and b is taken in their common unit Δ = a/P = b/Q
+  (a/b = P/Q in lowest terms), each operand multiplied by its integer: spikes plus a 3×3 average
+  pool of spikes sum at Δ = 1/9, the spikes times 9, exactly.  A domain's Δ is a power of two times
+  the common unit of the exact values added into it, so each enters by an integer multiple and a
+  shift (:mod:`.domains`).  The integer multiples and negations are integer scale nodes (factor
+  m): Lava folds them into the weights of the connections through them.
 
 Neurons (decay_input=False form, produced by merge_scale_into_threshold) become Lava LIF neurons::
 
@@ -64,7 +73,7 @@ from spikec.errors import UnsupportedError
 
 from ..base import NameSource, PassReport, PassResult, where
 from .bounds import CALIB_PERCENTILE, Calibration, measured_bounds, worst_case_bounds
-from .domains import A_BITS, DOMAIN_OPS, OUT_BITS, V_BITS, Domains, Scales, log2_exact
+from .domains import A_BITS, DOMAIN_OPS, OUT_BITS, V_BITS, Domains, Scales, describe, integer_multiple, signed_factor
 from .neurons import constant_input, quantize_neuron
 from .report import NeuronReport, QuantReport, SynapseReport
 from .weights import quantize_synapse, quantize_weights
@@ -88,8 +97,10 @@ def check_quantizable(graph: ir.Graph) -> None:
                                    "integer targets support spike-driven products only")
         if isinstance(n, ir.NeuronNode):
             if n.decay_input and n.model == "LIF":
-                raise UnsupportedError(f"quantize: neuron {where(n)} still scales its input by 1/tau "
-                                       "(decay_input=True); run merge_scale_into_threshold first")
+                module = f"module '{n.source}'" if n.source else f"neuron {n.name}"
+                raise UnsupportedError(f"{module}: a LIF with decay_input=True scales its input by 1/tau, which Loihi's "
+                                       "LIF cannot; do not skip the pass that moves 1/tau into the threshold, or use "
+                                       "decay_input=False")
             if isinstance(n.v_threshold, np.ndarray):
                 raise UnsupportedError(f"quantize: neuron {where(n)} has per-channel thresholds; Loihi LIF has one "
                                        "threshold per layer: merge the scale into the weights (per_layer_threshold)")
@@ -102,7 +113,6 @@ def quantize(graph: ir.Graph, calib: Optional[torch.Tensor] = None, input_range:
     layer's measured |value| (× ``calib_margin``) instead of worst-case."""
     report = PassReport(NAME)
     qrep = QuantReport(calibrated=calib is not None, percentile=calib_percentile if calib is not None else None)
-    types = graph.types
     names = NameSource(graph)
     check_quantizable(graph)
 
@@ -130,18 +140,29 @@ def quantize(graph: ir.Graph, calib: Optional[torch.Tensor] = None, input_range:
     qname: dict[str, str] = {}  # float value -> integer value
 
     def as_units(v: str, target: float, consumer: ir.Node) -> str:
-        """Integer value of ``v`` expressed in units ``target`` (exact power-of-two shift)."""
+        """Integer value of ``v`` expressed in units ``target``: Δ_v / target = m·2^k (m odd, the
+        scales are chosen so: module docstring) becomes ``(q·m) << k`` (``>> −k``: a floor)."""
         dv_ = delta(v)
         if math.isclose(dv_, target, rel_tol=1e-9):
             return qname[v]
-        k = log2_exact(dv_ / target)
-        if k is None:
-            raise UnsupportedError(f"quantize: {where(consumer)} combines values with scales {dv_:.6g} and "
-                                   f"{target:.6g} whose ratio is not a power of two")
-        s = ir.ShiftNode(names(f"{qname[v]}:shift"), (qname[v],), consumer.source, shift=k)
-        out_nodes.append(s)
-        report.did(where(consumer), f"integer operand {v} shifted by {k} into the consumer's units")
-        return s.name
+        mk = integer_multiple(dv_ / target)
+        if mk is None:
+            raise UnsupportedError(f"quantize: {describe(consumer, graph)} combines values of fixed-point scales "
+                                   f"{dv_:.6g} and {target:.6g} that no integer multiple and shift relate; make the "
+                                   "constant factors on its input paths ratios of small integers")
+        m, k = mk
+        q = qname[v]
+        if m != 1:
+            times = ir.ScaleNode(names(f"{q}:times{m}"), (q,), consumer.source, factor=float(m))
+            out_nodes.append(times)
+            q = times.name
+        if k != 0:
+            s = ir.ShiftNode(names(f"{qname[v]}:shift"), (q,), consumer.source, shift=k)
+            out_nodes.append(s)
+            q = s.name
+        report.did(where(consumer), f"integer operand {v} brought into the consumer's units: "
+                                    + " then ".join(([f"times {m}"] if m != 1 else []) + ([f"shifted by {k}"] if k else [])))
+        return q
 
     for n in graph.nodes:
         if isinstance(n, ir.InputNode):
@@ -174,18 +195,18 @@ def quantize(graph: ir.Graph, calib: Optional[torch.Tensor] = None, input_range:
             dq = ir.DequantizeNode(names(f"{n.name}:dequant"), (qname[src],), n.source, scale=delta(src))
             out_nodes.append(dq)
             out_nodes.append(n.replace(inputs=(dq.name,)))
-        elif isinstance(n, DOMAIN_OPS) and types[n.name].kind is ir.Kind.REAL or isinstance(n, (ir.ReduceNode, ir.AvgPoolNode)):
+        elif isinstance(n, ir.ScaleNode):  # |factor| lives in the scale Δ, its sign in the integers
+            q = qname[n.inputs[0]]
+            if signed_factor(n, graph) < 0:
+                neg = ir.ScaleNode(names(f"{q}:negate"), (q,), n.source, factor=-1.0)
+                out_nodes.append(neg)
+                q = neg.name
+            qname[n.name] = q
+        elif isinstance(n, DOMAIN_OPS):
             target = delta(n.name)
-            ins = []
-            for i in n.inputs:
-                # inputs of a scale-changing op keep their own units; the others are aligned
-                if isinstance(n, (ir.ReduceNode, ir.AvgPoolNode, ir.ScaleNode)):
-                    ins.append(qname[i])
-                else:
-                    ins.append(as_units(i, target, n))
-            if isinstance(n, ir.ScaleNode):
-                qname[n.name] = ins[0]  # the factor lives in the scale Δ
-                continue
+            # inputs of a scale-changing op keep their own units; the others are aligned
+            scaling = isinstance(n, (ir.ReduceNode, ir.AvgPoolNode))
+            ins = [qname[i] if scaling else as_units(i, target, n) for i in n.inputs]
             attrs = {}
             if isinstance(n, ir.ReduceNode):
                 attrs["reduce"] = "sum"

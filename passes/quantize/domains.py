@@ -1,16 +1,39 @@
 """Scale domains: which values share one fixed-point scale Δ, and the Δ chosen for each.
 
-Exact values (spikes, counts, the quantized input) have fixed scales.  A synapse output and every
-value derived from it by sums / reshapes / slices / pools / pads / scalings ("domain ops") up to
-the next neuron share a scale up to known factors: a union-find with relative factors
-(Δ_v = Δ_root · r_v).  A domain's Δ is the smallest power of two that keeps every neuron it feeds
-within the headroom: |a| <= 2^16 (so u = a << 6 stays within 2^22), |v| <= 2^22 (half of the 24-bit
-state) and the biases within ``4095 << 7``; domains that only reach host outputs get 30 bits.
+Exact values (spikes, counts, the quantized input, and what sums / pools / constant scalings make
+of them) have fixed scales.  A synapse output and every value derived from it by sums / reshapes /
+slices / pools / pads / scalings ("domain ops") up to the next neuron share a scale up to known
+factors: a union-find with relative factors (Δ_v = Δ_root · r_v).
+
+Scales are positive; a signed constant keeps its sign in the integers.  A scaling by c (c·x, or
+x / c) gives Δ_out = Δ_in·|c| (Δ_in / |c|) with the same integer q_out = q_in when c > 0 and
+q_out = −q_in (an integer negation) when c < 0: q_out·Δ_out = c·q_in·Δ_in, exactly.  Per-channel
+factors have no single Δ and are refused.
+
+A sum of two exact values with scales a and b takes their common unit Δ = a / P = b / Q, where
+a / b = P / Q in lowest terms (:func:`common_unit`), and each operand is multiplied by its integer
+(q·P, q·Q: exact).  E.g. spikes (Δ = 1) plus an average pool of spikes over 3×3 (a count, Δ = 1/9)
+sum at Δ = 1/9, the spikes times 9.  Refused (naming the module) when a / b is not within 1e-13 of a
+ratio of integers whose reduced mantissa's denominator is at most :data:`MAX_UNIT_DENOMINATOR`
+(e.g. a factor sqrt(0.5) on one path): then no integer form adds them.
+
+A domain's Δ is a power of two times its *unit*: 1, or the common unit of the exact values added
+into it (:meth:`Scales.unit`), so that each of them enters by an integer multiple and a shift
+(:func:`integer_multiple`: Δ_exact / Δ = m·2^k, m odd).  The power of two is the smallest that keeps
+every neuron the domain feeds within the headroom: |a| <= 2^16 (so u = a << 6 stays within 2^22),
+|v| <= 2^22 (half of the 24-bit state) and the biases within ``4095 << 7``; domains that only reach
+host outputs get 30 bits.
+
+Exactness: negations, integer multiples and left shifts are exact integer operations (int64 in
+intref and ONNX; Lava folds them into connection weights and exponents); an exact value entering a
+coarser domain (k < 0) is floored, an error below one unit of the domain (the verification bounds
+count it).  The scales are floats: Δ = 1/9 is exact up to its float rounding, as every Δ.
 """
 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Optional
 
 import numpy as np
@@ -18,7 +41,6 @@ import numpy as np
 from spikec import ir, loihi
 from spikec.errors import UnsupportedError
 
-from ..base import where
 from .bounds import membrane_bound, reduced_count
 
 # operations that keep one scale between synapse outputs and their neuron ("domain" ops)
@@ -27,6 +49,10 @@ DOMAIN_OPS = (ir.AddNode, ir.ReshapeNode, ir.PermuteNode, ir.SliceNode, ir.Reduc
 V_BITS = loihi.STATE_BITS - 2  # |v| <= 2^22: half of the 24-bit state range
 A_BITS = V_BITS - loihi.CURRENT_SHIFT  # |a| <= 2^16: u = a << 6 within 2^22
 OUT_BITS = 30  # host-side outputs: int32 with headroom
+# the largest odd denominator a ratio of two scales may have to count as a ratio of integers: pool
+# windows, token counts, 255 / 127 input levels; a float close to a ratio with a larger denominator
+# is not taken for one (the ratio must match within 1e-13, float rounding of products of scales)
+MAX_UNIT_DENOMINATOR = 1 << 16
 
 
 class Domains:
@@ -68,18 +94,91 @@ def pow2_ceil(x: float) -> float:
     return 2.0 ** math.ceil(math.log2(x)) if x > 0 else 1.0
 
 
-def log2_exact(x: float) -> Optional[int]:
-    if x <= 0:
+def as_fraction(x: float) -> Optional[tuple[int, int]]:
+    """``x > 0`` as ``P / Q`` in lowest terms (Python ints), if it is one whose denominator's odd
+    part is at most :data:`MAX_UNIT_DENOMINATOR` (powers of two are exact in floats, any size)."""
+    if not (x > 0 and math.isfinite(x)):
         return None
-    k = round(math.log2(x))
-    return k if math.isclose(2.0 ** k, x, rel_tol=1e-12) else None
+    mant, e = math.frexp(x)  # x = mant · 2^e, mant in [0.5, 1)
+    r = Fraction(mant).limit_denominator(MAX_UNIT_DENOMINATOR)
+    if not math.isclose(float(r), mant, rel_tol=1e-13):
+        return None
+    r *= Fraction(2) ** e
+    return r.numerator, r.denominator
 
 
-def assign_domains(graph: ir.Graph, x_scale: float) -> tuple[dict[str, float], Domains]:
-    """Fixed scales of exact values and the domains of synapse-derived values."""
+def common_unit(a: float, b: float) -> Optional[float]:
+    """The largest Δ of which both scales ``a`` and ``b`` are integer multiples (Δ = a / P = b / Q with
+    a / b = P / Q in lowest terms), or None if a / b is not such a ratio."""
+    pq = as_fraction(a / b)
+    return None if pq is None else a / pq[0]
+
+
+def integer_multiple(ratio: float) -> Optional[tuple[int, int]]:
+    """``(m, k)`` with ``ratio = m · 2^k``, m a positive odd integer: how a value in units Δ reaches
+    units Δ / ratio (times m, then shifted by k; exact for k >= 0, a floor for k < 0), or None if
+    ratio has an odd denominator (no integer form)."""
+    pq = as_fraction(ratio)
+    if pq is None:
+        return None
+    p, q = pq
+    if q & (q - 1):
+        return None
+    k = (p & -p).bit_length() - 1  # trailing zero bits of p
+    return p >> k, k - (q.bit_length() - 1)
+
+
+def signed_factor(n: ir.ScaleNode, graph: Optional[ir.Graph] = None) -> float:
+    """The number a scale node multiplies by (``factor``, or ``1 / factor`` for a division); refused
+    for per-channel factors (an array of different values: no single scale Δ) and for zero."""
+    f = np.asarray(n.factor, dtype=np.float64)
+    if f.size > 1 and not np.all(f == f.flat[0]):
+        raise UnsupportedError(f"quantize: {describe(n, graph)} multiplies by a per-channel factor, which has no "
+                               "single fixed-point scale on integer targets; multiply it into the weights of a conv / "
+                               "linear layer next to it instead")
+    c = float(f.flat[0])
+    if c == 0 or not math.isfinite(c):
+        raise UnsupportedError(f"quantize: {describe(n, graph)} multiplies by {c:g}, which has no fixed-point scale; "
+                               "remove the scaling")
+    return c if n.mode == "mul" else 1.0 / c
+
+
+def describe(n: ir.Node, graph: Optional[ir.Graph] = None) -> str:
+    """The operation ``n`` named by the user's module paths: its own module, or (a top-level
+    operation, with no module) the modules whose outputs it reads."""
+    what = {ir.AddNode: "the sum", ir.ScaleNode: "the scaling"}.get(type(n), f"the {n.op}")
+    if n.source or graph is None:
+        return f"{what} in module '{n.source}'" if n.source else what
+    mods = []
+    for i in n.inputs:
+        m = _nearest_module(graph, i)
+        if m and m not in mods:
+            mods.append(m)
+    return f"{what} of the outputs of module(s) {', '.join(repr(m) for m in mods)}" if mods else what
+
+
+def _nearest_module(graph: ir.Graph, value: str) -> str:
+    """The module path of the nearest producer of ``value`` (itself or upstream) that has one."""
+    stack, seen = [value], set()
+    while stack:
+        v = stack.pop(0)
+        if v in seen:
+            continue
+        seen.add(v)
+        n = graph.producer(v)
+        if n.source:
+            return n.source
+        stack.extend(n.inputs)
+    return ""
+
+
+def assign_domains(graph: ir.Graph, x_scale: float) -> tuple[dict[str, float], Domains, list[tuple[str, float]]]:
+    """Fixed scales of exact values, the domains of synapse-derived values, and the *anchors*: per
+    sum of a domain value and an exact one, (the sum, the exact operand's scale)."""
     types = graph.types
     fixed: dict[str, float] = {}
     dom = Domains()
+    anchors: list[tuple[str, float]] = []
     for n in graph.nodes:
         t = types[n.name]
         if isinstance(n, ir.InputNode):
@@ -94,31 +193,45 @@ def assign_domains(graph: ir.Graph, x_scale: float) -> tuple[dict[str, float], D
         if isinstance(n, ir.OutputNode):
             continue
         if not isinstance(n, DOMAIN_OPS):
-            raise UnsupportedError(f"quantize: {n.op} {where(n)} has no integer form here")
+            raise UnsupportedError(f"quantize: {describe(n, graph)} has no integer form here")
         ratio = 1.0
         if isinstance(n, ir.ReduceNode) and n.reduce == "mean":
             ratio = 1.0 / reduced_count(graph, n)
         elif isinstance(n, ir.AvgPoolNode):
             if n.divisor_override not in (None, 1) or (any(n.padding) and not n.count_include_pad) or n.ceil_mode:
-                raise UnsupportedError(f"quantize: average pool {where(n)} with a position-dependent divisor")
+                raise UnsupportedError(f"quantize: {describe(n, graph)} averages over a count that depends on the "
+                                       "position or is overridden (count_include_pad=False, ceil_mode=True or "
+                                       "divisor_override); integer targets need one divisor per pool: use "
+                                       "count_include_pad=True and ceil_mode=False")
             ratio = 1.0 / (n.divisor_override or int(np.prod(n.kernel)))
         elif isinstance(n, ir.ScaleNode):
-            if isinstance(n.factor, np.ndarray) or float(n.factor) <= 0:
-                raise UnsupportedError(f"quantize: scale {where(n)} by a non-positive or per-channel factor")
-            ratio = float(n.factor) if n.mode == "mul" else 1.0 / float(n.factor)
+            ratio = abs(signed_factor(n, graph))  # the sign is an integer negation (module docstring)
         var_ins = [i for i in n.inputs if i in dom]
         if not var_ins:  # a value computed exactly from integers (e.g. mean / avg-pool of spikes)
             f = [fixed[i] for i in n.inputs]
-            if isinstance(n, ir.AddNode) and not math.isclose(f[0], f[1], rel_tol=1e-12):
-                fixed[n.name] = min(f)  # the coarser operand is shifted (power-of-two ratio checked at emission)
+            if isinstance(n, ir.AddNode):
+                unit = common_unit(f[0], f[1])
+                if unit is None:
+                    raise UnsupportedError(no_common_unit(graph, n, f[0], f[1]))
+                fixed[n.name] = unit  # each operand is multiplied by its integer f / unit at emission
             else:
                 fixed[n.name] = f[0] * ratio
             continue
         dom.add(n.name, var_ins[0], ratio)
+        anchors += [(n.name, fixed[i]) for i in n.inputs if i not in dom]
         for other in var_ins[1:]:
             if not dom.union(var_ins[0], other):
-                raise UnsupportedError(f"quantize: {where(n)} adds values whose scales cannot agree")
-    return fixed, dom
+                raise UnsupportedError(f"quantize: {describe(n, graph)} adds values whose fixed-point scales cannot "
+                                       "agree on integer targets (one value reaches it by two paths with different "
+                                       "constant factors)")
+    return fixed, dom, anchors
+
+
+def no_common_unit(graph: ir.Graph, n: ir.Node, a: float, b: float) -> str:
+    """The refusal of a sum of exact values whose scales ``a``, ``b`` have no common integer unit."""
+    return (f"quantize: {describe(n, graph)} adds values of fixed-point scales {a:.6g} and {b:.6g}, whose ratio is "
+            "not a ratio of integers, so integer targets cannot add them exactly; make the constant factors on the "
+            "two paths differ by a ratio of small integers (e.g. 0.75 rather than sqrt(0.5)), or add before scaling")
 
 
 class Scales:
@@ -128,8 +241,9 @@ class Scales:
     neurons it feeds as (neuron, factor relative to the root, bound on |X|, bound on |V|)."""
 
     def __init__(self, graph: ir.Graph, x_scale: float, bound: dict[str, float], membrane_bounds: dict[str, float]):
+        self.graph = graph
         self.bound = bound
-        self.fixed, self.dom = assign_domains(graph, x_scale)
+        self.fixed, self.dom, self.anchors = assign_domains(graph, x_scale)
         self.neuron_in: dict[str, str] = {}
         self.needs: dict = {}
         types = graph.types
@@ -143,9 +257,25 @@ class Scales:
                 self.needs.setdefault(root, []).append((n, r, xb, vb))
         self.delta_root: dict = {}
 
+    def unit(self, root: str) -> float:
+        """The unit of a domain: its Δ is a power of two times it.  1, or the common unit of the
+        exact values added into the domain (each relative to the root), so that each of them
+        enters by an integer multiple and a shift."""
+        unit = None
+        for v, scale in self.anchors:
+            r_root, r = self.dom.find(v)
+            if r_root != root:
+                continue
+            anchor = scale / r
+            u = anchor if unit is None else common_unit(unit, anchor)
+            if u is None:
+                raise UnsupportedError(no_common_unit(self.graph, self.graph[v], unit, anchor))
+            unit = u
+        return 1.0 if unit is None else unit
+
     def choose(self, x0: dict[str, np.ndarray]) -> None:
-        """Δ per domain: the smallest power of two within the headroom (module docstring); ``x0``:
-        each neuron's constant input current (real units)."""
+        """Δ per domain: its unit times the smallest power of two within the headroom (module
+        docstring); ``x0``: each neuron's constant input current (real units)."""
         dom = self.dom
         for key, cons in self.needs.items():
             lower = 0.0
@@ -155,17 +285,16 @@ class Scales:
                 da_min = max(xb / 2 ** A_BITS, unit * vb / 2 ** V_BITS,
                              unit * bmax / (loihi.BIAS_MANT_MAX * 2 ** loihi.BIAS_EXP_MAX), 1e-30)
                 lower = max(lower, da_min / r)
-            if isinstance(key, tuple):  # a neuron reading an exact value directly: a power-of-two multiple of its scale
-                base = self.fixed[self.neuron_in[key[1]]]
-                self.delta_root[key] = base * pow2_ceil(lower / base)
-            else:
-                self.delta_root[key] = pow2_ceil(lower)
+            # a neuron reading an exact value directly: a power-of-two multiple of its scale
+            base = self.fixed[self.neuron_in[key[1]]] if isinstance(key, tuple) else self.unit(key)
+            self.delta_root[key] = base * pow2_ceil(lower / base)
         for v in list(dom.parent):
             root, _ = dom.find(v)
             if root not in self.delta_root:  # host-output domains
                 members = [u for u in dom.parent if dom.find(u)[0] == root]
                 peak = max((self.bound.get(u, 0.0) / dom.find(u)[1] for u in members), default=1.0)
-                self.delta_root[root] = pow2_ceil(max(peak, 1e-30) / 2 ** OUT_BITS)
+                base = self.unit(root)
+                self.delta_root[root] = base * pow2_ceil(max(peak, 1e-30) / 2 ** OUT_BITS / base)
 
     def delta(self, v: str) -> float:
         if v in self.fixed:

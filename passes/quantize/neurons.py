@@ -74,6 +74,12 @@ def quantize_neuron(n, a: str, da: float, x0: np.ndarray, xb: float, vb: float,
     vth = loihi.vth_at_most(theta / dvv)
     if vth >= loihi.VTH_LIMIT:
         raise UnsupportedError(f"quantize: threshold of {where(n)} does not fit 17 bits at scale {dvv:.3g}")
+    if theta > 0 and loihi.first_spiking_v(vth) * dvv > 2 * theta:
+        # the scale holds the input current's range in the 24-bit state; the threshold is below one unit of it
+        raise UnsupportedError(
+            f"module '{n.source or n.name}': its input current can reach {xb / theta:.3g} times its threshold, beyond "
+            f"what Loihi 2's 24-bit membrane spans (2^23): the threshold falls below one unit; lower the weights "
+            f"before this neuron, raise its threshold, or narrow the inputs (--input-range, --calib)")
     # H = V − (V − V_r)·d + X = V·(1 − d) + (V_r·d + X): a non-zero reset value adds a constant
     bias_int = (x0 + (n.v_reset or 0.0) * d) / dvv
     mant, bexp, sat = loihi.split_bias(bias_int)

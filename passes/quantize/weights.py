@@ -5,6 +5,12 @@
 [−254, 254]); the exponent is the one of {e_max, e_max − 1, e_max − 2} (e_max: the smallest with no
 clipping, :func:`spikec.loihi.min_weight_exp`) with the least squared error, since a finer step
 may pay for clipping a few outliers.
+
+A negative exponent floors: the integer synapse computes ``⌊Σ w·x / 2^−e⌋`` once.  Lava floors per
+connection, after everything folded into it, so the exponent is held at 0 (exact on every target,
+fewer mantissa bits) where Lava would fold something across that floor: a feature sum or a negation
+after the synapse (:func:`folded_before_floor`), or a sum before it, whose terms (each with its
+integer multiple) become connections of their own (:func:`summed_before`).
 """
 
 from __future__ import annotations
@@ -17,15 +23,16 @@ from spikec import ir, loihi
 from spikec.errors import UnsupportedError
 
 from ..base import PassReport, where
-from .domains import Scales
+from .domains import DOMAIN_OPS, Scales, signed_factor
 from .report import SynapseReport
 
 
 def quantize_weights(w: np.ndarray, factor: float, bits: int = loihi.WEIGHT_BITS, min_exp: Optional[int] = None):
     """Integer Lava weights for real weights ``w`` scaled by ``factor`` (= Δin/Δout); returns
     (mantissas int32, exponent, sign mode, fraction clipped, relative rms error).
-    ``min_exp`` bounds the exponent from below (0 where a sum follows the synapse: a negative
-    exponent floors each synapse output, and Lava can only floor after folded sums)."""
+    ``min_exp`` bounds the exponent from below (0 where a sum or a negation follows the synapse, or
+    it reads a sum: a negative exponent floors each synapse output, and Lava can only floor after
+    what it folds into a connection, :func:`folded_before_floor`, :func:`summed_before`)."""
     ws = w.astype(np.float64) * factor
     mode = loihi.sign_mode(ws)
     peak = float(np.abs(ws).max())
@@ -46,19 +53,42 @@ def quantize_weights(w: np.ndarray, factor: float, bits: int = loihi.WEIGHT_BITS
     return q.astype(np.int32), int(e), mode, clipped, err
 
 
-def summed_downstream(graph: ir.Graph, value: str) -> bool:
-    """Does a feature sum (reduce / sum pool) follow ``value`` before the next neuron, output or
-    max pool (a max pool is materialised: Lava runs it as a stage, its input connections floor first)?"""
+def folded_before_floor(graph: ir.Graph, value: str) -> bool:
+    """Does an operation that Lava folds into the connection weights, before the exponent's floor,
+    follow ``value`` before the next neuron, output or max pool: a feature sum (reduce / sum pool)
+    or a negation (a scaling by a negative constant)?  A max pool is materialised: Lava runs it as a
+    stage, its input connections floor first.  (Integer targets floor each synapse output where it
+    is; Lava's connection computes ``(Σ w·s) >> −e`` after folding, so only an exponent >= 0 is
+    exact there.)"""
     stack, seen = [value], set()
     while stack:
         v = stack.pop()
         for u in graph.users(v):
             if u.name in seen or isinstance(u, (ir.NeuronNode, ir.OutputNode, ir.ConvNode, ir.LinearNode, ir.MaxPoolNode)):
                 continue
-            if isinstance(u, (ir.ReduceNode, ir.AvgPoolNode)):
+            if isinstance(u, (ir.ReduceNode, ir.AvgPoolNode)) or (isinstance(u, ir.ScaleNode) and signed_factor(u, graph) < 0):
                 return True
             seen.add(u.name)
             stack.append(u.name)
+    return False
+
+
+def summed_before(graph: ir.Graph, value: str) -> bool:
+    """Is ``value`` (a synapse's input) a sum, through data movement, pools, reductions and constant
+    scalings?  Lava reads each term of a sum through a connection of its own (each with its integer
+    multiple folded in), and each connection floors its part for a negative exponent, where the
+    integer synapse floors the whole sum once: only an exponent >= 0 is exact there."""
+    stack, seen = [value], set()
+    while stack:
+        v = stack.pop()
+        if v in seen:
+            continue
+        seen.add(v)
+        n = graph.producer(v)
+        if isinstance(n, ir.AddNode):
+            return True
+        if isinstance(n, DOMAIN_OPS) and not isinstance(n, ir.MaxPoolNode):
+            stack.extend(n.inputs)
     return False
 
 
@@ -69,11 +99,12 @@ def quantize_synapse(graph: ir.Graph, n, q_input: str, scales: Scales, report: P
     if graph.types[n.inputs[0]].kind is ir.Kind.REAL and n.inputs[0] in scales.dom:
         raise UnsupportedError(f"quantize: {n.op} {where(n)} reads a real-valued synapse output with no neuron "
                                "in between (merge the two linear layers first)")
-    summed = summed_downstream(graph, n.name)
-    w, e, mode, clipped, err = quantize_weights(n.weight, d_in / d_out, min_exp=0 if summed else None)
-    if summed and e == 0 and quantize_weights(n.weight, d_in / d_out)[1] < 0:
-        report.skip(where(n), "approximation: weight exponent held at 0 (a sum follows; a negative exponent "
-                              "would floor before it) -> fewer mantissa bits")
+    hold = ("a sum or a negation follows" if folded_before_floor(graph, n.name)
+            else "it reads a sum" if summed_before(graph, n.inputs[0]) else None)
+    w, e, mode, clipped, err = quantize_weights(n.weight, d_in / d_out, min_exp=0 if hold else None)
+    if hold and e == 0 and quantize_weights(n.weight, d_in / d_out)[1] < 0:
+        report.skip(where(n), f"approximation: weight exponent held at 0 ({hold}: Lava would floor each part "
+                              "apart for a negative exponent) -> fewer mantissa bits")
     bias = None
     if not scales.feeds_neurons(n.name) and n.bias is not None:  # else its bias moves into the neurons' bias
         bias = np.round(n.bias.astype(np.float64) / d_out).astype(np.int64)

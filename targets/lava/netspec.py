@@ -10,12 +10,20 @@ The quantized graph is cut into *stages* that become Lava processes:
   on spike counts), run on the host with intref's kernels on the spikes read from Lava.
 
 Everything between stages is linear integer algebra (synapses, sums of synapse outputs into one
-neuron, reshapes, permutes, slices, token sums, sum pools, zero padding, power-of-two shifts) and is
-*folded* into connections: every stage input is a sum of terms ``M · producer`` with an integer
+neuron, reshapes, permutes, slices, token sums, sum pools, zero padding, power-of-two shifts,
+integer multiples) and is *folded* into connections: every stage input is a sum of terms ``M · producer`` with an integer
 matrix ``M`` and one weight exponent, each term one Lava connection (or, for a pure index selection
 into a custom process, a gather inside the process).  A term whose weights leave Lava's 8-bit range
 after folding, or whose floor shift (negative exponent) would be followed by a sum, is refused with
 the node named.
+
+An integer multiple ``c·x`` (the quantizer's negations and scale alignments) is a factor of the
+terms through it, folded into their weights: its sign into the weights, a power of two
+``2^b`` into the exponent (``(W·2^b·s) << e = (W·s) << (e + b)``), other magnitudes as one
+connection per set bit ``b`` of |c| (``c·W·s = Σ_b (±W·s) << b``, each keeping the 8-bit
+mantissas) when no floor follows, else into the mantissas (``c·W``, 8-bit checked).  A multiple of a
+value already floored by a negative exponent has no folded form (Lava floors after the weights) and
+is refused.
 
 ``M`` is never unrolled when it holds a weight-shared map: a term through a synapse is kept
 factored, ``M = post · K · pre``, with ``K`` the synapse's kernel (a convolution, or a linear map
@@ -36,7 +44,7 @@ network computes exactly the intref function, stage outputs shifted by the stage
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Union
 
 import numpy as np
@@ -55,6 +63,7 @@ from spikec.ir.index_maps import (
     op_matrix,
 )
 
+from ..intref.executor import integer_factor
 from ..intref.kernels import lava_effective_weights
 
 STAGE_TYPES = (ir.LoihiNeuronNode, ir.AndNode, ir.AddressedAccumulationNode, ir.MaxPoolNode)
@@ -125,6 +134,11 @@ class SharedMap:
 
     def indicator(self) -> np.ndarray:
         return (np.asarray(self.weight) != 0).astype(np.int64)
+
+    def times(self, k: int) -> "SharedMap":
+        """The same map with every weight multiplied by the integer ``k``."""
+        n = self.node
+        return SharedMap(n.replace(weight=np.asarray(n.weight) * k), self.in_feats, self.out_feats)
 
 
 def _gather_apply(idx: Optional[np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -260,18 +274,38 @@ class Term:
     floored: bool = False  # a negative exponent was applied (no sums may follow)
     core: Optional[SharedMap] = None
     post: Optional[sp.csr_matrix] = None  # [n_value, core.n_out]; None: identity
+    factor: int = 1  # an integer multiple of the whole term, folded into its weights by :meth:`expand`
 
     def is_gather(self) -> bool:
         m = self.matrix
-        return self.core is None and self.exp == 0 and self.synapse is None and m.nnz == m.shape[0] \
-            and np.all(m.data == 1) and np.all(np.diff(m.indptr) == 1)
+        return self.core is None and self.exp == 0 and self.synapse is None and self.factor == 1 \
+            and m.nnz == m.shape[0] and np.all(m.data == 1) and np.all(np.diff(m.indptr) == 1)
 
     def then(self, m: sp.csr_matrix) -> "Term":
         """This term followed by the index map ``m``."""
         if self.core is None:
-            return Term(self.producer, (m @ self.matrix).tocsr(), self.exp, self.synapse, self.floored)
-        post = m if self.post is None else (m @ self.post).tocsr()
-        return Term(self.producer, self.matrix, self.exp, self.synapse, self.floored, self.core, post)
+            return replace(self, matrix=(m @ self.matrix).tocsr())
+        return replace(self, post=m if self.post is None else (m @ self.post).tocsr())
+
+    def times(self, k: int) -> "Term":
+        """This term with its weights (the kernel, or the matrix without one) multiplied by ``k``."""
+        if self.core is None:
+            return replace(self, matrix=(self.matrix * k).tocsr(), factor=1)
+        return replace(self, core=self.core.times(k), factor=1)
+
+    def expand(self) -> list["Term"]:
+        """The term as connections' terms with the factor folded in (module docstring): the sign
+        into the weights, a power of two into the exponent, other magnitudes one term per set bit
+        (no floor follows) or into the weights."""
+        c = self.factor
+        if c == 1:
+            return [self]
+        mag, sign = abs(c), (1 if c > 0 else -1)
+        if mag & (mag - 1) == 0:
+            return [replace(self.times(sign), exp=self.exp + mag.bit_length() - 1)]
+        if self.core is None or self.floored:
+            return [self.times(c)]
+        return [replace(self.times(sign), exp=self.exp + b) for b in range(mag.bit_length()) if mag >> b & 1]
 
     def weights(self, n_src: int) -> Weights:
         """The connection matrix: sparse (no core), factored (:class:`ConvWeights`) or to be
@@ -384,12 +418,21 @@ def _linearize(graph: ir.Graph, value: str, stages: set[str], source: str, memo:
         for tm in inner:
             if tm.synapse is not None:
                 raise UnsupportedError(f"lava: synapses {tm.synapse} and {n.name} in a row cannot be folded")
-            terms.append(Term(tm.producer, tm.matrix, tm.exp + n.weight_exp, n.name, tm.floored or n.weight_exp < 0, core))
+            terms.append(Term(tm.producer, tm.matrix, tm.exp + n.weight_exp, n.name, tm.floored or n.weight_exp < 0, core,
+                              factor=tm.factor))
     elif isinstance(n, ir.AddNode):
         terms = _linearize(graph, n.inputs[0], stages, source, memo) + _linearize(graph, n.inputs[1], stages, source, memo)
     elif isinstance(n, ir.ShiftNode):
-        terms = [Term(tm.producer, tm.matrix, tm.exp + n.shift, tm.synapse, tm.floored or n.shift < 0, tm.core, tm.post)
+        terms = [replace(tm, exp=tm.exp + n.shift, floored=tm.floored or n.shift < 0)
                  for tm in _linearize(graph, n.inputs[0], stages, source, memo)]
+    elif isinstance(n, ir.ScaleNode):
+        k = integer_factor(n)
+        terms = []
+        for tm in _linearize(graph, n.inputs[0], stages, source, memo):
+            if tm.floored:
+                raise UnsupportedError(f"lava: {n.op} {n.name} ({n.source}) multiplies a value that a negative weight "
+                                       "exponent already floored; Lava applies the exponent after the weights")
+            terms.append(replace(tm, factor=tm.factor * k))
     elif isinstance(n, _FOLDABLE):
         m = _foldable_matrix(n, graph.types[n.inputs[0]], t)
         sums = isinstance(n, (ir.ReduceNode, ir.AvgPoolNode))
@@ -464,7 +507,7 @@ def build_netspec(graph: ir.Graph, max_memory: Optional[int] = None) -> NetSpec:
         ports = [list(n.inputs)] if isinstance(n, ir.LoihiNeuronNode) else [[i] for i in n.inputs]
         port_terms = []
         for values in ports:
-            terms = [tm for v in values for tm in _linearize(graph, v, stage_set, source, memo)]
+            terms = [part for v in values for tm in _linearize(graph, v, stage_set, source, memo) for part in tm.expand()]
             if kind == "and":  # an AND broadcasts its operands to the output shape: fold that selection in
                 b = broadcast_matrix(graph.types[values[0]].features, graph.types[name].features)
                 terms = [tm.then(b) for tm in terms]

@@ -48,6 +48,7 @@ import numpy as np
 
 from spikec import __version__, ir, loihi
 from spikec.errors import UnsupportedError
+from spikec.targets.intref.executor import integer_factor
 
 OPSET = 17
 PROTOBUF_LIMIT = 2 ** 31 - 1  # bytes: protobuf cannot serialise a larger message (tests lower it)
@@ -101,6 +102,8 @@ def value_ranges(graph: ir.Graph) -> dict[str, Range]:
             out = synapse_range(n.weight, ins[0], n.weight_exp, n.bias)
         elif isinstance(n, ir.ShiftNode):
             out = tuple(loihi.floor_shift(v, n.shift) for v in ins[0])
+        elif isinstance(n, ir.ScaleNode):
+            out = _span(*(v * integer_factor(n) for v in ins[0]))
         elif isinstance(n, ir.AddNode):
             out = (ins[0][0] + ins[1][0], ins[0][1] + ins[1][1])
         elif isinstance(n, (ir.AndNode, ir.AddressedAccumulationNode)):
@@ -384,6 +387,10 @@ def export_onnx(graph: ir.Graph):
         elif isinstance(n, ir.ShiftNode):
             for t in steps:
                 val[(n.name, t)] = b.floor_shift(at(n.inputs[0], t), n.shift)
+        elif isinstance(n, ir.ScaleNode):  # an integer multiple (the quantizer's negations and alignments)
+            k = b.const(integer_factor(n))
+            for t in steps:
+                val[(n.name, t)] = b.op("Mul", [at(n.inputs[0], t), k])
         elif isinstance(n, (ir.AddNode, ir.AndNode, ir.AddressedAccumulationNode)):
             opt = {ir.AddNode: "Add", ir.AndNode: "Mul", ir.AddressedAccumulationNode: "MatMul"}[type(n)]
             for t in steps:

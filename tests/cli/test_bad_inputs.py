@@ -68,6 +68,41 @@ def test_unsupported_op_names_module_class_and_what_is_supported(tmp_path, capsy
               "MultiStepLIFNode")
 
 
+def test_unrepresentable_values_are_refused_naming_the_neuron(tmp_path, capsys):
+    """Values Loihi 2 cannot hold: a threshold below one unit of the 24-bit membrane that holds the
+    layer's current (a threshold 1e-9 of unit currents), and the same after BN folding multiplies the
+    weights by 1e30.  One line naming the neuron's module and what to change; no artifact."""
+    (tmp_path / "small_net.py").write_text(
+        "import torch.nn as nn\n"
+        "from spikingjelly.activation_based import neuron\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self, threshold=1.0):\n"
+        "        super().__init__()\n"
+        "        self.fc, self.bn = nn.Linear(4, 3), nn.BatchNorm1d(3)\n"
+        "        self.lif = neuron.LIFNode(v_threshold=threshold, step_mode='m')\n"
+        "    def forward(self, x):\n"
+        "        T, B = x.shape[:2]\n"
+        "        return self.lif(self.bn(self.fc(x).flatten(0, 1)).reshape(T, B, 3))\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import small_net
+
+        net = small_net.Net().eval()
+        torch.save(net.state_dict(), tmp_path / "ok.pt")
+        with torch.no_grad():
+            net.bn.weight.fill_(1e30)
+        torch.save(net.state_dict(), tmp_path / "bn_1e30.pt")
+    finally:
+        sys.path.remove(str(tmp_path))
+    model = ["--model", f"{tmp_path}/small_net.py:Net", "--input-shape", "4", "--time-steps", "2"]
+    for ckpt, extra in (("ok.pt", ["--model-kwargs", '{"threshold": 1e-9}']), ("bn_1e30.pt", [])):
+        out = tmp_path / f"{ckpt}.intref"
+        code = main(["compile", str(tmp_path / ckpt), *model, *extra, "--target", "intref", "-o", str(out)])
+        _one_line(capsys, code, "module 'lif'", "24-bit membrane", "lower the weights")
+        assert not out.exists()
+    assert main(["compile", str(tmp_path / "ok.pt"), *model, "--target", "intref", "-o", str(tmp_path / "ok.intref")]) == 0
+
+
 def test_output_below_a_regular_file_or_in_a_special_directory(tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     for out in (tmp_path / "afile" / "sub" / "out", "/proc/spikec-out"):
