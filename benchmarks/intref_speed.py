@@ -1,10 +1,12 @@
-"""intref time / float torch time on the same batch (goal <= 1.5), measured in one run.
+"""intref time / float torch time on the same batch (goal <= 1.0), measured in one run.
 
     python benchmarks/intref_speed.py [--batch 360] [--repeats 5]
 
-Float: the torch model itself (eager, no grad).  intref: the compiled integer model (int64
-datapath; exact float64 GEMM / conv kernels where a bound proves them exact).  Both on the held-out
-digits with the bundled trained Spikformer, and on the tiny Meta-SpikeFormer.
+Float: the torch model itself (eager, no grad).  intref: the compiled integer model (integer
+datapath; exact int8 / float32 product kernels where a bound proves them exact, the memoryless LIF
+batched over time: targets/intref/kernels.py).  Both on the held-out digits with the bundled trained
+Spikformer, and on the tiny Meta-SpikeFormer.  The real model sizes (zoo Spikformer embed 64 and
+the CIFAR Spikformer-4-384, batch 8, 2 threads) are benchmarks/intref_scale.py's.
 """
 
 from __future__ import annotations

@@ -110,8 +110,11 @@ def trunc0_decay(x, factor: int):
     k = factor.bit_length() - 1
     if factor == 1 << k:  # trunc(x / 2^j), j = 12 − k: add 2^j − 1 to negatives, then floor-shift
         j = DECAY_SHIFT - k
-        sign = x >> (x.itemsize * 8 - 1)  # −1 for negative x, else 0
-        return (x + (sign & ((1 << j) - 1))) >> j
+        r = x >> (x.itemsize * 8 - 1)  # −1 for negative x, else 0
+        r &= (1 << j) - 1  # in place: one temporary array, not four (the hot loop of integer runs)
+        r += x
+        r >>= j
+        return r
     p = _int64(x) * factor
     q = abs(p) >> DECAY_SHIFT
     return _as_dtype_of(_where(p < 0, -q, q), x)

@@ -32,10 +32,22 @@ class Execution:
 
 
 def merge_time(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """``fn`` applied with time merged into the batch: ``[T, B, ...] -> [T·B, ...] -> [T, B, ...]``."""
+    """``fn`` applied with time merged into the batch: ``[T, B, ...] -> [T·B, ...] -> [T, B, ...]``.
+
+    ``fn`` treats every sample alike, so a value that is the same at every step (a
+    :func:`repeat_time` view) is computed once and repeated the same way."""
     T, B = x.shape[:2]
+    if T > 1 and x.stride(0) == 0:
+        return repeat_time(merge_time(x[:1], fn), T)
     y = fn(x.reshape(T * B, *x.shape[2:]))
     return y.reshape(T, B, *y.shape[1:])
+
+
+def repeat_time(x: torch.Tensor, time: int) -> torch.Tensor:
+    """``x`` ``[T, B, ...]`` repeated ``time`` times along time; a view when T = 1 (time stride 0, no copy)."""
+    if x.shape[0] == 1:
+        return x.expand(time, *x.shape[1:])
+    return x.repeat(time, *([1] * (x.dim() - 1)))
 
 
 def align_features(x: torch.Tensor, nfeat: int) -> torch.Tensor:

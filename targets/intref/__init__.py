@@ -31,7 +31,7 @@ FORMAT = "spikec-intref"
 FORMAT_VERSION = 1
 
 SEMANTICS = {
-    "values": "int64 tensors [T, B, *features]; the float input is quantized once by quantize_input",
+    "values": "integer tensors [T, B, *features] (exact; any width); the float input is quantized once by quantize_input",
     "quantize_input": "q = clip(floor(x / scale + 1/2), 0, 255) (unsigned) or [-128, 127] (signed)",
     "synapse": "acc = sum(w * in) exactly; out = acc << exp (exp >= 0) or acc >> -exp (floor); + bias (host outputs only)",
     "loihi_lif": loihi.LIF_SEMANTICS,

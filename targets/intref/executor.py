@@ -1,11 +1,13 @@
 """The integer reference executor: runs a quantized IR graph with integer-only semantics.
 
 The float input is quantized on the host by the graph's QuantizeInputNode (the boundary); from there
-on every value is an int64 tensor ``[T, B, *features]``, vectorised over batch and neurons and
-time-stepped only inside neuron layers (the only state).  Recurrences are Lava's fixed_pt models
-(:mod:`.kernels`); outputs are integers, with the DequantizeNode scale to read them as reals.
-The loop over the graph is the float interpreter's (:func:`spikec.runtime.execute.execute`); this
-module is the integer kernel table :data:`INT_KERNELS` and the Loihi neuron step.
+on every value is an integer tensor ``[T, B, *features]`` (uint8 spike trains, int32 / int64
+otherwise: :mod:`.kernels`), vectorised over time, batch and neurons, and time-stepped only inside
+neuron layers (the only state).  Recurrences are Lava's fixed_pt models (:mod:`.kernels`); outputs
+are integers, with the DequantizeNode scale to read them as reals.  Weights and biases are prepared
+once per (immutable) node.  The loop over the graph is the float interpreter's
+(:func:`spikec.runtime.execute.execute`); this module is the integer kernel table
+:data:`INT_KERNELS` and the Loihi neuron step.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 
 from spikec import ir, loihi
 from spikec.errors import SpikecError
-from spikec.runtime.execute import align_features, execute, merge_time
+from spikec.runtime.execute import align_features, execute, merge_time, repeat_time
 
 from . import kernels as K
 
@@ -73,43 +75,67 @@ def _i64(a) -> torch.Tensor:
     return torch.as_tensor(np.asarray(a, dtype=np.int64))
 
 
-_WEIGHTS: "weakref.WeakKeyDictionary[ir.SynapseNode, torch.Tensor]" = weakref.WeakKeyDictionary()
+_PREPARED: "weakref.WeakKeyDictionary[ir.Node, object]" = weakref.WeakKeyDictionary()
 
 
-def _weight(n: ir.SynapseNode) -> torch.Tensor:
-    """int64 weights of a synapse node, converted once per (immutable) node object."""
-    w = _WEIGHTS.get(n)
-    if w is None:
-        w = _WEIGHTS[n] = _i64(n.weight)
-    return w
+def _prepared(n: ir.Node, build: Callable[[ir.Node], object]):
+    """``build(n)``, made once per (immutable) node object: weights and biases as tensors."""
+    p = _PREPARED.get(n)
+    if p is None:
+        p = _PREPARED[n] = build(n)
+    return p
+
+
+@dataclass(frozen=True)
+class _Synapse:
+    weights: K.Weights  # weight << weight_exp when weight_exp >= 0 (the same integers as acc << exp)
+    right_shift: int  # weight_exp < 0: acc >> -weight_exp (floor), after the sum
+    bias: Optional[torch.Tensor]  # host outputs only, shaped for the layout
+
+
+def _build_synapse(n: ir.SynapseNode) -> _Synapse:
+    w = _i64(n.weight)
+    bias = None
+    if n.bias is not None:
+        bias = _i64(n.bias)
+        if n.layout == "conv":
+            bias = bias.reshape(-1, *([1] * (w.dim() - 2)))
+    return _Synapse(K.Weights(loihi.floor_shift(w, max(n.weight_exp, 0))), min(n.weight_exp, 0), bias)
 
 
 def _synapse(n: ir.SynapseNode, x: torch.Tensor) -> torch.Tensor:
-    w = _weight(n)
-    if n.layout == "conv":
-        acc = merge_time(x, lambda z: K.exact_conv(z, w, list(n.stride), list(n.padding), list(n.dilation), n.groups))
-    else:
-        acc = K.exact_linear(x, w)
-    out = K.shift(acc, n.weight_exp)
-    if n.bias is not None:
-        b = _i64(n.bias)
+    p = _prepared(n, _build_synapse)
+
+    def per_step(z: torch.Tensor) -> torch.Tensor:
         if n.layout == "conv":
-            b = b.reshape(-1, *([1] * (out.dim() - 3)))
-        out = out + b
-    return out
+            out = K.exact_conv(z, p.weights, list(n.stride), list(n.padding), list(n.dilation), n.groups)
+        else:
+            out = K.exact_linear(z, p.weights)
+        if p.right_shift:
+            out = K.shift(out, p.right_shift, fresh=True)
+        return out if p.bias is None else out + p.bias
+
+    return merge_time(x, per_step)
+
+
+def _neuron_bias(n: ir.LoihiNeuronNode) -> torch.Tensor:
+    """``bias_mant << bias_exp`` as a tensor over the features (a zero scalar when all zero)."""
+    if not np.any(np.asarray(n.bias_mant)):
+        return torch.zeros((), dtype=torch.int64)
+    b = _i64(loihi.bias_value(n.bias_mant, n.bias_exp))
+    return b.to(K.narrow_dtype(K.peak(b)))
 
 
 def _neuron(n: ir.LoihiNeuronNode, *ins: torch.Tensor, record=False, overflows: Optional[dict] = None):
     a = ins[0]
     for x in ins[1:]:
-        a = a + x
-    if overflows is not None and a.numel():
-        count = int((a.abs() >= loihi.A_INT32_LIMIT).sum())  # Lava's int32 `a << 6` overflows there
-        if count:
-            overflows[n.name] = count
-    bias = _i64(loihi.bias_value(n.bias_mant, n.bias_exp)) if np.any(np.asarray(n.bias_mant)) else torch.zeros((), dtype=torch.int64)
+        a = a.to(torch.int64) + x
+    lo, hi = K.bounds(a)
+    if overflows is not None and max(-lo, hi) >= loihi.A_INT32_LIMIT:
+        overflows[n.name] = int((a.abs() >= loihi.A_INT32_LIMIT).sum())  # Lava's int32 `a << 6` overflows there
+    bias = _prepared(n, _neuron_bias)
     bias = torch.broadcast_to(bias, a.shape[2:]) if bias.dim() else bias
-    return K.lif_run(a, n.du, n.dv, n.vth, bias, n.reset, n.reset_value, n.v_init, record=record)
+    return K.lif_run(a, n.du, n.dv, n.vth, bias, n.reset, n.reset_value, n.v_init, record=record, a_bounds=(lo, hi))
 
 
 def _input_levels(n: ir.QuantizeInputNode, x: torch.Tensor) -> torch.Tensor:
@@ -140,6 +166,15 @@ def _avgpool(n: ir.AvgPoolNode, x):
     return merge_time(x, lambda z: K.sum_pool(z, list(n.kernel), list(n.stride), list(n.padding), n.ceil_mode))
 
 
+def integer_factor(n: ir.ScaleNode) -> int:
+    """The integer a scale node of the integer graph multiplies by (the quantizer's integer
+    negations and multiples); refused for anything else."""
+    f = np.asarray(n.factor, dtype=np.float64)
+    if n.mode != "mul" or f.size != 1 or not np.isfinite(f).all() or float(f.flat[0]) != round(float(f.flat[0])):
+        raise SpikecError(f"integer scale '{n.name}' must multiply by one integer, is {n.summary()}")
+    return int(f.flat[0])
+
+
 def _pad(n: ir.PadNode, x):
     def f(z):
         flat = [p for lo_hi in reversed(n.pads) for p in lo_hi]
@@ -157,7 +192,8 @@ INT_KERNELS: dict[type, Callable] = {
     ir.QuantizeInputNode: quantize_input,
     ir.SynapseNode: _synapse,
     ir.ShiftNode: lambda n, x: K.shift(x, n.shift),
-    ir.AddNode: lambda n, a, b: _binary(a, b, lambda x, y: x.to(torch.int64) + y),
+    ir.ScaleNode: lambda n, x: x.to(torch.int64) * integer_factor(n),
+    ir.AddNode: lambda n, a, b: _binary(a, b, _add),
     ir.AndNode: lambda n, a, b: _binary(a, b, torch.bitwise_and),
     ir.AddressedAccumulationNode: lambda n, a, b: _binary(a, b, K.exact_matmul),
     ir.ReduceNode: _reduce,
@@ -165,7 +201,7 @@ INT_KERNELS: dict[type, Callable] = {
                                                                      list(n.dilation), n.ceil_mode)),
     ir.AvgPoolNode: _avgpool,
     ir.PadNode: _pad,
-    ir.RepeatTimeNode: lambda n, x: x.repeat(n.time, *([1] * (x.dim() - 1))),
+    ir.RepeatTimeNode: lambda n, x: repeat_time(x, n.time),
     ir.ReshapeNode: lambda n, x: x.reshape(*x.shape[:2], *n.features),
     ir.PermuteNode: lambda n, x: x.permute(0, 1, *[p + 2 for p in n.perm]),
     ir.SliceNode: lambda n, x: x.narrow(n.axis + 2, n.start, n.stop - n.start),
@@ -217,6 +253,14 @@ def run_int(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], record: bool = 
         scales.append(src.scale if isinstance(src, ir.DequantizeNode) else 1.0)
     return IntRunResult([out.to(torch.int64) for out in run.outputs], scales, run.values, run.membranes, overflows,
                         run.taught)
+
+
+def _add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Integer sum, int32 when both operands are spike trains / int32 values whose peaks prove it fits."""
+    narrow = (torch.uint8, torch.int32)
+    if a.dtype in narrow and b.dtype in narrow and K.peak(a) + K.peak(b) < K.INT32_LIMIT:
+        return torch.add(a.to(torch.int32), b)
+    return a.to(torch.int64) + b
 
 
 def _binary(a: torch.Tensor, b: torch.Tensor, op) -> torch.Tensor:
