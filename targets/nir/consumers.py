@@ -355,13 +355,15 @@ def run_consumer(graph, consumer: str, steps: torch.Tensor) -> tuple[torch.Tenso
 
 def compare_with_float(float_graph, nir_path, x, consumer: str, refuse: bool = True) -> dict:
     """Run the file in ``consumer`` and compare with the float IR (per-step semantics, readout moved
-    behind the classifier as in the export): per-layer spike agreement and outputs.  ``refuse``:
+    behind the classifier as in the export): per-layer spike agreement and outputs (max |diff| and
+    the tolerance it is judged by, :func:`.verify.output_tolerance`).  ``refuse``:
     raise (naming what it cannot read) instead of running a graph the consumer misreads."""
     import nir
 
     from spikec.runtime.float_interpreter import run_float
 
     from .export import _readout
+    from .verify import apply_readout, output_tolerance
 
     g, readout = _readout(float_graph)
     rf = run_float(g, x, record=True)
@@ -380,12 +382,12 @@ def compare_with_float(float_graph, nir_path, x, consumer: str, refuse: bool = T
             a = rf.values[n.name]
             layers[n.name] = float((a == rec[neurons[n.name]].reshape(a.shape)).float().mean())
     yf = rf.outputs[0]
-    diff = float((y.reshape(yf.shape) - yf).abs().max()) if yf.numel() else 0.0
     y = y.reshape(yf.shape)
-    out = {"sum": lambda v: v.sum(0), "mean": lambda v: v.mean(0)}.get(readout, lambda v: v)(y)
+    diff = float((y - yf).abs().max()) if yf.numel() else 0.0
+    out = apply_readout(y, readout or "per step")
     return {"consumer": get(consumer).requirement, "layers": layers,
             "spikes_identical": all(v == 1.0 for v in layers.values()), "output_max_abs_diff": diff,
-            "readout": readout or "per step", "outputs": out.numpy()}
+            "output_tolerance": output_tolerance(yf), "readout": readout or "per step", "outputs": out.numpy()}
 
 
 __all__ = ["CONSUMERS", "Consumer", "DT", "IF_AS_LIF_TAU", "compare_with_float", "describe", "encode_neuron", "get",

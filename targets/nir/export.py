@@ -21,10 +21,11 @@ Conventions (stored in the graph metadata as JSON strings):
 * average pools = SumPool2d then Scale(1/divisor) (an Affine with per-window divisors without
   ``count_include_pad``);
 * AND of two spike tensors = two edges into Threshold(1.5); max pool of spikes = SumPool2d then
-  Threshold(0.5); a product of spike matrices is a count of coincidences:
-  (A B)[n, j] = Σ_k [a_nk + b_kj > 1.5] and (Q Kᵀ V)[n, j] = Σ_{m,i} [q_ni + k_mi + v_mj > 2.5],
-  built from broadcasting Affines, a Threshold and a summing Affine (size reported; refused above
-  ``max_neurons``);
+  Threshold(0.5) (an Affine of the window sums instead of the SumPool2d where NIR's cannot express
+  the windows: ceil mode, dilation, 1-d, flattened layouts); a product of spike matrices is a
+  count of coincidences: (A B)[n, j] = Σ_k [a_nk + b_kj > 1.5] and
+  (Q Kᵀ V)[n, j] = Σ_{m,i} [q_ni + k_mi + v_mj > 2.5], built from broadcasting Affines, a Threshold
+  and a summing Affine (size reported; refused above ``max_neurons``);
 * the Loihi 2 fixed-point scales of the same model (when the caller computed them) are stored
   as the ``quantization`` metadata;
 * a sum / mean over time at the end becomes the ``readout`` metadata (per-step outputs, summed or
@@ -45,6 +46,7 @@ expressible prefix instead (outputs are then the last exportable values).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -270,14 +272,22 @@ class _Exporter:
             raise self.fail(n, "an operation across time steps inside the network")
         elif isinstance(n, ir.MaxPoolNode) and self.types[n.inputs[0]].kind is not ir.Kind.SPIKE:
             self.real_maxpool(n)
-        elif isinstance(n, ir.MaxPoolNode):
-            x = get(0)
-            if not self.spatial(x, n.inputs[0]) or len(n.kernel) != 2 or any(d != 1 for d in n.dilation):
-                raise self.fail(n, "max pooling of spikes on a flattened layout or with dilation")
-            s = self.add(n.name, nir.SumPool2d(kernel_size=np.array(n.kernel), stride=np.array(n.stride),
-                                               padding=np.array(n.padding)), x.terms)
-            th = self.add(f"{n.name}_or", nir.Threshold(threshold=np.full(t.features, 0.5, np.float32)), [s])
-            self.vals[n.name] = Val([th], t.features)
+        elif isinstance(n, ir.MaxPoolNode):  # of spikes: an OR, [window sum > 0.5]
+            x, in_t = get(0), self.types[n.inputs[0]]
+            if self.spatial(x, n.inputs[0]) and sumpool_expresses(n, in_t.features, t.features):
+                s = self.add(n.name, nir.SumPool2d(kernel_size=np.array(n.kernel), stride=np.array(n.stride),
+                                                   padding=np.array(n.padding)), x.terms)
+                th = self.add(f"{n.name}_or", nir.Threshold(threshold=np.full(t.features, 0.5, np.float32)), [s])
+                self.vals[n.name] = Val([th], t.features)
+            else:  # ceil mode, dilation, 1-d, flattened layouts: the window sums as an unrolled Affine
+                c = in_t.features[0]
+                m = conv_matrix(np.ones((c, 1, *n.kernel)), in_t.features, n.stride, n.padding, n.dilation, c,
+                                t.features, dtype=np.float64)
+                if m.getnnz(axis=1).min(initial=1) == 0:  # PyTorch's -inf padding would be the window's max
+                    raise self.fail(n, "max pooling with a window that holds no input position")
+                s = self.affine(n.name, x, m)
+                th = self.add(f"{n.name}_or", nir.Threshold(threshold=np.full(t.numel, 0.5, np.float32)), s.terms)
+                self.vals[n.name] = Val([th], (t.numel,))
         elif isinstance(n, ir.AvgPoolNode):
             x = get(0)
             if n.ceil_mode:
@@ -478,6 +488,15 @@ class _Exporter:
         self.notes.append(f"{n.name}: spike product as {size} coincidence neurons (threshold {th})")
 
 
+def sumpool_expresses(pool, in_features, out_features) -> bool:
+    """Whether NIR's SumPool2d (2-d, no dilation, floor-mode output size) has the windows of ``pool``:
+    a ceil-mode pool does only when its output is no larger than the floor-mode one."""
+    if len(pool.kernel) != 2 or any(d != 1 for d in pool.dilation):
+        return False
+    floor = tuple((size + 2 * p - k) // s + 1 for size, k, s, p in zip(in_features[1:], pool.kernel, pool.stride, pool.padding))
+    return floor == tuple(out_features[1:])
+
+
 def topological_order(keys: list[str], edges: list[tuple[str, str]]) -> list[str]:
     """``keys`` in evaluation order (:func:`spikec.ir.graph.topological_sort`; spikec's top level is
     acyclic: cycles live inside nested graphs, and an edge closing one in a foreign file is skipped)."""
@@ -514,6 +533,17 @@ def _readout(graph: ir.Graph) -> tuple[ir.Graph, Optional[str]]:
             m = m.replace(layout="split")
         nodes.append(m)
     return graph.rewrite(nodes), n.reduce
+
+
+def _rejection(message: str, keys: dict[str, str], origins: dict[str, str], graph: ir.Graph) -> tuple[str, str]:
+    """NIR's type-check ``message`` in the user's terms: `` at NODE (op, module 'M')`` for the IR nodes
+    whose NIR nodes it names, and the message with NIR's evaluation-order keys (``n03_pool_or``)
+    replaced by the exporter's names (``pool_or``, derived from the IR node's)."""
+    named = [k for k in dict.fromkeys(re.findall(r"\w+", message)) if k in keys]
+    nodes = [graph[origins[keys[k]]] for k in named if origins.get(keys[k]) in graph]
+    places = [f"{n.name} ({n.op}, module '{n.source or 'top level'}')" for n in dict.fromkeys(nodes)]
+    detail = re.sub(r"\w+", lambda m: keys.get(m.group(0), m.group(0)), message)
+    return (f" at {' and '.join(places)}" if places else ""), detail
 
 
 def quantization_metadata(report) -> dict:
@@ -574,6 +604,8 @@ def export_nir(graph: ir.Graph, max_neurons: int = 1_000_000, partial: bool = Fa
         "T": json.dumps(T),
         "threshold_convention": json.dumps("source fires at v >= theta; NIR v_threshold is the float32 just below theta"),
         "readout": json.dumps(readout or "per step"),
+        # per output, the IR's per-sample shape (the NIR Output keeps a channel-first view, e.g. [C, 1, 1] for [C])
+        "output_features": json.dumps([list(graph.types[o].features) for o in outputs]),
         "input_layout": json.dumps(graph.inputs[0].layout),
         "sources": json.dumps({k: n.source for k, n in ((m.name, m) for m in graph.nodes) if n.source}),
         "neurons": json.dumps(neurons),  # IR neuron layer -> the NIR node whose output is its spikes
@@ -586,7 +618,8 @@ def export_nir(graph: ir.Graph, max_neurons: int = 1_000_000, partial: bool = Fa
     try:
         nir_graph = nir.NIRGraph(nodes=ex.nodes, edges=ex.edges, metadata=meta)
     except ValueError as e:  # NIR's own type check: a form spikec does not yet adapt to NIR's limits
-        raise UnsupportedError(f"nir: NIR {nir.__version__} rejects the exported graph ({e}): a NIR limit "
+        where, detail = _rejection(str(e), {v: k for k, v in rename.items()}, ex.origins, graph)
+        raise UnsupportedError(f"nir: NIR {nir.__version__} rejects the exported graph{where} ({detail}): a NIR limit "
                                "spikec does not work around yet; please report the model") from None
     return Exported(nir_graph, ex.coincidences, ex.notes, outputs,
                     {rename[k]: ex.origins[k] for k in order if ex.origins.get(k)})
