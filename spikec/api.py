@@ -6,7 +6,7 @@
     art = spikec.compile(model, "lava", input_shape=(1, 8, 8))   # nn.Module, checkpoint path, .pt2 or saved IR
     y = art.run(x)                                                # numpy or torch in, numpy out
     art.save("out/model.lava"); art = spikec.load("out/model.lava")
-    rep = spikec.verify(model, "lava", x, input_shape=(1, 8, 8), labels=y_true)
+    rep = spikec.verify(model, "lava", x, input_shape=(1, 8, 8), labels=y_true)   # workers=4: 4 processes, same report
     rep.top1_agreement, rep.accuracy, rep.layers, rep.to_json()
     r = spikec.report(model, x, input_shape=(1, 8, 8), output="out/report")   # SOPs, energy, cores, plots
     r.sops, r.energy_mj, r.cores, r.layers, r.table()
@@ -76,13 +76,20 @@ def load(path) -> Artifact:
 def verify(model: ModelLike, target: str | Target = REFERENCE, x=None, *, input_shape: Optional[Sequence[int]] = None,
            time_steps: Optional[int] = None, labels=None, factory: Optional[str] = None, model_kwargs=None,
            trust_checkpoint: bool = False, calib=None, input_range: Sequence[float] = (0.0, 1.0),
-           skip: Iterable[str] = (), model_output=None, **options) -> VerifyReport:
+           skip: Iterable[str] = (), model_output=None, workers: int = 1, chunk: Optional[int] = None,
+           progress: bool = False, **options) -> VerifyReport:
     """Compile ``model`` for ``target`` and compare, neuron layer by neuron layer on inputs ``x``:
     the torch model (when ``model`` is one or loads as one), the traced float IR, the optimised
     float IR, the integer model (integer targets) and the target's own run against its reference.
 
-    The model is opened once.  Returns a :class:`~spikec.verification.VerifyReport`."""
+    The model is opened once.  ``workers`` > 1 runs the samples, in chunks of ``chunk`` (default
+    32), in that many worker processes; the report is the same as with one (0 or 1: this process).
+    A checkpoint path is re-opened in each worker; an ``nn.Module`` is pickled to them, and when it
+    cannot be (a class defined in a notebook, a model file loaded by path) verify runs in this
+    process with a RuntimeWarning.  ``progress``: a progress bar on stderr.  Returns a
+    :class:`~spikec.verification.VerifyReport`."""
     from .errors import SpikecError
+    from .verification.chunks import ModelRecipe
 
     if x is None:
         raise SpikecError("verify needs inputs x (numpy / torch array in the model's input layout, or a .npy path)")
@@ -91,9 +98,10 @@ def verify(model: ModelLike, target: str | Target = REFERENCE, x=None, *, input_
     labels = None if labels is None else as_array(labels, "labels").astype(np.int64)
     graph = model_graph(loaded, input_shape, time_steps, output=model_output)
     check_inputs(graph, x, labels)
+    recipe = (ModelRecipe(str(model), factory, model_kwargs, trust_checkpoint) if isinstance(model, (str, Path)) else None)
     return verify_graph(graph, target, x, module=loaded.module, labels=labels, model_output=model_output,
                         calib=None if calib is None else as_array(calib, "calib"), input_range=input_range,
-                        skip=skip, **options)
+                        skip=skip, workers=workers, chunk=chunk, progress=progress, recipe=recipe, **options)
 
 
 def report(model: ModelLike, x, *, input_shape: Optional[Sequence[int]] = None, time_steps: Optional[int] = None,

@@ -30,14 +30,22 @@ def value_range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-def positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
+def int_at_least(minimum: int, what: str):
+    """An argparse type: an integer >= ``minimum``, else "expected {what}, got ..."."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+
+    return parse
+
+
+positive = int_at_least(1, "a positive integer")
 
 
 def add_debug(p: argparse.ArgumentParser) -> None:
@@ -150,7 +158,7 @@ def add_data_options(p: argparse.ArgumentParser):
     g.add_argument("--input", metavar="X.npy", help="inputs (model input layout)")
     g.add_argument("--labels", metavar="Y.npy", help="integer labels for accuracy")
     g.add_argument("--dataset", choices=list(DATASETS),
-                   help="a bundled dataset instead of --input (digits: scikit-learn 8x8 held-out split)")
+                   help="a bundled dataset instead of --input: " + "; ".join(f"{k}: {v}" for k, v in DATASETS.items()))
     g.add_argument("--limit", type=int, metavar="N", help="use the first N inputs")
     return g
 
@@ -165,5 +173,5 @@ def load_data(args, verb: str):
         x = load_array(args.input, "--input").astype("float32")
         y = load_array(args.labels, "--labels").astype("int64") if args.labels else None
     else:
-        raise SpikecError(f"{verb} needs data: --input X.npy (and --labels Y.npy) or --dataset digits")
+        raise SpikecError(f"{verb} needs data: --input X.npy (and --labels Y.npy) or --dataset NAME")
     return limit(x, args.limit), limit(y, args.limit)

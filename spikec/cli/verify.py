@@ -6,6 +6,8 @@ import sys
 
 from . import common
 
+workers = common.int_at_least(0, "a number of worker processes (0 or more)")
+
 
 def add_parser(sub) -> None:
     from spikec.targets import names
@@ -20,7 +22,11 @@ def add_parser(sub) -> None:
                        "(fed the float spikes of the layers upstream) against its quantization error bound: exit 1 "
                        "when a flip lies beyond it.")
     common.add_model_options(p)
-    common.add_data_options(p)
+    d = common.add_data_options(p)
+    d.add_argument("--workers", type=workers, default=1, metavar="N",
+                   help="run the samples in N worker processes (each re-opens the model; default 1: this process, "
+                        "as does 0); the report is the same for every N. A progress bar shows on stderr "
+                        "when it is a terminal. The target's own run (e.g. Lava) is one run in this process")
     g = p.add_argument_group("checks")
     g.add_argument("--target", choices=names(), default=REFERENCE,
                    help=f"target to verify (default {REFERENCE}): its pipeline, and its own run checked against its "
@@ -47,6 +53,7 @@ def run(args) -> int:
     from spikec.outputs import check_output
     from spikec.targets import get_target
     from spikec.verification import VerifyError, verify_graph
+    from spikec.verification.chunks import ModelRecipe
 
     if args.json:
         check_output(args.json, directory=False, protect=common.inputs_of(args), option="--json")
@@ -56,9 +63,10 @@ def run(args) -> int:
     graph = common.graph_of(args, loaded)
     check_inputs(graph, x, labels)
     try:
+        recipe = ModelRecipe(args.checkpoint, args.model, args.model_kwargs, args.trust_checkpoint)  # what workers re-open
         report = verify_graph(graph, target, x, module=loaded.module, labels=labels, calib=common.calib_of(args),
-                              model_output=args.model_output,
-                              input_range=args.input_range, **common.target_options(args, target, verify=True))
+                              model_output=args.model_output, input_range=args.input_range, workers=args.workers,
+                              progress=sys.stderr.isatty(), recipe=recipe, **common.target_options(args, target, verify=True))
     except VerifyError as e:  # what was checked before the failure, then the one-line error
         show(e.report)
         raise

@@ -11,8 +11,11 @@ default are created, then restores ``dataclasses.dataclass``.  Everything that c
 network imports the patched module from ``sys.modules`` afterwards.  Call it before importing any
 other ``lava`` module (``spikec.targets.lava`` does).
 
-Lava's runtime calls ``multiprocessing.set_start_method("fork")``-style configuration on import;
-importing it before anything else configures multiprocessing avoids a conflict.
+Lava's message infrastructure calls ``multiprocessing.set_start_method("fork")`` (unforced) when it
+is first imported, which raises "context has already been set" once anything has fixed the default
+start method, and merely running a ``ProcessPoolExecutor`` (``spikec verify --workers``) does.
+:func:`ensure_lava` therefore clears a default that is already fixed just before that first import
+(Lava then sets "fork", which Lava needs and which is the default on Linux).
 """
 
 from __future__ import annotations
@@ -28,8 +31,19 @@ def _needs_patch() -> bool:
     return sys.version_info >= (3, 11)
 
 
+_MESSAGING = "lava.magma.runtime.message_infrastructure.multiprocessing"
+
+
+def _let_lava_set_the_start_method() -> None:
+    import multiprocessing as mp
+
+    if _MESSAGING not in sys.modules and mp.get_start_method(allow_none=True) is not None:
+        mp.set_start_method(None, force=True)
+
+
 def ensure_lava() -> None:
     """Import lava's var_model with the ByteEncoder fix applied (idempotent)."""
+    _let_lava_set_the_start_method()
     if _TARGET in sys.modules or not _needs_patch():
         importlib.import_module(_TARGET)
         return

@@ -4,6 +4,7 @@ model vs the target's own run, neuron layer by neuron layer, on the same inputs.
 * :mod:`.compare`: comparing runs (spike agreement, flips with their margins);
 * :mod:`.report`: what was found (:class:`~.report.VerifyReport`: text, rich table, JSON);
 * :mod:`.bounds`: per-layer error bounds of the quantized model, which judge teacher-forced flips;
+* :mod:`.chunks`: the samples in chunks, in this process or in worker processes, merged exactly;
 * :func:`verify_graph` (here): runs everything on one opened model and fills the report.
 """
 
@@ -16,7 +17,7 @@ import torch
 
 from spikec import ir
 
-from .compare import Comparison, FlipJudgement, compare_graphs, compare_runs, judge_flips, spike_agreement
+from .compare import Comparison, FlipJudgement, compare_graphs, compare_runs, judge, judge_flips, spike_agreement
 from .report import LayerRecord, VerifyError, VerifyReport
 
 __all__ = ["Comparison", "FlipJudgement", "LayerRecord", "VerifyError", "VerifyReport", "compare_graphs", "compare_runs",
@@ -97,85 +98,93 @@ def teacher_forced(target, compiled, r_opt, x) -> dict[str, tuple[float, FlipJud
     model's own spikes of the layers upstream (``r_opt``: the optimised float IR's recorded run,
     whose neuron names are the quantized graph's), in one pass.  Per layer: (local agreement with the
     float spikes, the flips judged against the layer's error bound, the :class:`~.bounds.LayerBound`)."""
-    from .bounds import layer_bounds
+    from .bounds import input_rounding_error, layer_bounds
+    from .chunks import taught_counts
 
-    names = [n.name for n in compiled.quantized.nodes if isinstance(n, ir.LoihiNeuronNode) and n.name in r_opt.values]
-    run = target.reference_run(compiled, x, teacher={k: r_opt.values[k] for k in names})
-    observed = {k: float(h.abs().max()) for k, h in r_opt.membranes.items() if k in names and h.numel()}
-    bounds = layer_bounds(compiled.optimized, compiled.quantized, compiled.quant_report, x=x, observed=observed)
+    taught = taught_counts(target, compiled, r_opt, x)
+    bounds = layer_bounds(compiled.optimized, compiled.quantized, compiled.quant_report,
+                          observed={k: m for k, (_, _, m) in taught.items() if m is not None},
+                          input_error=input_rounding_error(compiled.quantized, x))
     out = {}
-    for k in names:
-        ref, local = r_opt.values[k], torch.as_tensor(run.taught[k])
+    for k, (agreement, flips, _) in taught.items():
         b = bounds.get(k)
-        judged = (judge_flips(ref, local, r_opt.membranes[k], b.theta, b.absolute) if b is not None and k in r_opt.membranes
-                  else None)
-        out[k] = (spike_agreement(ref, local)[0], judged, b)
+        out[k] = (agreement.fraction, judge(flips, b.theta, b.absolute) if b is not None and flips is not None else None, b)
     return out
 
 
 def verify_graph(graph: ir.Graph, target, x: np.ndarray, *, module: Optional[torch.nn.Module] = None,
                  labels: Optional[np.ndarray] = None, calib: Optional[np.ndarray] = None,
-                 input_range=(0.0, 1.0), skip=(), model_output=None, **options) -> VerifyReport:
+                 input_range=(0.0, 1.0), skip=(), model_output=None, workers: int = 1, chunk: Optional[int] = None,
+                 progress: bool = False, recipe=None, **options) -> VerifyReport:
     """Compile ``graph`` for ``target`` and compare every stage on ``x`` (already checked against the
     graph's input).  ``module`` is the torch model the graph was traced from, when there is one.
-    The integer model is the target's reference run (:meth:`Target.reference_run`)."""
+    The integer model is the target's reference run (:meth:`Target.reference_run`).
+
+    The samples run in chunks of ``chunk`` (:data:`.chunks.DEFAULT_CHUNK`) in ``workers`` processes
+    (0 or 1: this one), the torch model rebuilt there from ``recipe`` (:class:`.chunks.ModelRecipe`)
+    or ``module`` pickled; the report does not depend on ``workers`` (:mod:`.chunks`).  ``progress``:
+    a progress bar on stderr.  The target's own run is one run of all samples, in this process."""
     from spikec.compiler import compile_graph
     from spikec.data import sample_count
     from spikec.errors import SpikecError
-    from spikec.runtime.float_interpreter import run_float
     from spikec.targets import get_target
+
+    from .bounds import layer_bounds
+    from .chunks import DEFAULT_CHUNK, Job, run_chunks
 
     t = get_target(target)
     opts = t.option_values(options)
-    xt = torch.as_tensor(x)
     report = VerifyReport(samples=sample_count(graph, x), target=t.name, integer=t.integer)
-    per_sample = (0 if graph.inputs[0].layout == "static" else 1) if graph.metadata.get("batch_dependent") else None
-    y_torch, torch_spikes = (run_torch(module, x, model_output, per_sample, 1 if graph.outputs[0].layout == "split" else 0)
-                             if module is not None else (None, {}))
-    r_traced = run_float(graph, xt, record=True)
+    try:
+        res, failure, error = compile_graph(graph, t, calib=calib, input_range=input_range, skip=skip), None, None
+    except SpikecError as e:
+        res, failure, error = None, ("compile", str(e)), e
+    # a target that is its own reference (intref) has nothing to check its run against
+    job = Job(graph, res, model_output, keep_reference=t.reference_name != t.name)
+    found = run_chunks(job, x, module, recipe, workers, chunk or DEFAULT_CHUNK, progress)
     # what holds before the target's passes: the traced float IR against the torch model
     for n in graph.nodes:
         if isinstance(n, ir.NeuronNode):
-            tv = spike_agreement(r_traced.values[n.name], torch_spikes[n.source])[0] if n.source in torch_spikes else None
-            report.layers.append(LayerRecord(n.name, n.source, float(r_traced.values[n.name].float().mean()), tv, None))
-    stage = "compile"
+            c = found.traced[n.name]
+            report.layers.append(LayerRecord(n.name, n.source, c.rate, None if c.torch_vs_ir is None else c.torch_vs_ir.fraction, None))
+    failure = failure or found.failure
+    if failure is not None:
+        report.failure = f"{failure[0]}: {failure[1]}"
+        raise VerifyError(failure[1], report) from error
+    bounds = {}
+    if "reference" in found.outputs:
+        if found.warnings:  # they count what a chunk saw: the whole data's come from one more run of it (only then)
+            whole = t.reference_run(res, x)
+            report.overflows, report.warnings = dict(whole.details.get("overflows", {})), report.warnings + whole.warnings
+        else:
+            order = {n.name: i for i, n in enumerate(res.graph.nodes)}
+            report.overflows = dict(sorted(found.overflows.items(), key=lambda kv: order.get(kv[0], len(order))))
+        if res.quant_report is not None:  # the bounds use maxima over all samples, so the flips are judged only now
+            bounds = layer_bounds(res.optimized, res.quantized, res.quant_report, input_error=found.input_error,
+                                  observed={k: c.max_h for k, c in found.layers.items() if c.max_h is not None})
+    report.layers = []
+    for n in res.graph.nodes:
+        if not isinstance(n, (ir.LoihiNeuronNode if t.integer else ir.NeuronNode)):
+            continue
+        c = found.layers[n.name]
+        rec = LayerRecord(n.name, n.source, c.rate, None if c.torch_vs_ir is None else c.torch_vs_ir.fraction,
+                          float("nan") if c.passes is None else c.passes.fraction)
+        if c.float_int is not None:
+            rec.float_vs_int, rec.first_divergence = c.float_int.fraction, c.float_int.first
+            if rec.first_divergence is not None and report.first_divergent_layer is None:
+                report.first_divergent_layer = f"{n.name} at t={rec.first_divergence[0]}"
+        if c.local is not None:
+            rec.local_agreement, bound = c.local.fraction, bounds.get(n.name)
+            if bound is not None and c.flips is not None:
+                judged = judge(c.flips, bound.theta, bound.absolute)
+                rec.error_bound, rec.unexplained_flips = bound.relative, judged.unexplained
+                rec.unexplained_at, rec.off_rule = judged.positions, list(bound.deviations)
+        report.layers.append(rec)
+    stage = f"emit the {t.name} artifact"
     try:
-        res = compile_graph(graph, t, calib=calib, input_range=input_range, skip=skip)
-        stage = "run the optimised and the integer models"
-        r_opt = run_float(res.optimized, xt, record=True)
-        ref = t.reference_run(res, x)  # the integer reference model (integer targets), else None
-        local = {}
-        if ref is not None:
-            report.overflows = dict(ref.details.get("overflows", {}))
-            report.warnings += ref.warnings
-            if res.quant_report is not None:
-                stage = "run the integer model teacher-forced with the float spikes"
-                local = teacher_forced(t, res, r_opt, x)
-        report.layers = []
-        for n in res.graph.nodes:
-            if not isinstance(n, (ir.LoihiNeuronNode if t.integer else ir.NeuronNode)):
-                continue
-            opt = r_opt.values[n.name]
-            traced = r_traced.values.get(n.name)
-            passes = float((traced == opt).float().mean()) if traced is not None else float("nan")
-            tv = None
-            if n.source in torch_spikes and traced is not None:
-                tv = spike_agreement(traced, torch_spikes[n.source])[0]
-            rec = LayerRecord(n.name, n.source, float(opt.float().mean()), tv, passes)
-            if ref is not None:
-                rec.float_vs_int, rec.first_divergence = spike_agreement(opt, ref.values[n.name])
-                if rec.first_divergence is not None and report.first_divergent_layer is None:
-                    report.first_divergent_layer = f"{n.name} at t={rec.first_divergence[0]}"
-            if n.name in local:
-                rec.local_agreement, judged, bound = local[n.name]
-                if judged is not None:
-                    rec.error_bound, rec.unexplained_flips = bound.relative, judged.unexplained
-                    rec.unexplained_at, rec.off_rule = judged.positions, list(bound.deviations)
-            report.layers.append(rec)
-        stage = f"emit the {t.name} artifact"
         artifact = t.emit(res, **opts)
         stage = f"run the {t.name} artifact"
-        check = t.check(res, artifact, x, ref if ref is not None else float_run_output(res.optimized, r_opt))
+        check = t.check(res, artifact, x, found.reference) if job.keep_reference else None
     except SpikecError as e:
         report.failure = f"{stage}: {e}"
         raise VerifyError(str(e), report) from e
@@ -185,11 +194,15 @@ def verify_graph(graph: ir.Graph, target, x: np.ndarray, *, module: Optional[tor
             rec.target = check.layers.get(rec.layer)
 
     per_step = graph.outputs[0].layout == "split"
-    y_float = r_opt.outputs[0]
-    if ref is not None:
-        y_cmp = ref.outputs[0]
+    y_float, y_torch = found.outputs["float"], found.outputs.get("torch")
+    if "reference" in found.outputs:
+        y_cmp = found.outputs["reference"]
     else:
         y_cmp = check.outputs if check is not None and check.outputs is not None else y_float
+    if tuple(np.shape(y_cmp)) != tuple(y_float.shape):  # compared position by position below
+        report.failure = (f"compare the outputs: the {t.name} target's ({report.compared} run) have shape "
+                          f"{list(np.shape(y_cmp))}, the float IR's {list(y_float.shape)}")
+        raise VerifyError(f"{t.name}: {report.failure}", report)
     top1 = lambda y: _top1(y, per_step)  # noqa: E731
     report.top1_agreement = float((top1(y_float) == top1(y_cmp)).float().mean())
     report.notes += vacuity_notes(top1(y_float), y_cmp, per_step, report.compared)

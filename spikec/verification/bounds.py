@@ -76,6 +76,10 @@ Assumptions (each one checked elsewhere or stated in the report):
   range, or their measured clipping is passed in;
 * V_max: the membrane bound the scales were chosen for, or the largest float |H| + θ seen on the
   data when larger (calibrated bounds are not guarantees);
+* the data enter the bound through two maxima over all samples, the input rounding error
+  (:func:`input_rounding_error`) and the largest |H|: ``verify`` running the samples in chunks
+  (:mod:`.chunks`) takes the maxima of the chunks' and judges the flips only then, so the bound,
+  and every verdict, is the one of the whole data;
 * ε_f32 = 4·2^−24·(V_max + X_max) per step covers the float32 arithmetic of the float neuron;
 * the bias error ε_b = max |c − b̂| is the quantizer's (NeuronReport.bias_error: rounding and
   saturation of the 13-bit mantissa);
@@ -217,7 +221,7 @@ def current_errors(optimized: ir.Graph, quantized: ir.Graph, quant, input_error:
             ma, mb = m[n.inputs[0]], m[n.inputs[1]]
             err[n.name] = _full(f, k * (ma * eb + mb * ea + ea * eb))
         elif isinstance(n, (ir.ReduceNode, ir.AvgPoolNode, ir.ScaleNode)):  # scale-changing: operands not shifted
-            out = FLOAT_KERNELS[type(n)](n, ins[0])
+            out = FLOAT_KERNELS[type(n)](n, ins[0]).abs()  # a negative scale flips an error's sign, not its size
             if isinstance(n, ir.ReduceNode) and n.over_time and n.reduce == "sum":
                 out = out * types[n.inputs[0]].time  # the per-step errors add over the T steps
             err[n.name] = out
@@ -292,20 +296,26 @@ def neuron_bound(n: ir.NeuronNode, q: ir.LoihiNeuronNode, rep, eps_x: np.ndarray
     return LayerBound(n.name, theta, theta_int, dvv, np.asarray(worst, dtype=np.float64), terms, deviations)
 
 
+def input_rounding_error(quantized: ir.Graph, x) -> Optional[float]:
+    """max |x − x̂| over inputs ``x``: the rounding and clipping of the quantized model's input
+    (None without an input quantizer).  A maximum: over shards of samples, the maximum of theirs."""
+    qin = next((n for n in quantized.nodes if isinstance(n, ir.QuantizeInputNode)), None)
+    if qin is None:
+        return None
+    xs = torch.as_tensor(np.asarray(x, np.float32))
+    levels = loihi.input_levels(xs, qin.scale).clamp(*qin.bounds)
+    return float((xs.double() - levels * qin.scale).abs().max()) if xs.numel() else 0.0
+
+
 def layer_bounds(optimized: ir.Graph, quantized: ir.Graph, quant, x=None,
-                 observed: Optional[dict[str, float]] = None) -> dict[str, LayerBound]:
+                 observed: Optional[dict[str, float]] = None, input_error: Optional[float] = None) -> dict[str, LayerBound]:
     """The error bound of every Loihi neuron layer of ``quantized`` (compiled from ``optimized``,
     ``quant`` its :class:`~spikec.passes.quantize.QuantReport`).  ``x``: the inputs the bounds will
-    judge (their actual rounding / clipping enters the input error); ``observed``: max |H| per layer
-    seen in the float run (the membrane bound used is never below it)."""
-    qin = next((n for n in quantized.nodes if isinstance(n, ir.QuantizeInputNode)), None)
-    input_error = None
-    if x is not None and qin is not None:
-        from spikec import loihi
-
-        xs = torch.as_tensor(np.asarray(x, np.float32))
-        levels = loihi.input_levels(xs, qin.scale).clamp(*qin.bounds)
-        input_error = float((xs.double() - levels * qin.scale).abs().max()) if xs.numel() else 0.0
+    judge (their actual rounding / clipping enters the input error), or that error itself,
+    ``input_error`` (:func:`input_rounding_error`); ``observed``: max |H| per layer seen in the float
+    run (the membrane bound used is never below it)."""
+    if input_error is None and x is not None:
+        input_error = input_rounding_error(quantized, x)
     err, syn_terms, upstream = current_errors(optimized, quantized, quant, input_error)
     reps = {r.name: r for r in quant.neurons}
     types = optimized.types

@@ -99,16 +99,43 @@ def compare_graphs(ref_graph: ir.Graph, new_graph: ir.Graph, x) -> Comparison:
     return compare_runs(ref_graph, run_float(ref_graph, x, record=True), new_graph, run_float(new_graph, x, record=True))
 
 
+@dataclass
+class Agreement:
+    """Equal spikes of two runs of one layer, as counts: what adds up exactly over sample shards."""
+
+    equal: int
+    positions: int
+    first: Optional[tuple[int, int]] = None  # (time step, sample) of the earliest difference
+
+    @property
+    def fraction(self) -> float:
+        return self.equal / self.positions if self.positions else 1.0
+
+    def __add__(self, other: "Agreement") -> "Agreement":
+        """Both counts added; the earlier first difference (samples numbered over the whole data)."""
+        firsts = [f for f in (self.first, other.first) if f is not None]
+        return Agreement(self.equal + other.equal, self.positions + other.positions, min(firsts) if firsts else None)
+
+
+def agreement_counts(reference: torch.Tensor, other, sample_offset: int = 0) -> Agreement:
+    """Equal spikes of ``other`` (reshaped to ``reference``'s shape: a target may flatten features)
+    and ``reference`` [T, B, ...]; the first difference is the earliest time step, then the lowest
+    sample, numbered from ``sample_offset``."""
+    other = torch.as_tensor(other).reshape(reference.shape).to(reference.dtype)
+    diff = reference != other
+    count = int(diff.sum())
+    first = None
+    if count:
+        t, b = torch.nonzero(diff.reshape(diff.shape[0], diff.shape[1], -1).any(-1))[0]  # row-major: earliest t, then b
+        first = (int(t), int(b) + sample_offset)
+    return Agreement(diff.numel() - count, diff.numel(), first)
+
+
 def spike_agreement(reference: torch.Tensor, other: torch.Tensor) -> tuple[float, Optional[tuple[int, int]]]:
     """Fraction of equal spikes and the first (time step, sample) where they differ (None if none).
     ``other`` is reshaped to ``reference``'s shape (a target may flatten features)."""
-    other = torch.as_tensor(other).reshape(reference.shape).to(reference.dtype)
-    diff = reference != other
-    if not bool(diff.any()):
-        return 1.0, None
-    idx = torch.nonzero(diff)
-    row = idx[torch.argsort(idx[:, 0], stable=True)[0]]
-    return float((~diff).float().mean()), (int(row[0]), int(row[1]))
+    a = agreement_counts(reference, other)
+    return a.fraction, a.first
 
 
 @dataclass
@@ -123,22 +150,56 @@ class FlipJudgement:
     worst_margin: float = 0.0  # largest |H − θ| / θ among the judged flips
 
 
+@dataclass
+class FirstFlips:
+    """The teacher-forced flips of one layer before they are judged: how many, and each neuron's
+    first flip in a sample with the float membrane's distance to θ there.  Shards of samples
+    concatenate exactly (:meth:`__add__`); judging needs the layer's bound, known only once the
+    whole data has been seen (it depends on the largest membrane observed)."""
+
+    flips: int
+    features: tuple[int, ...]  # the layer's feature shape
+    index: np.ndarray  # [n, 2 + len(features)] int64: (t, b, *features) of each first flip, b over the whole data
+    margin: np.ndarray  # [n] float64: |H − θ| there
+
+    def __add__(self, other: "FirstFlips") -> "FirstFlips":
+        return FirstFlips(self.flips + other.flips, self.features, np.concatenate([self.index, other.index]),
+                          np.concatenate([self.margin, other.margin]))
+
+
+def first_flips(reference: torch.Tensor, local, membrane: torch.Tensor, theta: float, sample_offset: int = 0) -> FirstFlips:
+    """The flips of ``local`` (the integer layer's own spikes computed from the float inputs) against
+    ``reference`` (the float spikes [T, B, *f]), and the margin ``|H − θ|`` of the float pre-spike
+    membrane ``membrane`` at each neuron's first flip in a sample (samples numbered from ``sample_offset``)."""
+    local = torch.as_tensor(local).reshape(reference.shape).to(reference.dtype)
+    diff = reference != local
+    count = int(diff.sum())
+    first = diff & (torch.cumsum(diff.to(torch.int32), 0) == 1)
+    idx = torch.nonzero(first)
+    margin = (membrane.double()[first] - theta).abs() if count else torch.zeros(0, dtype=torch.float64)
+    index = idx.numpy().astype(np.int64)
+    index[:, 1] += sample_offset
+    return FirstFlips(count, tuple(reference.shape[2:]), index, margin.numpy())
+
+
+def judge(flips: FirstFlips, theta: float, bound, keep: int = 5) -> FlipJudgement:
+    """Judge first flips against the flip bound ``bound`` in real units (per feature or scalar): a
+    flip is unexplained when ``|H − θ| > bound`` there.  The first ``keep`` unexplained positions
+    are the earliest in (t, b, *features) order."""
+    if not flips.flips:
+        return FlipJudgement(0, 0, 0)
+    idx, margin = flips.index, flips.margin
+    b = np.broadcast_to(np.asarray(bound, dtype=np.float64), flips.features)
+    bad = margin > b[tuple(idx[:, 2:].T)]
+    worst = float(margin.max()) / abs(theta) if theta else float("inf")
+    shown = idx[bad][np.lexsort(idx[bad].T[::-1])][:keep]
+    return FlipJudgement(flips.flips, len(idx), int(bad.sum()), [tuple(int(i) for i in r) for r in shown], worst)
+
+
 def judge_flips(reference: torch.Tensor, local, membrane: torch.Tensor, theta: float, bound,
                 keep: int = 5) -> FlipJudgement:
     """Judge the flips of a teacher-forced layer: ``reference`` the float spikes [T, B, *f],
     ``local`` the integer layer's own spikes computed from the float inputs, ``membrane`` the float
     pre-spike H, ``bound`` the flip bound in real units (per feature or scalar).  A neuron's first
-    flip in a sample is unexplained when ``|H − θ| > bound`` there."""
-    local = torch.as_tensor(local).reshape(reference.shape).to(reference.dtype)
-    diff = reference != local
-    count = int(diff.sum())
-    if not count:
-        return FlipJudgement(0, 0, 0)
-    first = diff & (torch.cumsum(diff.to(torch.int32), 0) == 1)
-    margin = (membrane.double() - theta).abs()
-    b = torch.as_tensor(np.broadcast_to(np.asarray(bound, dtype=np.float64), tuple(reference.shape[2:])).copy())
-    bad = first & (margin > b)
-    idx = torch.nonzero(bad)
-    idx = idx[torch.argsort(idx[:, 0], stable=True)][:keep]
-    worst = float(margin[first].max()) / abs(theta) if theta else float("inf")
-    return FlipJudgement(count, int(first.sum()), int(bad.sum()), [tuple(int(i) for i in r) for r in idx], worst)
+    flip in a sample is unexplained when ``|H − θ| > bound`` there (:func:`first_flips`, :func:`judge`)."""
+    return judge(first_flips(reference, local, membrane, theta), theta, bound, keep)

@@ -52,6 +52,20 @@ def test_compat_module_fixes_lava_import_on_311():
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
 
 
+def test_lava_imports_after_a_process_pool_fixed_the_start_method():
+    """A process pool (spikec verify --workers) fixes multiprocessing's default start method; Lava's
+    first import then sets it again, unforced.  ensure_lava lets it (a fresh interpreter: Lava is
+    imported once per process)."""
+    code = ("import multiprocessing as mp\n"
+            "from concurrent.futures import ProcessPoolExecutor\n"
+            "with ProcessPoolExecutor(1, mp_context=mp.get_context('forkserver')) as p: list(p.map(abs, [-1]))\n"
+            "assert mp.get_start_method(allow_none=True) is not None\n"
+            "from spikec.compat.lava311 import ensure_lava; ensure_lava()\n"
+            "from lava.proc.dense.process import Dense; print(mp.get_start_method())\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "fork", r.stderr[-2000:]
+
+
 def test_resource_report(zoo_models, monkeypatch):
     res = compile_graph(zoo_models["spikformer_digits"][2], "lava")
     spec = build_netspec(res.quantized)
