@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.spikec-installed
 
-.PHONY: demo test lint test-long bench bench-lava-scale examples install clean
+.PHONY: demo test lint test-long bench bench-lava-scale bench-compile-scale examples install clean
 
 # torch==2.13.0 first (a CPU wheel here; anything else pulls a multi-GB CUDA build), then
 # spikingjelly / lava-nc with --no-deps (their pins pull CUDA torchvision or refuse Python 3.11),
@@ -45,6 +45,10 @@ bench: $(STAMP)
 # Lava at real sizes: Spikformer embed 64 and the CIFAR Spikformer-4-384 (several minutes, ~3 GB)
 bench-lava-scale: $(STAMP)
 	$(PY) benchmarks/lava_scale.py
+
+# compile time and peak memory vs parameter count, 0.16M to the 66M ImageNet Spikformer-8-768 (~4 min idle, ~3 GB)
+bench-compile-scale: $(STAMP)
+	$(PY) benchmarks/compile_scale.py --set full
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info out
