@@ -54,7 +54,7 @@ def main() -> int:
     torch.set_num_threads(2)
     from examples.models import zoo
     from examples.models.spikformer import spikformer_digits
-    from examples.train_digits import CONFIG, digits_split
+    from examples.train import CONFIG, digits_split
     from spikec.frontend import trace
 
     model = spikformer_digits(**CONFIG)

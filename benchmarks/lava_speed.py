@@ -69,7 +69,7 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=64)
     args = ap.parse_args()
     from examples.models.spikformer import spikformer_digits
-    from examples.train_digits import CONFIG, digits_split
+    from examples.train import CONFIG, digits_split
     from spikec.compiler import compile_graph
     from spikec.frontend import trace
     from spikec.targets.lava import build_netspec

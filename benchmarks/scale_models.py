@@ -2,7 +2,7 @@
 
 Factories (``--model benchmarks/scale_models.py:NAME``): ``sj_spikformer`` (examples.models.zoo's),
 ``sj_qkformer`` and ``sj_maxformer`` (spikingjelly 2.0.0's QKFormer / MaxFormer, CIFAR layouts at
-reduced width; the zoo has no factory for them).  ``make_checkpoint`` writes a state_dict with
+reduced width), all from examples.models.zoo.  ``make_checkpoint`` writes a state_dict with
 random weights made to fire (``examples.models.zoo.prepare``: Kaiming weights, batch-norm
 statistics measured on a random batch, gamma ~U(0.8, 1.6), beta ~U(0.2, 1.0), q / k / v bias +0.8)
 and random images in [0, 1).
@@ -24,24 +24,7 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 
-def sj_spikformer(**kw):
-    from examples.models.zoo import sj_spikformer as f
-
-    return f(**kw)
-
-
-def sj_qkformer(T: int = 4, embed_dims: int = 64, num_heads=(1, 2, 4), depths=(1, 1, 1), num_classes: int = 10):
-    from spikingjelly.activation_based.model.qkformer import QKFormer
-
-    return QKFormer(T=T, num_classes=num_classes, embed_dims=embed_dims, num_heads=tuple(num_heads),
-                    depths=tuple(depths)).eval()
-
-
-def sj_maxformer(T: int = 4, embed_dims: int = 64, depths=(1, 1, 2), num_classes: int = 10, cifar: bool = True):
-    from spikingjelly.activation_based.model.maxformer import MaxFormer
-
-    return MaxFormer(T=T, num_classes=num_classes, embed_dims=embed_dims, depths=tuple(depths), cifar=cifar).eval()
-
+from examples.models.zoo import sj_maxformer, sj_qkformer, sj_spikformer  # noqa: E402
 
 FACTORIES = {"sj_spikformer": sj_spikformer, "sj_qkformer": sj_qkformer, "sj_maxformer": sj_maxformer}
 

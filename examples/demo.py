@@ -24,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from examples.train_digits import digits_split  # noqa: E402
+from examples.train import digits_split  # noqa: E402
 from spikec.cli import main as spikec  # noqa: E402
 
 OUT = ROOT / "out" / "demo"

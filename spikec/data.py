@@ -58,15 +58,31 @@ def sample_count(graph: ir.Graph, x: np.ndarray) -> int:
     return int(x.shape[0] if graph.inputs[0].layout == "static" else x.shape[1])
 
 
-DATASETS = ("digits",)
+DIGITS_TRAIN = 1437  # scikit-learn digits 0..1436 train, 1437..1796 held out (the bundled examples' split)
+DATASETS = {
+    "digits": "scikit-learn's 8x8 digits, held-out split, [B, 1, 8, 8] in 0..1",
+    "digits32": "the same held-out digits upsampled to 32x32 (each pixel a 4x4 block) on 3 equal channels, [B, 3, 32, 32]",
+}
 
 
-def load_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """A bundled dataset: ``digits`` is scikit-learn's 8x8 digits, the held-out split of
-    ``examples/train_digits.py`` (samples 1437..1796), scaled to 0..1, as [B, 1, 8, 8]."""
-    if name != "digits":
-        raise SpikecError(f"unknown dataset {name!r}; bundled: {', '.join(DATASETS)}")
+def digits(split: str = "test", size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits (offline): ``split`` "train" (first 1437) or "test" (last 360), scaled to
+    0..1.  ``size`` 8 gives [N, 1, 8, 8]; 32 gives [N, 3, 32, 32] (nearest upsampling, 3 equal channels:
+    the input of the 32x32 RGB families)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    return (d.images[1437:] / 16.0).astype(np.float32)[:, None], d.target[1437:].astype(np.int64)
+    part = slice(None, DIGITS_TRAIN) if split == "train" else slice(DIGITS_TRAIN, None)
+    x = (d.images[part] / 16.0).astype(np.float32)[:, None]
+    if size == 32:
+        x = np.repeat(np.repeat(x, 4, axis=2), 4, axis=3).repeat(3, axis=1)
+    elif size != 8:
+        raise SpikecError(f"digits come at 8x8 or 32x32, not {size}x{size}")
+    return x, d.target[part].astype(np.int64)
+
+
+def load_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A bundled dataset's held-out split (inputs, labels); see :data:`DATASETS`."""
+    if name not in DATASETS:
+        raise SpikecError(f"unknown dataset {name!r}; bundled: {', '.join(DATASETS)}")
+    return digits("test", 32 if name == "digits32" else 8)

@@ -14,6 +14,17 @@ from examples.models import zoo  # noqa: E402
 LONG = bool(os.environ.get("SPIKEC_LONG_TESTS"))
 
 
+def readme_table(marker: str) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and rows (column -> cell text) of the README table between ``<!-- marker -->`` and
+    ``<!-- /marker -->``."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split(f"<!-- {marker} -->")[1].split(f"<!-- /{marker} -->")[0]
+    lines = [ln for ln in block.strip().splitlines() if ln.startswith("|")]
+    cells = lambda ln: [c.strip() for c in ln.strip().strip("|").split("|")]  # noqa: E731
+    header = cells(lines[0])
+    return header, [dict(zip(header, cells(ln))) for ln in lines[2:]]
+
+
 def neuron_outputs(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Run the eager model once from fresh state; return its output and every neuron layer's spikes."""
     from examples.models.zoo import _reset

@@ -5,19 +5,11 @@ import subprocess
 import sys
 import zipfile
 
-from conftest import ROOT
+from conftest import ROOT, readme_table
 
 
 def support_rows():
-    text = (ROOT / "README.md").read_text()
-    block = text.split("<!-- support-table -->")[1].split("<!-- /support-table -->")[0]
-    lines = [l for l in block.strip().splitlines() if l.startswith("|")]
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    rows = []
-    for line in lines[2:]:
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        rows.append(dict(zip(header, cells)))
-    return header, rows
+    return readme_table("support-table")
 
 
 def test_support_table_matches_reality(zoo_models):

@@ -9,17 +9,13 @@ import importlib
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import readme_table
 
 import spikec
 
 
 def published_rows() -> list[dict]:
-    text = (ROOT / "README.md").read_text()
-    block = text.split("<!-- published-table -->")[1].split("<!-- /published-table -->")[0]
-    lines = [ln for ln in block.strip().splitlines() if ln.startswith("|")]
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    return [dict(zip(header, (c.strip() for c in ln.strip("|").split("|")))) for ln in lines[2:]]
+    return readme_table("published-table")[1]
 
 
 ROWS = published_rows()

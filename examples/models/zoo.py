@@ -32,6 +32,21 @@ def sj_sdt(T: int = 2, embed_dims: int = 32, num_heads: int = 2, depths: int = 1
                                   num_heads=num_heads, depths=depths, pooling_stat=pooling_stat).eval()
 
 
+def sj_qkformer(T: int = 4, embed_dims: int = 64, num_heads=(1, 2, 4), depths=(1, 1, 1), num_classes: int = 10) -> nn.Module:
+    """spikingjelly 2.0.0's QKFormer (hierarchical, token and channel Q-K attention), 32x32 input."""
+    from spikingjelly.activation_based.model.qkformer import QKFormer
+
+    return QKFormer(T=T, num_classes=num_classes, embed_dims=embed_dims, num_heads=tuple(num_heads),
+                    depths=tuple(depths)).eval()
+
+
+def sj_maxformer(T: int = 4, embed_dims: int = 64, depths=(1, 1, 2), num_classes: int = 10, cifar: bool = True) -> nn.Module:
+    """spikingjelly 2.0.0's MaxFormer (the CIFAR variant by default), 32x32 input."""
+    from spikingjelly.activation_based.model.maxformer import MaxFormer
+
+    return MaxFormer(T=T, num_classes=num_classes, embed_dims=embed_dims, depths=tuple(depths), cifar=cifar).eval()
+
+
 def spikformer_digits(**kw) -> nn.Module:
     """The project's own Spikformer (official-code style, legacy neurons) for 1x8x8 digits."""
     from .spikformer import spikformer_digits as f

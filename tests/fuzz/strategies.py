@@ -33,7 +33,9 @@ every target is not generated at all, and the integer-only defects F2 / F4 are d
 places only, so that most cases still reach the integer targets), so the default ``make test`` run
 is green; fixing the defect means deleting its entry.  ``SPIKEC_FUZZ_KNOWN=1`` generates and runs
 everything anyway (to confirm a fix, or to hunt).  Each entry names its reproduction (F1 ...) in
-FAILURES.md of issue 15.
+FAILURES.md of issue 15.  None is listed today: F1-F7 are fixed and have regression tests
+(tests/frontend/test_nonfinite_parameters.py, tests/passes/test_merge_scale_into_threshold.py,
+tests/passes/quantize/test_domains.py, tests/targets/nir/test_fuzz_found.py).
 """
 
 from __future__ import annotations
@@ -54,28 +56,6 @@ INTEGER = ("intref", "onnx", "lava")
 # is fixed.  A feature that breaks every target is not generated; otherwise cases with it run, and
 # skip only the targets it breaks (``skipped_targets``).
 KNOWN_DEFECTS: dict[str, tuple[str, str, tuple]] = {
-    "nonfinite_weights": (
-        "NaN / Inf weights crash the quantizer (ValueError / OverflowError traceback) instead of a "
-        "refusal naming the module", "F1", ALL_TARGETS),
-    "decay_input_hard_reset": (
-        "LIF / PLIF with decay_input=True and v_reset != 0 (and != None) is refused with a message naming "
-        "IR internals ('still scales its input by 1/tau ... run merge_scale_into_threshold first')", "F2", INTEGER),
-    "add_unequal_scales": (
-        "an add of spikes and an average pool of spikes (scales 1 and 1/9: not a power-of-two ratio) is refused "
-        "with a message naming IR internals ('blocks.2:add (blocks.2) combines values with scales 1 and 0.111111 "
-        "whose ratio is not a power of two')", "F3", INTEGER),
-    "spike_difference": (
-        "s - f(s) (a negative scale) is refused with 'scale by a non-positive or per-channel factor' "
-        "naming IR internals", "F4", INTEGER),
-    "nir_maxpool_ceil": (
-        "MaxPool2d(3, 2, 1, ceil_mode=True) of spikes exports a NIR graph NIR rejects", "F5", ("nir",)),
-    "nir_real_maxpool_output_shape": (
-        "a max pool of a convolution of spikes (NIR's selection circuit) as the model's last op without a "
-        "Linear after it: the NIR run's outputs keep [C, 1, 1] and verify crashes (RuntimeError in top-1)", "F6",
-        ("nir",)),
-    "nir_output_abs_tolerance": (
-        "huge classifier weights (outputs ~1e3): NIR's outputs differ from the float IR by float32 rounding "
-        "(1e-4) and the absolute 1e-5 output tolerance calls it a mismatch", "F7", ("nir",)),
 }
 
 HUNT = bool(os.environ.get("SPIKEC_FUZZ_KNOWN"))

@@ -17,7 +17,7 @@ DIGITS_CKPT = ROOT / "examples" / "checkpoints" / "spikformer_digits.pth"
 @pytest.fixture(scope="module")
 def digits():
     from examples.models.spikformer import spikformer_digits
-    from examples.train_digits import CONFIG
+    from examples.train import CONFIG
     from spikec.frontend import trace
 
     model = spikformer_digits(**CONFIG)

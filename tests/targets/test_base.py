@@ -64,7 +64,7 @@ def toy():
 
 
 def test_toy_target_through_the_cli(tmp_path, toy, capsys):
-    from examples.train_digits import digits_split
+    from examples.train import digits_split
 
     x = digits_split()[2][:6].numpy()
     np.save(tmp_path / "x.npy", x)
@@ -92,7 +92,7 @@ def test_toy_target_through_the_cli(tmp_path, toy, capsys):
 
 
 def test_toy_target_through_the_api(tmp_path, toy):
-    from examples.train_digits import digits_split
+    from examples.train import digits_split
 
     x = digits_split()[2][:4].numpy()
     art = spikec.compile(CKPT, "toyfloat", factory=MODEL, input_shape=(1, 8, 8), note="api")

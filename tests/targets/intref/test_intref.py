@@ -24,7 +24,7 @@ DIGITS = f"{ROOT}/examples/models/spikformer.py:spikformer_digits"
 @pytest.fixture(scope="module")
 def digits():
     from examples.models.spikformer import spikformer_digits
-    from examples.train_digits import CONFIG, digits_split
+    from examples.train import CONFIG, digits_split
     from spikec.frontend import trace
 
     model = spikformer_digits(**CONFIG)

@@ -100,7 +100,7 @@ def test_floor_before_sum_is_refused():
 def test_compile_run_verify_lava_cli(tmp_path):
     ckpt = ROOT / "examples" / "checkpoints" / "spikformer_digits.pth"
     model = f"{ROOT}/examples/models/spikformer.py:spikformer_digits"
-    from examples.train_digits import digits_split
+    from examples.train import digits_split
     from spikec.cli import main
 
     out = tmp_path / "net"

@@ -1,0 +1,235 @@
+"""Train the bundled example checkpoints on offline data (scikit-learn digits), minutes on 2 CPU cores.
+
+    python examples/train.py NAME [--epochs E] [--out PATH]     # one example
+    python examples/train.py all                                # every example in EXAMPLES
+    python examples/train.py table                              # measure each; print the README table
+
+Each example is a model family at a small configuration (``EXAMPLES``): the project's own
+Spikformer on the 8x8 digits, and spikingjelly 2.0.0's Spikformer, Spike-Driven Transformer (v1),
+QKFormer and MaxFormer plus the project's Meta-SpikeFormer on the digits upsampled to 3x32x32
+(``spikec.data.digits``).  Split: the first 1437 images train, the last 360 are held out (the
+``digits`` / ``digits32`` datasets of ``spikec verify --dataset``).
+
+Surrogate-gradient training (the neurons' own surrogates), AdamW with a cosine schedule, batch 64,
+random shifts of up to one digit pixel as the only augmentation; the loss is the cross entropy of the
+output averaged over time when the model returns one output per step.  Seeded, on CPU: rerunning a
+script gives the same checkpoint up to torch's non-deterministic CPU kernels.  The checkpoint holds
+``{"model": state_dict, "config": kwargs}``; ``spikec`` reads it with ``--model FACTORY --model-kwargs``
+as the README's table of trained examples shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from examples.models import zoo  # noqa: E402
+from spikec.data import digits  # noqa: E402
+
+CHECKPOINTS = ROOT / "examples" / "checkpoints"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One trained example: the factory spikec loads it with, its configuration, its data."""
+
+    family: str  # the paper family it stands for (README)
+    factory: str  # a name in examples/models/zoo.py (``--model examples.models.zoo:NAME``)
+    kwargs: dict = field(default_factory=dict)
+    dataset: str = "digits32"  # spikec.data dataset name of the held-out split
+    epochs: int = 40
+    lr: float = 3e-3
+    # start from zoo.prepare's firing initialisation (batch-norm statistics and biases measured on a
+    # training batch): at PyTorch's default initialisation some families' last neuron layer is silent
+    fire_at_start: bool = False
+
+    @property
+    def size(self) -> int:
+        return 8 if self.dataset == "digits" else 32
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (1, 8, 8) if self.size == 8 else (3, 32, 32)
+
+    def checkpoint(self, name: str) -> Path:
+        return CHECKPOINTS / f"{name}.pth"
+
+    def build(self) -> torch.nn.Module:
+        return getattr(zoo, self.factory)(**self.kwargs)
+
+    def spikec_args(self, name: str) -> list[str]:
+        """The checkpoint and model options of ``spikec verify`` for this example (relative to the repository)."""
+        return [str(self.checkpoint(name).relative_to(ROOT)), "--model", f"examples.models.zoo:{self.factory}",
+                "--model-kwargs", json.dumps(self.kwargs, separators=(",", ":")),
+                "--input-shape", ",".join(map(str, self.input_shape)), "--dataset", self.dataset]
+
+
+EXAMPLES: dict[str, Example] = {
+    "spikformer_digits": Example("Spikformer (official-code form, legacy neurons)", "spikformer_digits",
+                                 dict(embed_dims=32, num_heads=2, depths=1, T=4), dataset="digits", epochs=150),
+    "spikformer_digits32": Example("Spikformer (spikingjelly zoo)", "sj_spikformer",
+                                   dict(T=2, img=32, embed_dims=32, num_heads=2, depths=1)),
+    "sdt_digits32": Example("Spike-Driven Transformer v1 (spikingjelly zoo)", "sj_sdt",
+                            dict(T=2, embed_dims=32, num_heads=2, depths=1)),
+    "meta_spikformer_digits32": Example("Meta-SpikeFormer (SDT v2)", "meta_spikformer", dict(T=2), fire_at_start=True),
+    "qkformer_digits32": Example("QKFormer (spikingjelly zoo)", "sj_qkformer",
+                                 dict(T=2, embed_dims=32, num_heads=[1, 2, 2], depths=[1, 1, 1]), epochs=80),
+    "maxformer_digits32": Example("MaxFormer (spikingjelly zoo, CIFAR variant)", "sj_maxformer",
+                                  dict(T=2, embed_dims=32, depths=[1, 1, 1]), epochs=30),
+}
+
+# the project's own digits example, as the tests, demo and benchmarks import it
+CONFIG = EXAMPLES["spikformer_digits"].kwargs
+
+
+def digits_split(size: int = 8):
+    """(x_train, y_train, x_test, y_test) as torch tensors (see :func:`spikec.data.digits`)."""
+    xtr, ytr = digits("train", size)
+    xte, yte = digits("test", size)
+    return torch.from_numpy(xtr), torch.from_numpy(ytr), torch.from_numpy(xte), torch.from_numpy(yte)
+
+
+def _reset(model) -> None:
+    zoo._reset(model)
+
+
+def logits(model, x) -> torch.Tensor:
+    """The class scores: outputs per time step ([T, B, C]) averaged over time, as spikec verify does."""
+    y = model(x)
+    _reset(model)
+    y = y[0] if isinstance(y, (tuple, list)) else y
+    return y.mean(0) if y.dim() == 3 else y
+
+
+def evaluate(model, x, y) -> float:
+    model.eval()
+    with torch.no_grad():
+        return (logits(model, x).argmax(-1) == y).float().mean().item()
+
+
+def shift(x: torch.Tensor, max_shift: int, g: torch.Generator) -> torch.Tensor:
+    """Each image rolled by a random (dy, dx) in [-max_shift, max_shift]^2, vacated pixels zero."""
+    out = torch.zeros_like(x)
+    H, W = x.shape[-2:]
+    for i, (dy, dx) in enumerate(torch.randint(-max_shift, max_shift + 1, (len(x), 2), generator=g).tolist()):
+        ys, yd = (slice(0, H - dy), slice(dy, H)) if dy >= 0 else (slice(-dy, H), slice(0, H + dy))
+        xs, xd = (slice(0, W - dx), slice(dx, W)) if dx >= 0 else (slice(-dx, W), slice(0, W + dx))
+        out[i, ..., yd, xd] = x[i, ..., ys, xs]
+    return out
+
+
+def train(ex: Example, epochs: int | None = None, seed: int = 0, batch: int = 64, log=print) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    epochs = epochs or ex.epochs
+    xtr, ytr, xte, yte = digits_split(ex.size)
+    model = ex.build()
+    if ex.fire_at_start:
+        zoo.prepare(model, xtr[:batch], seed=seed)
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.momentum = 0.1  # prepare measured the statistics with a cumulative average
+    opt = torch.optim.AdamW(model.parameters(), lr=ex.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    pixel = ex.size // 8
+    for ep in range(epochs):
+        model.train()
+        perm = torch.randperm(len(xtr), generator=g)
+        t0 = time.time()
+        for i in range(0, len(xtr), batch):
+            idx = perm[i:i + batch]
+            loss = F.cross_entropy(logits(model, shift(xtr[idx], pixel, g)), ytr[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+        if ep % 5 == 4 or ep == epochs - 1:
+            log(f"epoch {ep + 1}: loss {loss.item():.3f}, held-out accuracy {evaluate(model, xte, yte):.4f} "
+                f"({time.time() - t0:.1f} s/epoch)")
+    model.eval()
+    return model
+
+
+def accuracies(name: str) -> tuple[float, float, float, int]:
+    """(float, integer, agreement, samples): held-out top-1 accuracy of the committed checkpoint as
+    PyTorch runs it and as ``spikec compile --target intref`` runs it (what ``spikec verify --dataset``
+    reports as "accuracy torch" and "accuracy integer"; Lava and ONNX equal intref bit for bit), and
+    the fraction of images on which the two predict the same class."""
+    import numpy as np
+
+    import spikec
+    from spikec.data import load_dataset
+
+    ex = EXAMPLES[name]
+    x, y = load_dataset(ex.dataset)
+    model = ex.build()
+    model.load_state_dict(torch.load(ex.checkpoint(name), weights_only=True)["model"])
+    model.eval()
+    with torch.no_grad():
+        pred_float = logits(model, torch.from_numpy(x)).argmax(-1).numpy()
+    art = spikec.compile(str(ex.checkpoint(name)), "intref", factory=f"examples.models.zoo:{ex.factory}",
+                         model_kwargs=ex.kwargs, input_shape=ex.input_shape)
+    out = np.asarray(art.run(x), dtype=np.float64)
+    pred_int = (out.mean(0) if out.ndim == 3 else out).argmax(-1)
+    return float((pred_float == y).mean()), float((pred_int == y).mean()), float((pred_float == pred_int).mean()), len(y)
+
+
+TABLE_HEADER = ("| example | family | data | parameters | float | integer | top-1 agreement | verify |\n"
+                "|---|---|---|---|---|---|---|---|")
+
+
+def table_row(name: str, measured: tuple[float, float, float, int] | None = None) -> str:
+    """The README row of ``name`` from :func:`accuracies` (measured now unless given)."""
+    ex = EXAMPLES[name]
+    acc_float, acc_int, agreement, n = measured or accuracies(name)
+    params = sum(p.numel() for p in ex.build().parameters())
+    return (f"| `{name}` | {ex.family} | `{ex.dataset}` ({n} held out) | {params:,} | {100 * acc_float:.2f} % | "
+            f"{100 * acc_int:.2f} % | {100 * agreement:.2f} % | `spikec verify {shlex.join(ex.spikec_args(name))}` |")
+
+
+def print_table() -> None:
+    print(TABLE_HEADER)
+    for name in EXAMPLES:
+        print(table_row(name), flush=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("name", choices=[*EXAMPLES, "all", "table"])
+    ap.add_argument("--epochs", type=int, help="default: the example's own")
+    ap.add_argument("--out", type=Path, help="checkpoint path (one example only; default examples/checkpoints/NAME.pth)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.name == "table":
+        print_table()
+        return 0
+    names = list(EXAMPLES) if args.name == "all" else [args.name]
+    for name in names:
+        ex = EXAMPLES[name]
+        print(f"=== {name}: {ex.family}, {ex.factory}({ex.kwargs}) on {ex.dataset}", flush=True)
+        t0 = time.time()
+        model = train(ex, args.epochs, log=lambda s: print(s, flush=True))
+        out = args.out if args.out and len(names) == 1 else ex.checkpoint(name)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": model.state_dict(), "config": ex.kwargs}, out)
+        _, _, xte, yte = digits_split(ex.size)
+        print(f"saved {out} ({out.stat().st_size / 1e6:.2f} MB, {time.time() - t0:.0f} s): held-out accuracy "
+              f"{evaluate(model, xte, yte):.4f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
