@@ -56,6 +56,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from summary import COMPILE_INTERCEPT, COMPILE_S, COMPILE_SLOPE, PEAK_GB, Figure  # noqa: E402
+
 T = 4
 CALIB_BATCH = 1
 QUICK_MAX_PARAMS = 10e6
@@ -417,7 +419,26 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> int:
+def figures(rows: list[dict]) -> list[Figure]:
+    """Per point compile seconds and peak memory; the least-squares lines (wall seconds, peak GB) against
+    millions of parameters, as in ``markdown``."""
+    out = []
+    for r in rows:
+        subject = f"Spikformer {r['label']}"
+        out += [Figure("compile_scale", subject, COMPILE_S, r["compile_s"], params=r["params"]),
+                Figure("compile_scale", subject, PEAK_GB, r["peak_bytes"] / 1e9, params=r["params"])]
+    if len(rows) >= 2:
+        pm = [r["params"] / 1e6 for r in rows]
+        span = f"{len(rows)} points, {min(pm):.2f}-{max(pm):.1f}M params"
+        a, b, _ = fit(pm, [r["compile_s"] for r in rows])
+        out += [Figure("compile_scale", span, COMPILE_SLOPE, a), Figure("compile_scale", span, COMPILE_INTERCEPT, b)]
+        a, b, _ = fit(pm, [r["peak_bytes"] / 1e9 for r in rows])
+        out += [Figure("compile_scale", span, "peak MB per M params (fit)", a * 1e3),
+                Figure("compile_scale", span, f"{PEAK_GB} at 0 params (fit)", b)]
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--set", choices=("quick", "full"), default=os.environ.get("SPIKEC_COMPILE_SCALE", "quick"),
                     help="quick: up to ~10M parameters; full: up to 66M (env SPIKEC_COMPILE_SCALE)")
@@ -428,19 +449,25 @@ def main() -> int:
     ap.add_argument("--point", help=argparse.SUPPRESS)
     ap.add_argument("--ckpt", help=argparse.SUPPRESS)
     ap.add_argument("--save-dir", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.child:
-        return child_main(args)
+    return ap.parse_args(argv)
+
+
+def profile(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.profile:
-        p = BY_NAME[args.profile]
-        with tempfile.TemporaryDirectory(prefix="compile_scale_") as tmp:
-            ckpt = Path(tmp) / f"{p.name}.pth"
-            run_child("prep", p, ckpt)
-            r = run_child("profile", p, ckpt, save_dir=out, echo=True)
-        print(f"compile {r['compile_s']:.2f} s under cProfile, peak {r['peak_bytes'] / 1e9:.2f} GB")
-        return 0
+    p = BY_NAME[args.profile]
+    with tempfile.TemporaryDirectory(prefix="compile_scale_") as tmp:
+        ckpt = Path(tmp) / f"{p.name}.pth"
+        run_child("prep", p, ckpt)
+        r = run_child("profile", p, ckpt, save_dir=out, echo=True)
+    print(f"compile {r['compile_s']:.2f} s under cProfile, peak {r['peak_bytes'] / 1e9:.2f} GB")
+    return 0
+
+
+def series(args: argparse.Namespace) -> list[dict]:
+    """Measure the set (or ``--points``), write OUT/compile_scale*.md / .png / .json, print; the rows."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     if args.points:
         points = [BY_NAME[n] for n in args.points.split(",")]
         set_name = "custom"
@@ -452,7 +479,7 @@ def main() -> int:
     rows = measure(points)
     if not rows:
         print("no point measured")
-        return 1
+        return rows
     md = markdown(rows, set_name)
     stem = out / ("compile_scale_custom" if set_name == "custom" else "compile_scale")
     stem.with_suffix(".json").write_text(json.dumps(rows, indent=1))
@@ -460,8 +487,21 @@ def main() -> int:
     plot(rows, stem.with_suffix(".png"))
     print(md)
     print(f"wrote {stem}.md, .png, .json ({time.perf_counter() - t:.0f} s)")
-    return 0
+    return rows
 
+
+def run(argv: list[str] | None = None) -> list[Figure]:
+    """The series as the command line runs it (its arguments, or ``argv``), its figures returned."""
+    return figures(series(parse_args(argv)))
+
+
+def main() -> int:
+    args = parse_args()
+    if args.child:
+        return child_main(args)
+    if args.profile:
+        return profile(args)
+    return 0 if series(args) else 1
 
 if __name__ == "__main__":
     sys.exit(main())

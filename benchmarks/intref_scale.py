@@ -29,7 +29,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-GOAL = 1.0
+from summary import INTREF_CPU, INTREF_GOAL, INTREF_WALL, Figure  # noqa: E402
+
+GOAL = INTREF_GOAL
 
 
 def _timed(fn) -> tuple[float, float]:
@@ -74,30 +76,37 @@ def measure(key: str, batch: int, repeats: int) -> dict:
             "wall_ratio": best["intref"][0] / best["float"][0], "cpu_ratio": best["intref"][1] / best["float"][1]}
 
 
-def main() -> int:
+def run(argv: list[str] | None = None) -> list[Figure]:
+    """Measure and print the table (the command line's arguments, or ``argv``); return the ratios."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="a,b")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"intref / float torch forward, batch {args.batch}, {args.threads} threads, best of {args.repeats} "
           f"interleaved (goal <= {GOAL:.1f}); load average {', '.join(f'{v:.1f}' for v in os.getloadavg())} "
           f"on {os.cpu_count()} cores")
     print("| size | model | params | float wall / CPU ms | intref wall / CPU ms | intref/float wall | CPU | goal |")
     print("|---|---|---|---|---|---|---|---|")
-    ok = True
+    figures = []
     for key in args.sizes.split(","):
         r = measure(key, args.batch, args.repeats)
         met = max(r["wall_ratio"], r["cpu_ratio"]) <= GOAL
-        ok &= met
         print(f"| {key} | {r['title']} | {r['params'] / 1e6:.2f}M | {r['float'][0] * 1e3:.0f} / "
               f"{r['float'][1] * 1e3:.0f} | {r['intref'][0] * 1e3:.0f} / {r['intref'][1] * 1e3:.0f} | "
               f"{r['wall_ratio']:.2f} | {r['cpu_ratio']:.2f} | {'met' if met else 'MISSED'} |", flush=True)
+        subject = f"({key}) {r['title']}, batch {args.batch}"
+        figures += [Figure("intref_scale", subject, metric, r[k], goal=GOAL, params=r["params"])
+                    for metric, k in ((INTREF_WALL, "wall_ratio"), (INTREF_CPU, "cpu_ratio"))]
     print(f"load average after: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
-    return 0
+    return figures
 
+
+def main() -> int:
+    run()
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,6 +21,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from summary import INTREF_GOAL, INTREF_WALL, Figure  # noqa: E402
+
 
 def best_of(fn, repeats: int) -> float:
     fn()
@@ -32,7 +34,7 @@ def best_of(fn, repeats: int) -> float:
     return min(ts)
 
 
-def bench(name, model, graph, x, repeats):
+def bench(name, model, graph, x, repeats) -> Figure:
     from spikec.passes.pipelines import run_pipeline
     from spikec.passes.quantize import quantize
     from spikec.targets.intref.executor import run_int
@@ -43,14 +45,16 @@ def bench(name, model, graph, x, repeats):
     t_int = best_of(lambda: run_int(q.graph, x), repeats)
     print(f"{name:22s} batch {x.shape[0]:4d}: float torch {t_float * 1e3:8.1f} ms, intref {t_int * 1e3:8.1f} ms, "
           f"ratio intref/float = {t_int / t_float:.2f}")
-    return t_int / t_float
+    return Figure("intref_speed", f"{name}, batch {x.shape[0]}", INTREF_WALL, t_int / t_float, goal=INTREF_GOAL,
+                  params=sum(p.numel() for p in model.parameters()))
 
 
-def main() -> int:
+def run(argv: list[str] | None = None) -> list[Figure]:
+    """Measure and print (the command line's arguments, or ``argv``); return the ratios."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=360)
     ap.add_argument("--repeats", type=int, default=10)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(2)
     from examples.models import zoo
     from examples.models.spikformer import spikformer_digits
@@ -61,9 +65,14 @@ def main() -> int:
     model.load_state_dict(torch.load(ROOT / "examples/checkpoints/spikformer_digits.pth", weights_only=True)["model"])
     model.eval()
     x = digits_split()[2][: args.batch]
-    bench("spikformer_digits", model, trace(model, (1, 8, 8)), x, args.repeats)
+    figures = [bench("spikformer_digits", model, trace(model, (1, 8, 8)), x, args.repeats)]
     m, xm = zoo.build("meta_spikformer", batch=min(args.batch, 64))
-    bench("meta_spikformer", m, trace(m, (3, 32, 32)), xm, args.repeats)
+    figures.append(bench("meta_spikformer", m, trace(m, (3, 32, 32)), xm, args.repeats))
+    return figures
+
+
+def main() -> int:
+    run()
     return 0
 
 

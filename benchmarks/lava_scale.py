@@ -49,6 +49,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
+from summary import COMPILE_S, LAVA_RATIO, LAVA_RATIO_GOAL, LAVA_STEPS, PEAK_GB, Figure  # noqa: E402
+
 PY = sys.executable
 MODEL = "examples.models.zoo:sj_spikformer"
 SIZES = {
@@ -386,16 +388,35 @@ def report(results: list[dict]) -> str:
     return "\n".join(out)
 
 
-def main() -> int:
+def figures(results: list[dict]) -> list[Figure]:
+    """The headline figures of ``report``'s table, per size."""
+    out = []
+    for r in results:
+        c, h = r["runs"]["compiled"], r["runs"]["hand"]
+        sc, sh = steady_step_seconds(c), steady_step_seconds(h)
+        subject = f"({r['key']}) {r['title']}"
+        out += [Figure("lava_scale", subject, f"{COMPILE_S} (--target lava)", r["compile"]["wall_s"]),
+                Figure("lava_scale", subject, f"compile {PEAK_GB}", r["compile"]["peak_rss"] / 2**30),
+                Figure("lava_scale", subject, LAVA_STEPS, 1 / sc),
+                Figure("lava_scale", subject, "Lava s per sample (steady)", sc * c["T"])]
+        if c["peak_tree"] is not None:
+            out.append(Figure("lava_scale", subject, f"Lava run {PEAK_GB} (tree PSS)", c["peak_tree"] / 2**30))
+        out.append(Figure("lava_scale", subject, f"{LAVA_RATIO} (steady)", sc / sh, goal=LAVA_RATIO_GOAL))
+    return out
+
+
+def run(argv: list[str] | None = None) -> list[Figure]:
+    """Measure and print the tables (the command line's arguments, or ``argv``); return the figures.
+    A ``--worker`` call does its one Lava run and returns no figures."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="a,b")
     ap.add_argument("--samples", type=int, default=2)
     ap.add_argument("--keep", help="keep the work directory here")
     ap.add_argument("--worker", nargs=4, metavar=("MODE", "ARTIFACT", "X", "OUT"), help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.worker:
         worker(*args.worker)
-        return 0
+        return []
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="spikec-lava-scale-"))
     results = []
     try:
@@ -408,8 +429,12 @@ def main() -> int:
     print(f"\nLava at real sizes ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {args.samples} samples "
           f"streamed, Loihi2SimCfg fixed_pt)\n")
     print(report(results))
-    return 0
+    return figures(results)
 
+
+def main() -> int:
+    run()
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())
