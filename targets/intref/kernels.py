@@ -186,10 +186,12 @@ def exact_conv(x: torch.Tensor, w: torch.Tensor | Weights, stride, padding, dila
 def max_pool(x: torch.Tensor, kernel, stride, padding, dilation, ceil_mode) -> torch.Tensor:
     """Integer max pooling in the value's own dtype (padding never wins: it is the dtype's minimum)."""
     _check_int(x)
-    fn = F.max_pool1d if x.dim() == 3 else F.max_pool2d
     if x.element_size() == 1:
         x = x.contiguous()  # torch 2.13's 8-bit max pool refuses channels-last tensors (e.g. int8 conv outputs)
-    return fn(x, kernel, stride, padding, dilation, ceil_mode)
+    if x.dim() == 3:  # torch 2.13 has no integer max_pool1d: a 2-d pool over a height of 1
+        y = F.max_pool2d(x.unsqueeze(-2), [1, *kernel], [1, *stride], [0, *padding], [1, *dilation], ceil_mode)
+        return y.squeeze(-2)
+    return F.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode)
 
 
 def sum_pool(x: torch.Tensor, kernel, stride, padding, ceil_mode) -> torch.Tensor:
@@ -277,7 +279,8 @@ def _lif_memoryless(a, a_bounds, dv, vth, bias, reset, reset_value, v_init, reco
     bias_peak = peak(bias)
     factor = loihi.v_decay_factor(dv)
     wraps = (hi << shift) > U_MAX or (lo << shift) <= -U_MAX
-    u_peak = U_MAX if wraps else max(-lo, hi) << shift
+    # one wrap per step: a current beyond ±2^24 still leaves |u| above 2^23 (Lava's int32 differs there anyway)
+    u_peak = max(U_MAX, (hi << shift) - loihi.U_MODULUS, -(lo << shift) - loihi.U_MODULUS) if wraps else max(-lo, hi) << shift
     drive_peak = u_peak + bias_peak
     # int32 state: every sum below 2^31 and a power-of-two decay (trunc0_decay shifts: no wide product)
     dt = torch.int32 if drive_peak + V_LIMIT < INT32_LIMIT and _pow2(factor) else torch.int64

@@ -376,8 +376,9 @@ def neurons():
 
 
 def _weights():
-    extremes = ["zero", "huge", "tiny"] + (["nan", "inf"] if allowed("nonfinite_weights") else [])
-    return st.sampled_from(["normal"]) | st.sampled_from(extremes)
+    """Mostly normal weights; each extreme 1 in 10 draws, NaN / Inf 1 in 40 each (a network draws
+    several: a frequent non-finite weight would turn most cases into the same refusal)."""
+    return st.sampled_from(["normal"] * 26 + ["zero", "huge", "tiny"] * 4 + ["nan", "inf"])
 
 
 @st.composite

@@ -123,6 +123,7 @@ LIF_CASES = [
     (4095, 10, "value", -33, -5, (-100, 200), (-50, 50)),  # full decay, reset to a value
     (2048, 60000, "zero", 0, 0, (-(1 << 17), 1 << 17), (-(4095 << 7), 4095 << 7)),  # v saturates at ±(2^23 − 1)
     (512, 100, "zero", 0, 0, (-(1 << 18), 1 << 18), (0, 0)),  # u wraps at 2^23
+    (2048, 100, "zero", 0, 0, (-(1 << 26), 1 << 26), (0, 0)),  # |a << 6| beyond 2^31: one wrap leaves |u| > 2^23
 ]
 
 
@@ -133,6 +134,16 @@ def test_max_pool_of_channels_last_values_equals_contiguous(dtype):
     want = F.max_pool2d(x.long(), 3, 2, 1)
     got = K.max_pool(x.contiguous(memory_format=torch.channels_last), [3, 3], [2, 2], [1, 1], [1, 1], False)
     assert got.dtype == dtype and torch.equal(got.long(), want)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int32, torch.int64])
+def test_one_dimensional_max_pool_of_integers(dtype):
+    """torch 2.13 has no integer max_pool1d kernel: pooled as 2-d over a height of 1."""
+    x = torch.randint(-3, 4, (3, 4, 11), generator=torch.Generator().manual_seed(1))
+    x = x.clamp(min=0).to(dtype) if dtype == torch.uint8 else x.to(dtype)
+    want = F.max_pool1d(x.double(), 3, 2, 1, 2, True)
+    got = K.max_pool(x, [3], [2], [1], [2], True)
+    assert got.dtype == dtype and torch.equal(got.double(), want)
 
 
 @pytest.mark.parametrize("case", LIF_CASES)
