@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from spikec import ir
+from spikec import ir, loihi
 
 from .compare import Comparison, FlipJudgement, compare_graphs, compare_runs, judge, judge_flips, spike_agreement
 from .report import LayerRecord, VerifyError, VerifyReport
@@ -179,6 +179,14 @@ def verify_graph(graph: ir.Graph, target, x: np.ndarray, *, module: Optional[tor
                 judged = judge(c.flips, bound.theta, bound.absolute)
                 rec.error_bound, rec.unexplained_flips = bound.relative, judged.unexplained
                 rec.unexplained_at, rec.off_rule = judged.positions, list(bound.deviations)
+                held = loihi.V_LIMIT * bound.delta_v  # the bound assumes no saturation: only within this range
+                if c.max_h is not None and c.max_h > held:
+                    rec.out_of_range, rec.unexplained_flips, rec.unexplained_at = c.max_h / held, None, []
+                    report.warnings.append(
+                        f"{n.source or n.name}: these inputs drive its membrane to |H| = {c.max_h:.3g}, beyond the "
+                        f"{held:.3g} its 24-bit state holds at the chosen scale ({'calibrated' if res.calib is not None else 'worst-case'} "
+                        f"bounds exceeded): the integer layer saturates, so its {judged.flips} teacher-forced flips are not "
+                        "judged against the error bound; calibrate (--calib) with data like these")
         report.layers.append(rec)
     stage = f"emit the {t.name} artifact"
     try:

@@ -46,6 +46,9 @@ class LayerRecord:
     unexplained_flips: Optional[int] = None  # teacher-forced flips beyond the bound (bugs)
     unexplained_at: list = field(default_factory=list)  # the first few of them, (t, b, *features)
     off_rule: list = field(default_factory=list)  # integer parameters of the layer that differ from the quantization rules
+    # the data drive |H| beyond what the layer's 24-bit membrane holds at its scale (calibrated bounds exceeded):
+    # the integer layer saturates, so its flips are not judged against the error bound (None: not judged)
+    out_of_range: Optional[float] = None  # largest float |H| / the membrane's range, when above 1
 
 
 @dataclass
