@@ -101,14 +101,10 @@ def digits_split(size: int = 8):
     return torch.from_numpy(xtr), torch.from_numpy(ytr), torch.from_numpy(xte), torch.from_numpy(yte)
 
 
-def _reset(model) -> None:
-    zoo._reset(model)
-
-
 def logits(model, x) -> torch.Tensor:
     """The class scores: outputs per time step ([T, B, C]) averaged over time, as spikec verify does."""
     y = model(x)
-    _reset(model)
+    zoo._reset(model)  # spikingjelly's neurons keep their state between calls
     y = y[0] if isinstance(y, (tuple, list)) else y
     return y.mean(0) if y.dim() == 3 else y
 
