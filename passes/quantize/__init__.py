@@ -85,13 +85,21 @@ __all__ = ["A_BITS", "CALIB_PERCENTILE", "Calibration", "NAME", "OUT_BITS", "V_B
            "worst_case_bounds"]
 
 
+NOT_SPIKE_DRIVEN = (ir.LayerNormNode, ir.SoftmaxNode, ir.ActivationNode)
+
+
 def check_quantizable(graph: ir.Graph) -> None:
-    """Refuse what has no integer form: unfolded batch norms, products of two activations,
-    neurons that still scale their input, per-channel thresholds."""
+    """Refuse what has no integer form here: unfolded batch norms, the operations that are not
+    spike-driven (layer norm, softmax, activation functions), products of two activations, neurons
+    that still scale their input, per-channel thresholds."""
     for n in graph.nodes:
         if isinstance(n, ir.BatchNormNode):
             raise UnsupportedError(f"quantize: batch norm {where(n)} is still in the graph (fold_batchnorm could not fold it); "
                                    "integer targets need it folded into a conv / linear")
+        if isinstance(n, NOT_SPIKE_DRIVEN):
+            raise UnsupportedError(f"quantize: {describe(n, graph)} is not spike-driven, and the integer targets "
+                                   "(intref, onnx, lava) do not run it yet: its integer kernel (spikec.integer_approx) is "
+                                   "not wired into the quantizer yet")
         if isinstance(n, ir.MatMulNode) or (isinstance(n, ir.MulNode)):
             raise UnsupportedError(f"quantize: {n.op} {where(n)} multiplies two activations and no operand is binary; "
                                    "integer targets support spike-driven products only")

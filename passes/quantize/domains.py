@@ -146,7 +146,8 @@ def signed_factor(n: ir.ScaleNode, graph: Optional[ir.Graph] = None) -> float:
 def describe(n: ir.Node, graph: Optional[ir.Graph] = None) -> str:
     """The operation ``n`` named by the user's module paths: its own module, or (a top-level
     operation, with no module) the modules whose outputs it reads."""
-    what = {ir.AddNode: "the sum", ir.ScaleNode: "the scaling"}.get(type(n), f"the {n.op}")
+    what = {ir.AddNode: "the sum", ir.ScaleNode: "the scaling", ir.LayerNormNode: "the layer norm"}.get(
+        type(n), f"the {getattr(n, 'function', n.op)}")
     if n.source or graph is None:
         return f"{what} in module '{n.source}'" if n.source else what
     mods = []

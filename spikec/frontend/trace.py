@@ -58,7 +58,8 @@ SUPPORTED_ATEN = (
     "conv1d/conv2d, linear, batch_norm, max_pool1d/2d, avg_pool1d/2d, adaptive_avg_pool(1), add, "
     "sub, mul, div (by constants), matmul, mean/sum over axes, flatten/unflatten/view/reshape/"
     "squeeze/unsqueeze, transpose/permute, chunk/split/select/slice, repeat over time, dropout "
-    "(eval), clone/contiguous/detach, and spiking neurons"
+    "(eval), clone/contiguous/detach, layer_norm / softmax / relu / sigmoid / gelu (float IR only so far), "
+    "and spiking neurons"
 )
 SUPPORTED_NEURONS = ("neurons: spikingjelly LIFNode, IFNode, ParametricLIFNode (multi-step) and the legacy "
                      "clock_driven MultiStepLIFNode / MultiStepIFNode / MultiStepParametricLIFNode")

@@ -3,6 +3,7 @@
 from .graph import Graph, dead_code_elimination, topological_order
 from .nodes import (
     NODE_TYPES,
+    ActivationNode,
     AddNode,
     AddressedAccumulationNode,
     AndNode,
@@ -11,6 +12,7 @@ from .nodes import (
     ConvNode,
     DequantizeNode,
     InputNode,
+    LayerNormNode,
     LinearNode,
     LoihiNeuronNode,
     MatMulNode,
@@ -28,6 +30,7 @@ from .nodes import (
     ScaleNode,
     ShiftNode,
     SliceNode,
+    SoftmaxNode,
     SynapseNode,
 )
 from .printer import format_graph, graph_table
@@ -35,10 +38,10 @@ from .serialize import load, save
 from .types import Kind, TensorType, TimeBehaviour
 
 __all__ = [
-    "NODE_TYPES", "AddNode", "AddressedAccumulationNode", "AndNode", "AvgPoolNode", "BatchNormNode", "ConvNode",
+    "NODE_TYPES", "ActivationNode", "AddNode", "AddressedAccumulationNode", "AndNode", "AvgPoolNode", "BatchNormNode", "ConvNode",
     "DequantizeNode", "Graph", "InputNode",
-    "Kind", "LinearNode", "LoihiNeuronNode", "MatMulNode", "MaxPoolNode", "MulNode", "NeuronNode", "Node",
+    "Kind", "LayerNormNode", "LinearNode", "LoihiNeuronNode", "MatMulNode", "MaxPoolNode", "MulNode", "NeuronNode", "Node",
     "OutputNode", "PadNode", "PermuteNode", "QuantizeInputNode", "ReduceNode", "RepeatTimeNode", "ReshapeNode", "ScaleNode",
-    "ShiftNode", "SliceNode", "SynapseNode", "TensorType", "TimeBehaviour", "dead_code_elimination", "format_graph",
+    "ShiftNode", "SliceNode", "SoftmaxNode", "SynapseNode", "TensorType", "TimeBehaviour", "dead_code_elimination", "format_graph",
     "graph_table", "load", "save", "topological_order",
 ]

@@ -105,6 +105,18 @@ def _scale(n: ir.ScaleNode, x):
     return x * f if n.mode == "mul" else x / f
 
 
+def _layer_norm(n: ir.LayerNormNode, x):
+    return F.layer_norm(x, x.shape[x.dim() - n.normalized_ndim:], _t(n.weight), _t(n.bias), n.eps)
+
+
+def _activation(n: ir.ActivationNode, x):
+    if n.function == "relu":
+        return torch.relu(x)
+    if n.function == "sigmoid":
+        return torch.sigmoid(x)
+    return F.gelu(x, approximate=n.approximate)
+
+
 FLOAT_KERNELS: dict[type, Callable] = {
     ir.ConvNode: lambda n, x: _conv(n, x),
     ir.LinearNode: lambda n, x: F.linear(x, _t(n.weight), _t(n.bias)),
@@ -125,6 +137,9 @@ FLOAT_KERNELS: dict[type, Callable] = {
     ir.PadNode: lambda n, x: merge_time(x, lambda z: pad_with_values(z, n.pads, n.value)),
     ir.AndNode: lambda n, a, b: _binary(a, b, torch.logical_and).to(a.dtype),
     ir.AddressedAccumulationNode: lambda n, a, b: _addressed_acc(n, a, b),
+    ir.LayerNormNode: lambda n, x: _layer_norm(n, x),
+    ir.SoftmaxNode: lambda n, x: torch.softmax(x, n.axis % (x.dim() - 2) + 2),
+    ir.ActivationNode: lambda n, x: _activation(n, x),
 }
 
 

@@ -4,7 +4,7 @@ Importing this package imports each family module below, whose ``@handles`` deco
 :data:`HANDLERS`; the converter (:mod:`spikec.frontend.trace`) imports it once.
 """
 
-from . import elementwise, linear, neurons, norm, passthrough, pooling, shape  # noqa: F401  (fill HANDLERS)
+from . import elementwise, linear, neurons, nonlinear, norm, passthrough, pooling, shape  # noqa: F401  (fill HANDLERS)
 from .base import HANDLERS, Act, Poison, handles, op_name
 
 __all__ = ["HANDLERS", "Act", "Poison", "handles", "op_name"]

@@ -13,7 +13,8 @@ Families: :mod:`.base` (the :class:`Node` base and shared typing helpers), :mod:
 boundary, input quantization, dequantization), :mod:`.synapses` (conv, linear, batch norm, integer
 synapses), :mod:`.neurons` (float and Loihi neurons), :mod:`.elementwise` (add, mul, scale, and,
 shift), :mod:`.matmul` (matmul, addressed accumulation), :mod:`.pooling` (reduce, max / avg pool),
-:mod:`.shape` (repeat over time, reshape, permute, slice, pad).  :data:`NODE_TYPES` maps each
+:mod:`.shape` (repeat over time, reshape, permute, slice, pad), :mod:`.nonlinear` (layer norm, softmax,
+activation functions: the operations that are not spike-driven).  :data:`NODE_TYPES` maps each
 ``op`` to its class (the serializer looks node kinds up there).
 """
 
@@ -22,6 +23,7 @@ from .elementwise import AddNode, AndNode, MulNode, ScaleNode, ShiftNode
 from .io import DequantizeNode, InputNode, OutputNode, QuantizeInputNode
 from .matmul import AddressedAccumulationNode, MatMulNode
 from .neurons import LoihiNeuronNode, NeuronNode
+from .nonlinear import ActivationNode, LayerNormNode, SoftmaxNode
 from .pooling import AvgPoolNode, MaxPoolNode, ReduceNode
 from .shape import PadNode, PermuteNode, RepeatTimeNode, ReshapeNode, SliceNode
 from .synapses import BatchNormNode, ConvNode, LinearNode, SynapseNode
@@ -32,14 +34,14 @@ NODE_TYPES: dict[str, type[Node]] = {
         InputNode, OutputNode, ConvNode, LinearNode, BatchNormNode, NeuronNode, AddNode, MulNode,
         MatMulNode, ScaleNode, ReduceNode, MaxPoolNode, AvgPoolNode, RepeatTimeNode, ReshapeNode,
         PermuteNode, SliceNode, AndNode, AddressedAccumulationNode, PadNode, QuantizeInputNode,
-        SynapseNode, ShiftNode, LoihiNeuronNode, DequantizeNode,
+        SynapseNode, ShiftNode, LoihiNeuronNode, DequantizeNode, LayerNormNode, SoftmaxNode, ActivationNode,
     )
 }
 
 __all__ = [
-    "NODE_TYPES", "AddNode", "AddressedAccumulationNode", "AndNode", "AvgPoolNode", "BatchNormNode",
-    "ConvNode", "DequantizeNode", "InputNode", "LinearNode", "LoihiNeuronNode", "MatMulNode",
+    "NODE_TYPES", "ActivationNode", "AddNode", "AddressedAccumulationNode", "AndNode", "AvgPoolNode", "BatchNormNode",
+    "ConvNode", "DequantizeNode", "InputNode", "LayerNormNode", "LinearNode", "LoihiNeuronNode", "MatMulNode",
     "MaxPoolNode", "MulNode", "NeuronNode", "Node", "OutputNode", "PadNode", "PermuteNode",
     "QuantizeInputNode", "ReduceNode", "RepeatTimeNode", "ReshapeNode", "Scalar", "ScaleNode",
-    "ShiftNode", "SliceNode", "SynapseNode",
+    "ShiftNode", "SliceNode", "SoftmaxNode", "SynapseNode",
 ]

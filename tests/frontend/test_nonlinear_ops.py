@@ -1,0 +1,117 @@
+"""The operations that are not spike-driven (layer norm, softmax, ReLU, sigmoid, GELU): traced into
+their IR nodes, run by the float IR exactly as torch runs them, refused by the integer targets
+naming the module, and refused across the time axis."""
+
+import numpy as np
+import pytest
+import torch
+from spikingjelly.activation_based import functional, neuron
+from torch import nn
+from torch.nn import functional as F
+
+import spikec
+from spikec import ir
+from spikec.errors import IRError, UnsupportedError
+from spikec.frontend import trace
+from spikec.runtime.float_interpreter import run_float
+
+
+class RealValuedBlock(nn.Module):
+    """Spikeformer-style: LayerNorm, float attention with softmax and 1/sqrt(d), gated by a sigmoid,
+    GELU / ReLU, then a LIF and a head."""
+
+    def __init__(self, approximate="none"):
+        super().__init__()
+        self.embed = nn.Linear(16, 8)
+        self.norm = nn.LayerNorm(4)
+        self.fc = nn.Linear(4, 4)
+        self.lif = neuron.LIFNode(step_mode="m")
+        self.head = nn.Linear(4, 10)
+        self.approximate = approximate
+
+    def forward(self, x):  # x: [T, B, 1, 4, 4]
+        T, B = x.shape[:2]
+        y = self.norm(self.embed(x.flatten(2)).reshape(T, B, 2, 4))
+        attn = torch.softmax(y @ y.transpose(-1, -2) / 4 ** 0.5, dim=-1)
+        z = attn @ y
+        z = torch.sigmoid(z) * F.relu(self.fc(z)) + F.gelu(z, approximate=self.approximate)
+        return self.head(self.lif(z).mean(2))
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_float_ir_equals_torch_bit_for_bit(approximate):
+    torch.manual_seed(0)
+    model = RealValuedBlock(approximate).eval()
+    graph = trace(model, (1, 4, 4), time_steps=4)
+    ops = [n.op for n in graph.nodes]
+    assert ops.count("layernorm") == 1 and ops.count("softmax") == 1 and ops.count("activation") == 3
+    acts = {n.function: n for n in graph.nodes if isinstance(n, ir.ActivationNode)}
+    assert set(acts) == {"sigmoid", "relu", "gelu"} and acts["gelu"].approximate == approximate
+    assert graph["norm"].weight.shape == (4,) and graph["norm"].eps == 1e-5
+    x = torch.rand(4, 5, 1, 4, 4)
+    with torch.no_grad():
+        want = model(x)
+    functional.reset_net(model)
+    assert torch.equal(run_float(graph, x).outputs[0], want)
+
+
+def test_ir_round_trip(tmp_path):
+    graph = trace(RealValuedBlock().eval(), (1, 4, 4), time_steps=4)
+    ir.save(graph, tmp_path / "g")
+    back = ir.load(tmp_path / "g")
+    x = torch.rand(4, 2, 1, 4, 4)
+    assert torch.equal(run_float(back, x).outputs[0], run_float(graph, x).outputs[0])
+
+
+def test_kinds_and_bad_parameters():
+    t = ir.TensorType(2, (3, 4), ir.Kind.INT)
+    assert ir.ActivationNode("r", ("x",), function="relu").infer([t]).kind is ir.Kind.COUNT
+    assert ir.ActivationNode("s", ("x",), function="sigmoid").infer([t]).kind is ir.Kind.REAL
+    with pytest.raises(IRError, match="weight has shape"):
+        ir.LayerNormNode("n", ("x",), weight=np.ones(3, np.float32)).infer([t])
+    with pytest.raises(IRError, match="function must be one of"):
+        ir.ActivationNode("a", ("x",), function="tanh").infer([t])
+    with pytest.raises(IRError, match="GELU option"):
+        ir.ActivationNode("a", ("x",), function="relu", approximate="tanh").infer([t])
+
+
+class SoftmaxOverTime(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lif = neuron.LIFNode(step_mode="m")
+
+    def forward(self, x):  # [T, B, 4]: attention across the time steps of a sample
+        return self.lif(torch.softmax(x, dim=0))
+
+
+def test_softmax_across_time_is_refused():
+    with pytest.raises(UnsupportedError, match="a softmax along the time axis"):
+        trace(SoftmaxOverTime(), (4,), time_steps=4)
+
+
+class Normed(nn.Module):
+    def __init__(self, norm):
+        super().__init__()
+        self.fc = nn.Linear(16, 8)
+        self.norm = norm
+        self.lif = neuron.LIFNode(step_mode="m")
+
+    def forward(self, x):
+        y = self.fc(x.flatten(2))
+        return self.lif(self.norm(y.flatten(0, 1)).reshape(y.shape))
+
+
+@pytest.mark.parametrize("target", ["intref", "onnx", "lava"])
+def test_integer_targets_refuse_layer_norm_naming_the_module(target):
+    with pytest.raises(UnsupportedError, match=r"the layer norm in module 'norm' is not spike-driven.*intref, onnx, lava"):
+        spikec.compile(Normed(nn.LayerNorm(8)).eval(), target, input_shape=(1, 4, 4), time_steps=2)
+
+
+def test_nir_refuses_layer_norm_naming_the_module():
+    with pytest.raises(UnsupportedError, match=r"no NIR form for layernorm .*module 'norm'"):
+        spikec.compile(Normed(nn.LayerNorm(8)).eval(), "nir", input_shape=(1, 4, 4), time_steps=2)
+
+
+def test_group_norm_is_still_refused_with_its_module_path():
+    with pytest.raises(UnsupportedError, match=r"aten.group_norm in module 'norm' \(torch.nn.modules.normalization.GroupNorm\)"):
+        spikec.compile(Normed(nn.GroupNorm(2, 8)).eval(), "intref", input_shape=(1, 4, 4), time_steps=2)
