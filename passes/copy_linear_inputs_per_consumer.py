@@ -31,8 +31,8 @@ input into one connection per synapse on its path, so the copies add no connecti
 and ONNX compute each copy (more multiply-accumulates, and more weights in the integer graph).
 
 Exactness condition: the copies are the same operations, so the pass is exact in float32.  It leaves
-(report.skip, with the reason) a conv / linear reading a real value (no integer form: the quantizer
-refuses it, naming the layer).
+(report.skip, with the reason) a conv / linear reading a real value: the quantizer materialises that
+value at one scale for it (intref; Lava needs a neuron in between).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def copy_linear_inputs_per_consumer(graph: ir.Graph) -> PassResult:
         if not ins:
             continue
         if isinstance(c, SYNAPSES):
-            report.skip(where(c), "reads a real value (no integer form: a synapse needs an integer input)")
+            report.skip(where(c), "reads a real value: a synapse reads it materialised at one scale (no copies)")
             continue
         tree: dict[str, ir.Node] = {}
         for i in ins:

@@ -246,3 +246,23 @@ def for_artifact(path) -> Target:
             return t
     raise SpikecError(f"{path}: not a spikec artifact (targets: {', '.join(names())}: an intref / lava "
                       "directory, a .onnx or a .nir file)")
+
+
+def refuse_intref_only_ops(graph, target: str) -> None:
+    """Refuse, naming the ops and their modules, a quantized graph with operations only intref runs so
+    far: the integer kernels of the operations that are not spike-driven (layer norm, softmax, sigmoid,
+    GELU, ReLU), products of two real values and added constants."""
+    from spikec import ir
+    from spikec.errors import UnsupportedError
+
+    found = {}
+    for n in graph.nodes:
+        what = (n.kernel.replace("_", " ") if isinstance(n, ir.IntegerKernelNode)
+                else f"{n.op} of two real values" if isinstance(n, (ir.MulNode, ir.MatMulNode))
+                else "an added constant (bias / position embedding)" if isinstance(n, ir.AddConstantNode) else None)
+        if what:
+            found.setdefault(what, []).append(f"module '{n.source}'" if n.source else "the top-level forward")
+    if found:
+        ops = "; ".join(f"{w} in {', '.join(dict.fromkeys(mods))}" for w, mods in found.items())
+        raise UnsupportedError(f"{target}: operations that are not spike-driven run on intref only so far ({ops}); "
+                               "compile with --target intref")

@@ -74,6 +74,7 @@ from spikec.errors import UnsupportedError
 from ..base import NameSource, PassReport, PassResult, where
 from .bounds import CALIB_PERCENTILE, Calibration, measured_bounds, worst_case_bounds
 from .domains import A_BITS, DOMAIN_OPS, OUT_BITS, V_BITS, Domains, Scales, describe, integer_multiple, signed_factor
+from .kernels import GELU_TANH_GAP, KERNEL_OPS, LABELS, PRODUCT_OPS, REAL_BITS, integer_kernel, kernel_report, product_shift
 from .neurons import constant_input, quantize_neuron
 from .report import NeuronReport, QuantReport, SynapseReport
 from .weights import quantize_synapse, quantize_weights
@@ -85,24 +86,13 @@ __all__ = ["A_BITS", "CALIB_PERCENTILE", "Calibration", "NAME", "OUT_BITS", "V_B
            "worst_case_bounds"]
 
 
-NOT_SPIKE_DRIVEN = (ir.LayerNormNode, ir.SoftmaxNode, ir.ActivationNode)
-
-
 def check_quantizable(graph: ir.Graph) -> None:
-    """Refuse what has no integer form here: unfolded batch norms, the operations that are not
-    spike-driven (layer norm, softmax, activation functions), products of two activations, neurons
-    that still scale their input, per-channel thresholds."""
+    """Refuse what has no integer form here: unfolded batch norms, neurons that still scale their
+    input, per-channel thresholds."""
     for n in graph.nodes:
         if isinstance(n, ir.BatchNormNode):
             raise UnsupportedError(f"quantize: batch norm {where(n)} is still in the graph (fold_batchnorm could not fold it); "
                                    "integer targets need it folded into a conv / linear")
-        if isinstance(n, NOT_SPIKE_DRIVEN):
-            raise UnsupportedError(f"quantize: {describe(n, graph)} is not spike-driven, and the integer targets "
-                                   "(intref, onnx, lava) do not run it yet: its integer kernel (spikec.integer_approx) is "
-                                   "not wired into the quantizer yet")
-        if isinstance(n, ir.MatMulNode) or (isinstance(n, ir.MulNode)):
-            raise UnsupportedError(f"quantize: {n.op} {where(n)} multiplies two activations and no operand is binary; "
-                                   "integer targets support spike-driven products only")
         if isinstance(n, ir.NeuronNode):
             if n.decay_input and n.model == "LIF":
                 module = f"module '{n.source}'" if n.source else f"neuron {n.name}"
@@ -203,6 +193,38 @@ def quantize(graph: ir.Graph, calib: Optional[torch.Tensor] = None, input_range:
             dq = ir.DequantizeNode(names(f"{n.name}:dequant"), (qname[src],), n.source, scale=delta(src))
             out_nodes.append(dq)
             out_nodes.append(n.replace(inputs=(dq.name,)))
+        elif isinstance(n, ir.AddConstantNode):  # the constant in the sum's units, rounded (an explicit addend)
+            target = delta(n.name)
+            c = np.round(n.constant.astype(np.float64) / target)
+            out_nodes.append(n.replace(inputs=(as_units(n.inputs[0], target, n),), constant=c.astype(np.int64)))
+            qname[n.name] = n.name
+            err = float(np.abs(c * target - n.constant).max())
+            report.did(where(n), f"constant {list(n.constant.shape)} added as integers at scale {target:.4g} "
+                                 f"(rounding error <= {err:.3g})")
+        elif isinstance(n, KERNEL_OPS):
+            x = n.inputs[0]
+            node = integer_kernel(graph, n, qname[x], delta(x), delta(n.name))
+            out_nodes.append(node)
+            qname[n.name] = node.name
+            krep = kernel_report(node, n.source, graph.types[x].features[node.axis] if node.kernel == "softmax" else 0)
+            if isinstance(n, ir.ActivationNode) and n.approximate == "tanh":
+                krep.note = "the float op is GELU's tanh form; the kernel approximates erf GELU (within 5e-4 of it)"
+                krep.error_bound += GELU_TANH_GAP
+            qrep.kernels.append(krep)
+            report.did(where(n), f"integer {LABELS[node.kernel]} (spikec.integer_approx): scale {node.scale_in:.4g} -> "
+                                 f"{node.output_scale:.4g}, error bound {krep.error_bound:.3g}")
+        elif isinstance(n, PRODUCT_OPS):  # no binary operand: the product of the integers, rescaled
+            natural = delta(n.inputs[0]) * delta(n.inputs[1])
+            j = product_shift(bound.get(n.name, 0.0), natural)
+            out_nodes.append(n.replace(inputs=tuple(qname[i] for i in n.inputs)))
+            q = n.name
+            if j:
+                sh = ir.ShiftNode(names(f"{n.name}:shift"), (q,), n.source, shift=-j)
+                out_nodes.append(sh)
+                q = sh.name
+            qname[n.name] = q
+            report.did(where(n), f"{n.op} of two real values as the product of their integers"
+                                 + (f", floored by 2^{j} into {REAL_BITS} bits" if j else " (exact)"))
         elif isinstance(n, ir.ScaleNode):  # |factor| lives in the scale Δ, its sign in the integers
             q = qname[n.inputs[0]]
             if signed_factor(n, graph) < 0:

@@ -60,6 +60,17 @@ def worst_case_bounds(graph: ir.Graph, input_max: float) -> dict[str, float]:
             b[n.name] = ins[0] * float(np.abs(np.asarray(n.factor)).max())
         elif isinstance(n, ir.PadNode):
             b[n.name] = max(ins[0], float(np.abs(np.asarray(n.value)).max()))
+        elif isinstance(n, ir.AddConstantNode):
+            b[n.name] = ins[0] + float(np.abs(n.constant).max())
+        elif isinstance(n, ir.SoftmaxNode) or (isinstance(n, ir.ActivationNode) and n.function == "sigmoid"):
+            b[n.name] = 1.0
+        elif isinstance(n, ir.ActivationNode):  # relu: |x|; gelu: x·Φ(x) is within [−0.17, |x|]
+            b[n.name] = ins[0] if n.function == "relu" else max(ins[0], 0.17)
+        elif isinstance(n, ir.LayerNormNode):  # a normalised row of N values has |x̂| <= sqrt(N − 1)
+            count = int(np.prod(types[n.inputs[0]].features[-n.normalized_ndim:]))
+            gamma = 1.0 if n.weight is None else float(np.abs(n.weight).max())
+            beta = 0.0 if n.bias is None else float(np.abs(n.bias).max())
+            b[n.name] = gamma * max(count - 1, 1) ** 0.5 + beta
         elif isinstance(n, ir.BatchNormNode):
             k = np.abs(n.weight if n.weight is not None else 1.0) / np.sqrt(n.var + n.eps)
             b[n.name] = float((k * (ins[0] + np.abs(n.mean))).max() + (np.abs(n.bias).max() if n.bias is not None else 0))

@@ -42,6 +42,8 @@ from spikec import ir, loihi
 from spikec.errors import UnsupportedError
 
 from .bounds import membrane_bound, reduced_count
+from .kernels import MATERIALISED_OPS, PRODUCT_OPS, input_budget, product_shift
+from .kernels import output_scale as kernel_output_scale
 
 # operations that keep one scale between synapse outputs and their neuron ("domain" ops)
 DOMAIN_OPS = (ir.AddNode, ir.ReshapeNode, ir.PermuteNode, ir.SliceNode, ir.ReduceNode, ir.MaxPoolNode, ir.AvgPoolNode,
@@ -53,6 +55,9 @@ OUT_BITS = 30  # host-side outputs: int32 with headroom
 # windows, token counts, 255 / 127 input levels; a float close to a ratio with a larger denominator
 # is not taken for one (the ratio must match within 1e-13, float rounding of products of scales)
 MAX_UNIT_DENOMINATOR = 1 << 16
+# how a value of fixed scale gets it: ("scale", Δ) given; ("scaled", input, factor) Δ_input · factor;
+# ("sum", add node) the common unit of its operands'; ("materialised", node) from the node's inputs
+FixedRule = tuple
 
 
 class Domains:
@@ -173,23 +178,35 @@ def _nearest_module(graph: ir.Graph, value: str) -> str:
     return ""
 
 
-def assign_domains(graph: ir.Graph, x_scale: float) -> tuple[dict[str, float], Domains, list[tuple[str, float]]]:
-    """Fixed scales of exact values, the domains of synapse-derived values, and the *anchors*: per
-    sum of a domain value and an exact one, (the sum, the exact operand's scale)."""
+def assign_domains(graph: ir.Graph, x_scale: float) -> tuple[dict[str, FixedRule], Domains, list[tuple[str, str]]]:
+    """The rules of the fixed scales (exact values, and what the materialised operations produce),
+    the domains of synapse-derived values, and the *anchors*: per sum of a domain value and a value
+    of fixed scale, (the sum, that operand)."""
     types = graph.types
-    fixed: dict[str, float] = {}
+    fixed: dict[str, FixedRule] = {}
     dom = Domains()
-    anchors: list[tuple[str, float]] = []
+    anchors: list[tuple[str, str]] = []
     for n in graph.nodes:
         t = types[n.name]
         if isinstance(n, ir.InputNode):
-            fixed[n.name] = x_scale
+            fixed[n.name] = ("scale", x_scale)
             continue
         if isinstance(n, (ir.ConvNode, ir.LinearNode)):
             dom.add(n.name)
             continue
+        if isinstance(n, MATERIALISED_OPS):  # its scale follows from its inputs' (Scales.fixed_scale)
+            fixed[n.name] = ("materialised", n)
+            continue
+        if isinstance(n, ir.AddConstantNode):  # x + c: in x's domain, or a domain of its own anchored at x
+            x = n.inputs[0]
+            if x in dom:
+                dom.add(n.name, x, 1.0)
+            else:
+                dom.add(n.name)
+                anchors.append((n.name, x))
+            continue
         if t.kind is not ir.Kind.REAL and not isinstance(n, DOMAIN_OPS):
-            fixed[n.name] = 1.0
+            fixed[n.name] = ("scale", 1.0)
             continue
         if isinstance(n, ir.OutputNode):
             continue
@@ -209,17 +226,11 @@ def assign_domains(graph: ir.Graph, x_scale: float) -> tuple[dict[str, float], D
             ratio = abs(signed_factor(n, graph))  # the sign is an integer negation (module docstring)
         var_ins = [i for i in n.inputs if i in dom]
         if not var_ins:  # a value computed exactly from integers (e.g. mean / avg-pool of spikes)
-            f = [fixed[i] for i in n.inputs]
-            if isinstance(n, ir.AddNode):
-                unit = common_unit(f[0], f[1])
-                if unit is None:
-                    raise UnsupportedError(no_common_unit(graph, n, f[0], f[1]))
-                fixed[n.name] = unit  # each operand is multiplied by its integer f / unit at emission
-            else:
-                fixed[n.name] = f[0] * ratio
+            # a sum: the common unit of its operands' scales, each multiplied by its integer at emission
+            fixed[n.name] = ("sum", n) if isinstance(n, ir.AddNode) else ("scaled", n.inputs[0], ratio)
             continue
         dom.add(n.name, var_ins[0], ratio)
-        anchors += [(n.name, fixed[i]) for i in n.inputs if i not in dom]
+        anchors += [(n.name, i) for i in n.inputs if i not in dom]
         for other in var_ins[1:]:
             if not dom.union(var_ins[0], other):
                 raise UnsupportedError(f"quantize: {describe(n, graph)} adds values whose fixed-point scales cannot "
@@ -238,8 +249,13 @@ def no_common_unit(graph: ir.Graph, n: ir.Node, a: float, b: float) -> str:
 class Scales:
     """The scale Δ of every value: fixed, or its domain's Δ times its factor.
 
-    ``needs``: per domain root (or ("neuron", name) for a neuron reading an exact value), the
-    neurons it feeds as (neuron, factor relative to the root, bound on |X|, bound on |V|)."""
+    ``needs``: per domain root (or ("neuron", name) for a neuron reading a value of fixed scale), the
+    neurons it feeds as (neuron, factor relative to the root, bound on |X|, bound on |V|);
+    ``kernel_needs``: per domain root, the inputs of materialised operations (and of synapses reading
+    a real value with no neuron between) it holds as (value, factor relative to the root, bound).
+    Scales are resolved on demand (:meth:`fixed_scale`, :meth:`root_delta`): a materialised value's
+    scale follows from its inputs' scales, and a domain's Δ from its unit, which may come from such a
+    value added into it."""
 
     def __init__(self, graph: ir.Graph, x_scale: float, bound: dict[str, float], membrane_bounds: dict[str, float]):
         self.graph = graph
@@ -247,6 +263,7 @@ class Scales:
         self.fixed, self.dom, self.anchors = assign_domains(graph, x_scale)
         self.neuron_in: dict[str, str] = {}
         self.needs: dict = {}
+        self.kernel_needs: dict = {}
         types = graph.types
         for n in graph.nodes:
             if isinstance(n, ir.NeuronNode):
@@ -256,18 +273,59 @@ class Scales:
                 vb = membrane_bound(n, types[x].time, xb, membrane_bounds)
                 root, r = self.dom.find(x) if x in self.dom else (("neuron", n.name), 1.0)
                 self.needs.setdefault(root, []).append((n, r, xb, vb))
+            elif isinstance(n, MATERIALISED_OPS + (ir.ConvNode, ir.LinearNode)):  # a synapse may read a real value too
+                for x in n.inputs:
+                    if x in self.dom:
+                        root, r = self.dom.find(x)
+                        self.kernel_needs.setdefault(root, []).append((x, r, bound.get(x, 0.0)))
         self.delta_root: dict = {}
+        self._fixed_scale: dict[str, float] = {}
+        self._resolving: set = set()
+        self._x0: dict[str, np.ndarray] = {}
+
+    def fixed_scale(self, v: str) -> float:
+        """The scale of a value of fixed scale: exact values', or a materialised operation's output
+        (:mod:`.kernels`), resolved from its inputs' scales."""
+        if v in self._fixed_scale:
+            return self._fixed_scale[v]
+        if v in self._resolving:
+            raise UnsupportedError(f"quantize: {describe(self.graph[v], self.graph)} feeds back into the scale of its "
+                                   "own input (a non-spike-driven operation's output added into the value it reads); "
+                                   "integer targets need a conv / linear layer on that path")
+        self._resolving.add(v)
+        rule = self.fixed[v]
+        if rule[0] == "scale":
+            s = rule[1]
+        elif rule[0] == "scaled":
+            s = self.delta(rule[1]) * rule[2]
+        elif rule[0] == "sum":
+            n = rule[1]
+            a, b = (self.delta(i) for i in n.inputs)
+            s = common_unit(a, b)
+            if s is None:
+                raise UnsupportedError(no_common_unit(self.graph, n, a, b))
+        else:
+            s = self._materialised_scale(rule[1])
+        self._resolving.discard(v)
+        self._fixed_scale[v] = s
+        return s
+
+    def _materialised_scale(self, n: ir.Node) -> float:
+        if isinstance(n, PRODUCT_OPS):
+            natural = self.delta(n.inputs[0]) * self.delta(n.inputs[1])
+            return natural * 2.0 ** product_shift(self.bound.get(n.name, 0.0), natural)
+        return kernel_output_scale(n, self.delta(n.inputs[0]), self.bound.get(n.name, 0.0))
 
     def unit(self, root: str) -> float:
         """The unit of a domain: its Δ is a power of two times it.  1, or the common unit of the
-        exact values added into the domain (each relative to the root), so that each of them
+        values of fixed scale added into the domain (each relative to the root), so that each of them
         enters by an integer multiple and a shift."""
         unit = None
-        for v, scale in self.anchors:
+        for v, operand in self.anchors:
             r_root, r = self.dom.find(v)
             if r_root != root:
                 continue
-            anchor = scale / r
+            anchor = self.fixed_scale(operand) / r
             u = anchor if unit is None else common_unit(unit, anchor)
             if u is None:
                 raise UnsupportedError(no_common_unit(self.graph, self.graph[v], unit, anchor))
@@ -275,42 +333,56 @@ class Scales:
         return 1.0 if unit is None else unit
 
     def choose(self, x0: dict[str, np.ndarray]) -> None:
-        """Δ per domain: its unit times the smallest power of two within the headroom (module
-        docstring); ``x0``: each neuron's constant input current (real units)."""
-        dom = self.dom
-        for key, cons in self.needs.items():
-            lower = 0.0
-            for n, r, xb, vb in cons:
-                bmax = float(np.abs(x0[n.name]).max()) if x0[n.name].size else 0.0
-                unit = float(1 << loihi.CURRENT_SHIFT)  # Δv = Δa / 64
-                da_min = max(xb / 2 ** A_BITS, unit * vb / 2 ** V_BITS,
-                             unit * bmax / (loihi.BIAS_MANT_MAX * 2 ** loihi.BIAS_EXP_MAX), 1e-30)
-                lower = max(lower, da_min / r)
-            # a neuron reading an exact value directly: a power-of-two multiple of its scale
-            base = self.fixed[self.neuron_in[key[1]]] if isinstance(key, tuple) else self.unit(key)
-            self.delta_root[key] = base * pow2_ceil(lower / base)
-        for v in list(dom.parent):
-            root, _ = dom.find(v)
-            if root not in self.delta_root:  # host-output domains
-                members = [u for u in dom.parent if dom.find(u)[0] == root]
-                peak = max((self.bound.get(u, 0.0) / dom.find(u)[1] for u in members), default=1.0)
-                base = self.unit(root)
-                self.delta_root[root] = base * pow2_ceil(max(peak, 1e-30) / 2 ** OUT_BITS / base)
+        """Δ of every domain (:meth:`root_delta`); ``x0``: each neuron's constant input current (real units)."""
+        self._x0 = x0
+        for key in list(self.needs) + list(self.kernel_needs):
+            self.root_delta(key)
+        for v in list(self.dom.parent):
+            self.root_delta(self.dom.find(v)[0])
+
+    def root_delta(self, key) -> float:
+        """Δ of a domain root (or of a ("neuron", name) key): its unit times the smallest power of two
+        that keeps every neuron it feeds within the headroom (module docstring) and every
+        materialised operation it feeds within REAL_BITS; a domain that only reaches host outputs
+        gets OUT_BITS."""
+        if key in self.delta_root:
+            return self.delta_root[key]
+        cons, kcons = self.needs.get(key, []), self.kernel_needs.get(key, [])
+        lower = 0.0
+        for n, r, xb, vb in cons:
+            x0 = self._x0[n.name]
+            bmax = float(np.abs(x0).max()) if x0.size else 0.0
+            unit = float(1 << loihi.CURRENT_SHIFT)  # Δv = Δa / 64
+            da_min = max(xb / 2 ** A_BITS, unit * vb / 2 ** V_BITS,
+                         unit * bmax / (loihi.BIAS_MANT_MAX * 2 ** loihi.BIAS_EXP_MAX), 1e-30)
+            lower = max(lower, da_min / r)
+        for _, r, xb in kcons:
+            lower = max(lower, input_budget(xb) / r)
+        if isinstance(key, tuple):  # a neuron reading a value of fixed scale: a power-of-two multiple of it
+            base = self.fixed_scale(self.neuron_in[key[1]])
+        else:
+            base = self.unit(key)
+        if not cons and not kcons:  # host-output domains
+            members = [u for u in self.dom.parent if self.dom.find(u)[0] == key]
+            peak = max((self.bound.get(u, 0.0) / self.dom.find(u)[1] for u in members), default=1.0)
+            lower = max(peak, 1e-30) / 2 ** OUT_BITS
+        self.delta_root[key] = base * pow2_ceil(lower / base)
+        return self.delta_root[key]
 
     def delta(self, v: str) -> float:
         if v in self.fixed:
-            return self.fixed[v]
+            return self.fixed_scale(v)
         root, r = self.dom.find(v)
-        return self.delta_root[root] * r
+        return self.root_delta(root) * r
 
     def neuron_key(self, n) -> tuple:
         """(needs key, Δa) of the neuron ``n``: its input current's units."""
         x = n.inputs[0]
         if x in self.dom:
             root, r = self.dom.find(x)
-            return root, self.delta_root[root] * r
+            return root, self.root_delta(root) * r
         key = ("neuron", n.name)
-        return key, self.delta_root[key] * 1.0
+        return key, self.root_delta(key) * 1.0
 
     def feeds_neurons(self, v: str) -> bool:
         return self.dom.find(v)[0] in self.needs

@@ -41,6 +41,8 @@ def constant_input(graph: ir.Graph, dom: Domains, value: str) -> np.ndarray:
             if n.bias is not None:
                 b = torch.from_numpy(n.bias.astype(np.float64))
                 out = out + (b.reshape(-1, *([1] * (len(tv.features) - 1))) if isinstance(n, ir.ConvNode) else b)
+        elif v in dom and isinstance(n, ir.AddConstantNode):  # its constant stays an explicit integer addend
+            out = ev(n.inputs[0]) if n.inputs[0] in dom else torch.zeros((tv.time, 1, *tv.features), dtype=torch.float64)
         elif v in dom and isinstance(n, DOMAIN_OPS):
             if isinstance(n, ir.MaxPoolNode):
                 inner = ev(n.inputs[0])

@@ -56,6 +56,13 @@ class QuantReport:
     calibrated: bool = False
     percentile: Optional[float] = None  # calibrated bounds: the percentile of |value| per layer
     scales: dict[str, float] = field(default_factory=dict)  # float value name -> its fixed-point scale Δ (value ≈ q·Δ)
+    kernels: list = field(default_factory=list)  # the integer kernels in use (.kernels.KernelReport)
+
+    def approximations(self) -> list[str]:
+        """The ops run by integer approximations (kernels.LABELS), each once, in graph order."""
+        from .kernels import LABELS
+
+        return list(dict.fromkeys(LABELS[k.kernel] for k in self.kernels if k.kernel != "relu"))
 
     def lines(self) -> list[str]:
         how = (f"calibrated ({self.percentile:g}th percentile of |current| per layer)" if self.calibrated
@@ -71,6 +78,11 @@ class QuantReport:
             out.append(f"{n.name[:44]:44s} {n.vth:7d} {n.dv:5d} {n.threshold:8.4g} {n.threshold_int:9.5g} "
                        f"{n.headroom_v:8.3f} {n.headroom_u:8.3f}" + c
                        + (f"  bias saturated x{n.bias_saturated}" if n.bias_saturated else ""))
+        if self.kernels:
+            approx = self.approximations()
+            out.append("integer approximation of: " + (", ".join(approx) if approx else "none (ReLU is exact)"))
+            out.append(f"{'kernel':44s} {'op':10s} {'scale in':>10s} {'scale out':>10s} {'err bound':>10s}")
+            out += [k.line() for k in self.kernels]
         if self.calibrated:
             total = sum(n.calib_values for n in self.neurons)
             out.append(f"calibration: {sum(n.calib_beyond for n in self.neurons)} of {total} measured currents above "

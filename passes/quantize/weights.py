@@ -20,10 +20,10 @@ from typing import Optional
 import numpy as np
 
 from spikec import ir, loihi
-from spikec.errors import UnsupportedError
 
 from ..base import PassReport, where
 from .domains import DOMAIN_OPS, Scales, signed_factor
+from .kernels import MATERIALISED_OPS
 from .report import SynapseReport
 
 
@@ -55,21 +55,25 @@ def quantize_weights(w: np.ndarray, factor: float, bits: int = loihi.WEIGHT_BITS
 
 def folded_before_floor(graph: ir.Graph, value: str) -> bool:
     """Does an operation that Lava folds into the connection weights, before the exponent's floor,
-    follow ``value`` before the next neuron, output or max pool: a feature sum (reduce / sum pool)
-    or a negation (a scaling by a negative constant)?  A max pool is materialised: Lava runs it as a
-    stage, its input connections floor first.  (Integer targets floor each synapse output where it
-    is; Lava's connection computes ``(Σ w·s) >> −e`` after folding, so only an exponent >= 0 is
-    exact there.)"""
-    stack, seen = [value], set()
+    follow ``value`` on a path to a neuron or an output: a feature sum (reduce / sum pool) or a
+    negation (a scaling by a negative constant)?  Lava's connections end at neurons, outputs and max
+    pools (a stage of its own: its input connections floor first).  Paths into the inputs of
+    synapses, products and integer kernels (:mod:`.kernels`) do not count: those read one
+    materialised integer at its own scale.  (Integer targets floor each synapse output where it is; Lava's connection computes
+    ``(Σ w·s) >> −e`` after folding, so only an exponent >= 0 is exact there.)"""
+    stack, seen = [(value, False)], set()
     while stack:
-        v = stack.pop()
+        v, folded = stack.pop()
         for u in graph.users(v):
-            if u.name in seen or isinstance(u, (ir.NeuronNode, ir.OutputNode, ir.ConvNode, ir.LinearNode, ir.MaxPoolNode)):
+            if isinstance(u, (ir.NeuronNode, ir.OutputNode, ir.MaxPoolNode)):  # Lava's connection ends there
+                if folded:
+                    return True
                 continue
-            if isinstance(u, (ir.ReduceNode, ir.AvgPoolNode)) or (isinstance(u, ir.ScaleNode) and signed_factor(u, graph) < 0):
-                return True
-            seen.add(u.name)
-            stack.append(u.name)
+            if (u.name, folded) in seen or isinstance(u, (ir.ConvNode, ir.LinearNode) + MATERIALISED_OPS):
+                continue
+            seen.add((u.name, folded))
+            stack.append((u.name, folded or isinstance(u, (ir.ReduceNode, ir.AvgPoolNode))
+                          or (isinstance(u, ir.ScaleNode) and signed_factor(u, graph) < 0)))
     return False
 
 
@@ -96,11 +100,9 @@ def quantize_synapse(graph: ir.Graph, n, q_input: str, scales: Scales, report: P
     """The integer synapse of a conv / linear node ``n`` reading the integer value ``q_input``."""
     d_in = scales.delta(n.inputs[0])
     d_out = scales.delta(n.name)
-    if graph.types[n.inputs[0]].kind is ir.Kind.REAL and n.inputs[0] in scales.dom:
-        raise UnsupportedError(f"quantize: {n.op} {where(n)} reads a real-valued synapse output with no neuron "
-                               "in between (merge the two linear layers first)")
+    materialised_input = graph.types[n.inputs[0]].kind is ir.Kind.REAL  # one integer at its own scale: no per-term floors
     hold = ("a sum or a negation follows" if folded_before_floor(graph, n.name)
-            else "it reads a sum" if summed_before(graph, n.inputs[0]) else None)
+            else "it reads a sum" if not materialised_input and summed_before(graph, n.inputs[0]) else None)
     w, e, mode, clipped, err = quantize_weights(n.weight, d_in / d_out, min_exp=0 if hold else None)
     if hold and e == 0 and quantize_weights(n.weight, d_in / d_out)[1] < 0:
         report.skip(where(n), f"approximation: weight exponent held at 0 ({hold}: Lava would floor each part "

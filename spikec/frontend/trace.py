@@ -56,9 +56,10 @@ def _module_of(node: torch.fx.Node, user_classes: Optional[dict[str, str]] = Non
 
 SUPPORTED_ATEN = (
     "conv1d/conv2d, linear, batch_norm, max_pool1d/2d, avg_pool1d/2d, adaptive_avg_pool(1), add, "
-    "sub, mul, div (by constants), matmul, mean/sum over axes, flatten/unflatten/view/reshape/"
+    "sub, adding constants (biases, position embeddings, per step or not), mul, div (by constants), matmul, "
+    "mean/sum over axes, flatten/unflatten/view/reshape/"
     "squeeze/unsqueeze, transpose/permute, chunk/split/select/slice, repeat over time, dropout "
-    "(eval), clone/contiguous/detach, layer_norm / softmax / relu / sigmoid / gelu (float IR only so far), "
+    "(eval), clone/contiguous/detach, layer_norm / softmax / relu / sigmoid / gelu (float IR and intref only so far), "
     "and spiking neurons"
 )
 SUPPORTED_NEURONS = ("neurons: spikingjelly LIFNode, IFNode, ParametricLIFNode (multi-step) and the legacy "
@@ -281,7 +282,16 @@ def example_input(input_shape: Sequence[int], time_steps: Optional[int], batch: 
 def export_module(model: torch.nn.Module, input_shape: Sequence[int], time_steps: Optional[int] = None):
     """Swap neurons for the traceable op and ``torch.export`` a copy of ``model`` (eval mode).
     Returns the exported program and, per neuron module path, the user's class it replaced."""
-    model = copy.deepcopy(model).eval()
+    try:
+        model = copy.deepcopy(model).eval()
+    except RuntimeError:  # torch copies only graph leaves: state a forward pass with autograd left behind
+        held = next((f"module '{p}' ({type(m).__name__}) holds '{k}'" for p, m in model.named_modules()
+                     for attr, val in vars(m).items() for k, v in (val.items() if isinstance(val, dict) else [(attr, val)])
+                     if isinstance(v, torch.Tensor) and v.grad_fn is not None), "the model holds a tensor")
+        raise SpikecError(f"cannot copy the model for tracing: {held} computed with autograd (neuron state left by "
+                          "an earlier forward pass); reset the neurons "
+                          "(spikingjelly.activation_based.functional.reset_net(model)) or run the model under "
+                          "torch.no_grad()") from None
     model, _ = replace_neurons(model)
     user_classes = {p: m.original_type for p, m in model.named_modules() if hasattr(m, "original_type")}
     replace_bn_and_pad(model)

@@ -4,6 +4,7 @@ from .graph import Graph, dead_code_elimination, topological_order
 from .nodes import (
     NODE_TYPES,
     ActivationNode,
+    AddConstantNode,
     AddNode,
     AddressedAccumulationNode,
     AndNode,
@@ -12,6 +13,7 @@ from .nodes import (
     ConvNode,
     DequantizeNode,
     InputNode,
+    IntegerKernelNode,
     LayerNormNode,
     LinearNode,
     LoihiNeuronNode,
@@ -38,8 +40,8 @@ from .serialize import load, save
 from .types import Kind, TensorType, TimeBehaviour
 
 __all__ = [
-    "NODE_TYPES", "ActivationNode", "AddNode", "AddressedAccumulationNode", "AndNode", "AvgPoolNode", "BatchNormNode", "ConvNode",
-    "DequantizeNode", "Graph", "InputNode",
+    "NODE_TYPES", "ActivationNode", "AddConstantNode", "AddNode", "AddressedAccumulationNode", "AndNode", "AvgPoolNode",
+    "BatchNormNode", "ConvNode", "DequantizeNode", "Graph", "InputNode", "IntegerKernelNode",
     "Kind", "LayerNormNode", "LinearNode", "LoihiNeuronNode", "MatMulNode", "MaxPoolNode", "MulNode", "NeuronNode", "Node",
     "OutputNode", "PadNode", "PermuteNode", "QuantizeInputNode", "ReduceNode", "RepeatTimeNode", "ReshapeNode", "ScaleNode",
     "ShiftNode", "SliceNode", "SoftmaxNode", "SynapseNode", "TensorType", "TimeBehaviour", "dead_code_elimination", "format_graph",

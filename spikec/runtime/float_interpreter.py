@@ -109,6 +109,12 @@ def _layer_norm(n: ir.LayerNormNode, x):
     return F.layer_norm(x, x.shape[x.dim() - n.normalized_ndim:], _t(n.weight), _t(n.bias), n.eps)
 
 
+def constant_addend(n: ir.AddConstantNode, x: torch.Tensor) -> torch.Tensor:
+    """``n.constant`` (t, *f) as a tensor that broadcasts against ``x`` [T, B, *features]."""
+    c = torch.from_numpy(np.ascontiguousarray(n.constant))
+    return c.reshape(c.shape[0], 1, *([1] * (x.dim() - 1 - c.dim())), *c.shape[1:])
+
+
 def _activation(n: ir.ActivationNode, x):
     if n.function == "relu":
         return torch.relu(x)
@@ -137,6 +143,7 @@ FLOAT_KERNELS: dict[type, Callable] = {
     ir.PadNode: lambda n, x: merge_time(x, lambda z: pad_with_values(z, n.pads, n.value)),
     ir.AndNode: lambda n, a, b: _binary(a, b, torch.logical_and).to(a.dtype),
     ir.AddressedAccumulationNode: lambda n, a, b: _addressed_acc(n, a, b),
+    ir.AddConstantNode: lambda n, x: x + constant_addend(n, x),
     ir.LayerNormNode: lambda n, x: _layer_norm(n, x),
     ir.SoftmaxNode: lambda n, x: torch.softmax(x, n.axis % (x.dim() - 2) + 2),
     ir.ActivationNode: lambda n, x: _activation(n, x),

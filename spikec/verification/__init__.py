@@ -160,6 +160,7 @@ def verify_graph(graph: ir.Graph, target, x: np.ndarray, *, module: Optional[tor
             order = {n.name: i for i, n in enumerate(res.graph.nodes)}
             report.overflows = dict(sorted(found.overflows.items(), key=lambda kv: order.get(kv[0], len(order))))
         if res.quant_report is not None:  # the bounds use maxima over all samples, so the flips are judged only now
+            report.approximations = res.quant_report.approximations()
             bounds = layer_bounds(res.optimized, res.quantized, res.quant_report, input_error=found.input_error,
                                   observed={k: c.max_h for k, c in found.layers.items() if c.max_h is not None})
     report.layers = []

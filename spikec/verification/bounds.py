@@ -56,7 +56,13 @@ graph from the layers upstream (whose spikes are forced, error 0) to the neuron 
   operation applied to the error bounds (sums add, max pools take the max, scales multiply);
   an operand the quantizer shifted right into coarser units (a ShiftNode with negative shift,
   or the neuron's own input shift) adds < Δ_target;
-* spikes, ANDs and spike-count products: exact (error 0).
+* spikes, ANDs and spike-count products: exact (error 0);
+* products of two real values (a·b, a @ b over k terms): k·(M_a·ε_b + M_b·ε_a + ε_a·ε_b), plus one
+  output unit for the floor of their rescaling;
+* added constants (biases, position embeddings): + their rounding to the sum's units;
+* integer kernels (:mod:`spikec.integer_approx`): L·ε_in + the kernel's own error bound, L the
+  float op's largest slope (:data:`KERNEL_LIPSCHITZ`); layer norm: unbounded (∞), its slope grows as
+  the row's spread shrinks, so a layer behind it is not judged.
 
 What the bound is computed from.  The scales the quantizer chose (Δin, Δout, Δa, Δv, weight
 exponents, sign modes: free design choices, read from the quantization report and the integer
@@ -177,6 +183,12 @@ def _shift_floor(delta_in: Optional[float], delta_target: Optional[float]) -> fl
     return delta_target * (1.0 - delta_in / delta_target)
 
 
+# how much an input error ε can move each kernel's float output (max |f'|; softmax: per output, over the
+# ∞-norm of the input change, max_i Σ_j |∂p_i/∂x_j| = 2·p_i(1 − p_i) <= 1/2); layer norm has none
+# independent of the row's spread (its derivative grows as 1/σ): its error is not bounded (∞)
+KERNEL_LIPSCHITZ = {"relu": 1.0, "sigmoid": 0.25, "gelu": 1.13, "softmax": 0.5}
+
+
 def current_errors(optimized: ir.Graph, quantized: ir.Graph, quant, input_error: Optional[float] = None) -> tuple[
         dict[str, torch.Tensor], dict[str, dict], dict[str, set[str]]]:
     """ε of every value of the optimised float graph under teacher forcing (neuron outputs exact),
@@ -188,6 +200,7 @@ def current_errors(optimized: ir.Graph, quantized: ir.Graph, quant, input_error:
     types = optimized.types
     scales = quant.scales
     syn_reps = {s.name: s for s in quant.synapses}
+    kernels = {k.name: k for k in getattr(quant, "kernels", [])}
     qin = next((n for n in quantized.nodes if isinstance(n, ir.QuantizeInputNode)), None)
     x_max = max(abs(b) for b in qin.bounds) * qin.scale if qin is not None else 0.0
     m = worst_case_bounds(optimized, x_max)
@@ -215,11 +228,21 @@ def current_errors(optimized: ir.Graph, quantized: ir.Graph, quant, input_error:
                 err[n.name] = _full(f, np.inf)
                 continue
             err[n.name], terms[n.name] = _synapse_error(n, syn, syn_reps[n.name], ins[0], m[n.inputs[0]], f)
-        elif isinstance(n, (ir.AddressedAccumulationNode, ir.MatMulNode)):
-            k = types[n.inputs[0]].features[-1]
+        elif isinstance(n, (ir.AddressedAccumulationNode, ir.MatMulNode, ir.MulNode)):
+            k = types[n.inputs[0]].features[-1] if not isinstance(n, ir.MulNode) else 1
             ea, eb = (float(e.max()) for e in ins)
             ma, mb = m[n.inputs[0]], m[n.inputs[1]]
-            err[n.name] = _full(f, k * (ma * eb + mb * ea + ea * eb))
+            floor = scales.get(n.name, np.inf) if isinstance(n, (ir.MatMulNode, ir.MulNode)) else 0.0  # the rescaling shift
+            err[n.name] = _full(f, k * (ma * eb + mb * ea + ea * eb) + floor)
+        elif isinstance(n, ir.AddConstantNode):  # + the constant's rounding to the sum's units
+            target = scales.get(n.name)
+            c = n.constant.astype(np.float64)
+            rounding = float(np.abs(c - np.round(c / target) * target).max()) if target else np.inf
+            err[n.name] = ins[0] + _shift_floor(scales.get(n.inputs[0]), target) + rounding
+        elif isinstance(n, (ir.LayerNormNode, ir.SoftmaxNode, ir.ActivationNode)):
+            krep = kernels.get(n.name)
+            lipschitz = KERNEL_LIPSCHITZ.get(krep.kernel) if krep is not None else None
+            err[n.name] = _full(f, np.inf if lipschitz is None else lipschitz * float(ins[0].max()) + krep.error_bound)
         elif isinstance(n, (ir.ReduceNode, ir.AvgPoolNode, ir.ScaleNode)):  # scale-changing: operands not shifted
             out = FLOAT_KERNELS[type(n)](n, ins[0]).abs()  # a negative scale flips an error's sign, not its size
             if isinstance(n, ir.ReduceNode) and n.over_time and n.reduce == "sum":

@@ -68,6 +68,7 @@ class VerifyReport:
     notes: list[str] = field(default_factory=list)  # what qualifies a figure (e.g. a vacuous top-1 agreement)
     top1_vacuous: bool = False  # top1_agreement says nothing (see notes)
     failure: Optional[str] = None  # the stage that failed and why; the records hold what was checked before
+    approximations: list[str] = field(default_factory=list)  # ops the integer model runs by integer approximations
 
     @property
     def exact(self) -> bool:
@@ -129,6 +130,9 @@ class VerifyReport:
             return [f"checked before the failure: torch model vs traced float IR in {len(self.layers)} neuron layers; "
                     f"failed at: {self.failure}"]
         out = []
+        if self.approximations:
+            out.append(f"integer approximation of: {', '.join(self.approximations)} (spikec.integer_approx; error "
+                       "bounds in the compile report)")
         if self.first_divergent_layer:
             out.append(f"first divergence float vs integer: layer {self.first_divergent_layer}")
         if self.check is not None:

@@ -19,9 +19,11 @@ from typing import Callable, Optional, Union
 import numpy as np
 import torch
 
+from spikec import integer_approx as A
 from spikec import ir, loihi
 from spikec.errors import SpikecError
 from spikec.runtime.execute import align_features, execute, merge_time, repeat_time
+from spikec.runtime.float_interpreter import constant_addend
 
 from . import kernels as K
 
@@ -188,8 +190,34 @@ def _pad(n: ir.PadNode, x):
     return merge_time(x, f)
 
 
+def integer_kernel(n: ir.IntegerKernelNode, x: torch.Tensor) -> torch.Tensor:
+    """:mod:`spikec.integer_approx`'s kernel on the integers, its input saturated at ±(2^input_bits − 1)
+    (a value beyond its bound), layer norm over its flattened normalised axes."""
+    limit = (1 << n.input_bits) - 1
+    q = x.to(torch.int64).clamp(-limit, limit)
+    if n.kernel == "relu":
+        return A.relu(q)
+    if n.kernel == "softmax":
+        return A.softmax(q, n.plan(), axis=n.axis % (q.dim() - 2) + 2)
+    if n.kernel == "layer_norm":
+        k = n.normalized_ndim
+        return A.layer_norm(q.reshape(*q.shape[:q.dim() - k], -1), n.plan()).reshape(q.shape)
+    return (A.sigmoid if n.kernel == "sigmoid" else A.gelu)(q, n.plan())
+
+
+def _product(n, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The product of two integer values (elementwise, or a matmul over the last two feature axes) in int64."""
+    if isinstance(n, ir.MatMulNode):
+        return torch.matmul(a.to(torch.int64), b.to(torch.int64))
+    return _binary(a.to(torch.int64), b.to(torch.int64), torch.mul)
+
+
 INT_KERNELS: dict[type, Callable] = {
     ir.QuantizeInputNode: quantize_input,
+    ir.IntegerKernelNode: integer_kernel,
+    ir.AddConstantNode: lambda n, x: x.to(torch.int64) + constant_addend(n, x),
+    ir.MulNode: _product,
+    ir.MatMulNode: _product,
     ir.SynapseNode: _synapse,
     ir.ShiftNode: lambda n, x: K.shift(x, n.shift),
     ir.ScaleNode: lambda n, x: x.to(torch.int64) * integer_factor(n),

@@ -63,6 +63,7 @@ from spikec.ir.index_maps import (
     op_matrix,
 )
 
+from ..base import refuse_intref_only_ops
 from ..intref.executor import integer_factor
 from ..intref.kernels import lava_effective_weights
 
@@ -473,6 +474,7 @@ def build_netspec(graph: ir.Graph, max_memory: Optional[int] = None) -> NetSpec:
     ``NetSpec.memory``) before any term is unrolled; above ``max_memory`` bytes the build is
     refused with the estimate."""
     graph.validate()
+    refuse_intref_only_ops(graph, "lava")
     qin = [n for n in graph.nodes if isinstance(n, ir.QuantizeInputNode)]
     if len(qin) != 1:
         raise UnsupportedError("lava: expected one quantized input")

@@ -48,6 +48,7 @@ import numpy as np
 
 from spikec import __version__, ir, loihi
 from spikec.errors import UnsupportedError
+from spikec.targets.base import refuse_intref_only_ops
 from spikec.targets.intref.executor import integer_factor
 
 OPSET = 17
@@ -324,6 +325,7 @@ def export_onnx(graph: ir.Graph):
     from google.protobuf.message import EncodeError
     from onnx import TensorProto, helper
 
+    refuse_intref_only_ops(graph, "onnx")
     ranges = value_ranges(graph)
     size, biggest = estimate_bytes(graph, ranges)
     if size > PROTOBUF_LIMIT:

@@ -48,23 +48,23 @@ def test_wrong_architecture(tmp_path, capsys):
 
 
 def test_unsupported_op_names_module_class_and_what_is_supported(tmp_path, capsys):
-    (tmp_path / "gelu_net.py").write_text(
+    (tmp_path / "tanh_net.py").write_text(
         "import torch.nn as nn\n"
         "from spikingjelly.activation_based import functional, layer, neuron\n"
         "def net():\n"
-        "    m = nn.Sequential(layer.Linear(4, 4), nn.GELU(), layer.Linear(4, 2), neuron.LIFNode())\n"
+        "    m = nn.Sequential(layer.Linear(4, 4), nn.Tanh(), layer.Linear(4, 2), neuron.LIFNode())\n"
         "    functional.set_step_mode(m, 'm')\n"
         "    return m\n")
     sys.path.insert(0, str(tmp_path))
     try:
-        import gelu_net
+        import tanh_net
 
-        torch.save(gelu_net.net().state_dict(), tmp_path / "g.pt")
+        torch.save(tanh_net.net().state_dict(), tmp_path / "g.pt")
     finally:
         sys.path.remove(str(tmp_path))
-    code = main(["show", str(tmp_path / "g.pt"), "--model", f"{tmp_path}/gelu_net.py:net", "--input-shape", "4",
+    code = main(["show", str(tmp_path / "g.pt"), "--model", f"{tmp_path}/tanh_net.py:net", "--input-shape", "4",
                  "--time-steps", "2"])
-    _one_line(capsys, code, "aten.gelu in module '1' (torch.nn.modules.activation.GELU)", "spikec compiles conv1d",
+    _one_line(capsys, code, "aten.tanh in module '1' (torch.nn.modules.activation.Tanh)", "spikec compiles conv1d",
               "MultiStepLIFNode")
 
 

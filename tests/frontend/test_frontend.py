@@ -227,3 +227,15 @@ def test_wrong_input_shape_at_trace_time(zoo_models):
     model = zoo_models["sj_sdt"][0]
     with pytest.raises(ShapeError, match=r"does not accept input of shape \[B, 1, 16, 16\].*channels"):
         trace(model, (1, 16, 16))
+
+
+def test_model_holding_autograd_state_is_refused_in_one_line():
+    """A model run once with autograd keeps neuron state torch cannot copy: named, with the fix."""
+    from spikingjelly.activation_based import neuron
+
+    from spikec.errors import SpikecError
+
+    model = nn.Sequential(nn.Linear(4, 4), neuron.LIFNode(step_mode="m"))
+    model(torch.rand(2, 3, 4))
+    with pytest.raises(SpikecError, match=r"module '1' \(LIFNode\) holds 'v' computed with autograd.*reset_net"):
+        trace(model, (4,), time_steps=2)

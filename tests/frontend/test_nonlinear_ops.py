@@ -1,6 +1,6 @@
-"""The operations that are not spike-driven (layer norm, softmax, ReLU, sigmoid, GELU): traced into
-their IR nodes, run by the float IR exactly as torch runs them, refused by the integer targets
-naming the module, and refused across the time axis."""
+"""The operations that are not spike-driven (layer norm, softmax, ReLU, sigmoid, GELU) and added
+constants: traced into their IR nodes, run by the float IR exactly as torch runs them, refused across
+the time axis and by NIR (the integer targets: tests/passes/quantize/test_kernels.py)."""
 
 import numpy as np
 import pytest
@@ -101,12 +101,6 @@ class Normed(nn.Module):
         return self.lif(self.norm(y.flatten(0, 1)).reshape(y.shape))
 
 
-@pytest.mark.parametrize("target", ["intref", "onnx", "lava"])
-def test_integer_targets_refuse_layer_norm_naming_the_module(target):
-    with pytest.raises(UnsupportedError, match=r"the layer norm in module 'norm' is not spike-driven.*intref, onnx, lava"):
-        spikec.compile(Normed(nn.LayerNorm(8)).eval(), target, input_shape=(1, 4, 4), time_steps=2)
-
-
 def test_nir_refuses_layer_norm_naming_the_module():
     with pytest.raises(UnsupportedError, match=r"no NIR form for layernorm .*module 'norm'"):
         spikec.compile(Normed(nn.LayerNorm(8)).eval(), "nir", input_shape=(1, 4, 4), time_steps=2)
@@ -115,3 +109,48 @@ def test_nir_refuses_layer_norm_naming_the_module():
 def test_group_norm_is_still_refused_with_its_module_path():
     with pytest.raises(UnsupportedError, match=r"aten.group_norm in module 'norm' \(torch.nn.modules.normalization.GroupNorm\)"):
         spikec.compile(Normed(nn.GroupNorm(2, 8)).eval(), "intref", input_shape=(1, 4, 4), time_steps=2)
+
+
+class PositionEmbedded(nn.Module):
+    """A per-step position embedding, a bias, ``c − x`` and a scalar: all constants added."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 8)
+        self.pos = nn.Parameter(torch.randn(4, 1, 8))
+        self.shift = nn.Parameter(torch.randn(8))
+        self.lif = neuron.LIFNode(step_mode="m")
+
+    def forward(self, x):
+        y = self.fc(x.flatten(2)) + self.pos
+        y = 0.5 - (y - self.shift)
+        return self.lif(y * 3 + 1.0)
+
+
+def test_added_constants_per_step_or_not():
+    torch.manual_seed(0)
+    model = PositionEmbedded().eval()
+    graph = trace(model, (1, 4, 4), time_steps=4)
+    consts = [n.constant for n in graph.nodes if isinstance(n, ir.AddConstantNode)]
+    assert [c.shape for c in consts] == [(4, 8), (1, 8), (1, 1), (1, 1)]
+    np.testing.assert_array_equal(consts[1], -model.shift.detach().numpy()[None])
+    x = torch.rand(4, 5, 1, 4, 4)
+    with torch.no_grad():
+        want = model(x)
+    functional.reset_net(model)
+    assert torch.equal(run_float(graph, x).outputs[0], want)
+
+
+class BatchConstant(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lif = neuron.LIFNode(step_mode="m")
+        self.noise = nn.Parameter(torch.zeros(1, 3, 4))
+
+    def forward(self, x):  # [T, B=3, 4] + a constant over the batch
+        return self.lif(x + self.noise)
+
+
+def test_constant_varying_over_the_batch_is_refused():
+    with pytest.raises(UnsupportedError, match="a constant that varies over the batch"):
+        trace(BatchConstant(), (4,), time_steps=2)

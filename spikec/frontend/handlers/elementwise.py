@@ -58,7 +58,7 @@ def _add(c, a, b, alpha=1):
     sub = op_name(c.cur) == "aten.sub"
     _raise_poison(a, b)
     if not (isinstance(a, Act) and isinstance(b, Act)):
-        raise c.unsupported("adding a constant (bias / position embedding) to an activation")
+        return _add_constant(c, a, b, -alpha if sub else alpha)
     ta, tb = c.t(a), c.t(b)
     if ta.time != tb.time:
         raise c.unsupported(f"adding values with {ta.time} and {tb.time} time steps")
@@ -69,3 +69,36 @@ def _add(c, a, b, alpha=1):
     if k != 1:
         rhs = c.emit(ir.ScaleNode, [rhs], factor=float(k), mode="mul")
     return Act(c.emit(ir.AddNode, [a.value, rhs]), a.layout)
+
+
+def _add_constant(c, a, b, k) -> Act:
+    """``a + k·b`` where one operand is a constant (a bias, a position embedding per step or not)."""
+    if isinstance(a, Act):
+        x, const, negate_x = a, b, False
+    else:  # constant + k·x
+        x, const, negate_x = c.act(b), a, True
+    if isinstance(const, (int, float)):
+        arr = np.full((1,), float(const), np.float32)
+    else:
+        arr = c.const(const)
+        if arr is None:
+            raise c.unsupported("adding a value that is neither an activation nor a constant")
+        arr = arr.astype(np.float32)
+    feats = c.t(x).features
+    lead = 2 if x.layout == "split" else 1
+    arr = arr.reshape((1,) * (len(feats) + lead - arr.ndim) + arr.shape)
+    if x.layout == "split" and arr.shape[1] != 1 or x.layout == "merged" and arr.shape[0] != 1:
+        raise c.unsupported("adding a constant that varies over the batch (or over time with time merged into the batch)")
+    arr = arr.reshape(arr.shape[0] if x.layout == "split" else 1, *arr.shape[lead:])
+    if negate_x:
+        x = Act(c.emit(ir.ScaleNode, [x.value], factor=float(k), mode="mul"), x.layout) if k != 1 else x
+    elif k != 1:
+        arr = arr * np.float32(k)
+    return Act(c.emit(ir.AddConstantNode, [x.value], constant=arr), x.layout)
+
+
+@handles("aten.rsub")
+def _rsub(c, a, b, alpha=1):
+    """``b − alpha·a`` with ``a`` an activation and ``b`` a constant."""
+    _raise_poison(a, b)
+    return _add_constant(c, b, c.act(a), -alpha)

@@ -36,7 +36,7 @@ def _softmax(c, x, dim, half_to_float=None, dtype=None):
     return Act(c.emit(ir.SoftmaxNode, [x.value], axis=ax), x.layout)
 
 
-@handles("aten.relu", "aten.sigmoid")
+@handles("aten.relu", "aten.relu_", "aten.sigmoid", "aten.sigmoid_")
 def _pointwise(c, x):
     x = c.act(x)
     fn = "relu" if "relu" in str(c.cur.target) else "sigmoid"

@@ -19,11 +19,11 @@ activation functions: the operations that are not spike-driven).  :data:`NODE_TY
 """
 
 from .base import Node, Scalar
-from .elementwise import AddNode, AndNode, MulNode, ScaleNode, ShiftNode
+from .elementwise import AddConstantNode, AddNode, AndNode, MulNode, ScaleNode, ShiftNode
 from .io import DequantizeNode, InputNode, OutputNode, QuantizeInputNode
 from .matmul import AddressedAccumulationNode, MatMulNode
 from .neurons import LoihiNeuronNode, NeuronNode
-from .nonlinear import ActivationNode, LayerNormNode, SoftmaxNode
+from .nonlinear import ActivationNode, IntegerKernelNode, LayerNormNode, SoftmaxNode
 from .pooling import AvgPoolNode, MaxPoolNode, ReduceNode
 from .shape import PadNode, PermuteNode, RepeatTimeNode, ReshapeNode, SliceNode
 from .synapses import BatchNormNode, ConvNode, LinearNode, SynapseNode
@@ -35,12 +35,13 @@ NODE_TYPES: dict[str, type[Node]] = {
         MatMulNode, ScaleNode, ReduceNode, MaxPoolNode, AvgPoolNode, RepeatTimeNode, ReshapeNode,
         PermuteNode, SliceNode, AndNode, AddressedAccumulationNode, PadNode, QuantizeInputNode,
         SynapseNode, ShiftNode, LoihiNeuronNode, DequantizeNode, LayerNormNode, SoftmaxNode, ActivationNode,
+        IntegerKernelNode, AddConstantNode,
     )
 }
 
 __all__ = [
-    "NODE_TYPES", "ActivationNode", "AddNode", "AddressedAccumulationNode", "AndNode", "AvgPoolNode", "BatchNormNode",
-    "ConvNode", "DequantizeNode", "InputNode", "LayerNormNode", "LinearNode", "LoihiNeuronNode", "MatMulNode",
+    "NODE_TYPES", "ActivationNode", "AddConstantNode", "AddNode", "AddressedAccumulationNode", "AndNode", "AvgPoolNode", "BatchNormNode",
+    "ConvNode", "DequantizeNode", "InputNode", "IntegerKernelNode", "LayerNormNode", "LinearNode", "LoihiNeuronNode", "MatMulNode",
     "MaxPoolNode", "MulNode", "NeuronNode", "Node", "OutputNode", "PadNode", "PermuteNode",
     "QuantizeInputNode", "ReduceNode", "RepeatTimeNode", "ReshapeNode", "Scalar", "ScaleNode",
     "ShiftNode", "SliceNode", "SoftmaxNode", "SynapseNode",

@@ -1,5 +1,5 @@
 """Elementwise operations: sums and products of two activations (and AND, their spike-driven form
-of a product of spikes), rescaling by a constant and exact integer shifts."""
+of a product of spikes), adding and multiplying by constants, and exact integer shifts."""
 
 from __future__ import annotations
 
@@ -86,6 +86,33 @@ class ScaleNode(Node):
 # ------------------------------------------------------------------------------------------------
 # Spike-driven forms (produced by passes)
 # ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class AddConstantNode(Node):
+    """``x + constant``: a bias or a learnable position embedding.  ``constant`` has shape
+    ``(t, *f)`` with t = 1 (the same at every step) or t = T (one per time step: a per-step
+    position encoding), ``f`` broadcastable to the features (aligned from the right)."""
+
+    constant: Optional[np.ndarray] = None
+
+    op: ClassVar[str] = "add_constant"
+
+    def infer(self, ins):
+        _check_arity(self, ins)
+        (x,) = ins
+        c = self.constant
+        if c is None or c.ndim < 1 or c.shape[0] not in (1, x.time):
+            raise self.fail(f"constant needs a leading time axis of 1 or {x.time} steps, has shape "
+                            f"{None if c is None else list(c.shape)}")
+        feats = _broadcast(self, x.features, c.shape[1:])
+        if feats != x.features:
+            raise self.fail(f"constant of shape {list(c.shape)} would change the features {list(x.features)}")
+        kind = x.kind.join(Kind.INT) if c.dtype.kind in "iu" else Kind.REAL
+        return x.with_(kind=kind)
+
+    def summary(self):
+        return f"+ const{list(self.constant.shape)}" if self.constant is not None else "+ const"
 
 
 @dataclass(frozen=True, eq=False)

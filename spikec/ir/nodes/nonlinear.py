@@ -92,3 +92,64 @@ class ActivationNode(Node):
     def summary(self):
         return self.function + (f" ({self.approximate})" if self.approximate != "none" else "")
 
+
+
+INTEGER_KERNELS = ("relu", "sigmoid", "gelu", "softmax", "layer_norm")
+
+
+@dataclass(frozen=True, eq=False)
+class IntegerKernelNode(Node):
+    """The integer form of a :class:`LayerNormNode` / :class:`SoftmaxNode` / :class:`ActivationNode`:
+    ``kernel`` of :mod:`spikec.integer_approx` on the integers q (value ≈ q·``scale_in``), first
+    saturated at ±(2^``input_bits`` − 1) (a value beyond the bound its scale was chosen for), giving
+    integers at ``output_scale``.  The fields are the kernel plan's arguments (:meth:`plan` builds
+    it, the same constants on every target): ``output_bits`` (sigmoid, softmax: output 2^-bits),
+    ``axis`` (softmax, feature axis), ``gamma`` / ``beta`` / ``eps`` (layer norm over the last
+    ``normalized_ndim`` feature axes, flattened; gamma and beta always given).  Its error against the
+    float op is the plan's ``error_bound``."""
+
+    kernel: str = "relu"
+    scale_in: float = 1.0
+    output_scale: float = 1.0
+    output_bits: int = 15
+    axis: int = -1
+    input_bits: int = 15
+    normalized_ndim: int = 1
+    gamma: Optional[np.ndarray] = None
+    beta: Optional[np.ndarray] = None
+    eps: float = 1e-5
+
+    op: ClassVar[str] = "integer_kernel"
+
+    def infer(self, ins):
+        _check_arity(self, ins)
+        (x,) = ins
+        if self.kernel not in INTEGER_KERNELS:
+            raise self.fail(f"kernel must be one of {INTEGER_KERNELS}, got {self.kernel!r}")
+        if x.kind is Kind.REAL:
+            raise self.fail(f"reads real values ({x}); it takes integers")
+        if self.kernel == "softmax":
+            _norm_axis(self, self.axis, len(x.features))
+        if self.kernel == "layer_norm" and (self.gamma is None or self.beta is None or self.gamma.shape != self.beta.shape
+                                            or self.gamma.shape != x.features[len(x.features) - self.normalized_ndim:]):
+            raise self.fail("an integer layer norm needs gamma and beta of the normalised axes' shape")
+        return x.with_(kind=Kind.COUNT if self.kernel in ("sigmoid", "softmax") else Kind.INT)
+
+    def plan(self):
+        """The kernel's :mod:`spikec.integer_approx` plan (None for relu)."""
+        from spikec import integer_approx as A
+
+        if self.kernel == "sigmoid":
+            return A.sigmoid_plan(self.scale_in, self.output_bits)
+        if self.kernel == "softmax":
+            return A.softmax_plan(self.scale_in, self.output_bits)
+        if self.kernel == "gelu":
+            return A.gelu_plan(self.scale_in)
+        if self.kernel == "layer_norm":
+            return A.layer_norm_plan(self.scale_in, self.gamma.reshape(-1).astype(np.float64),
+                                     self.beta.reshape(-1).astype(np.float64), eps=self.eps,
+                                     input_bits=self.input_bits, output_scale=self.output_scale)
+        return None
+
+    def summary(self):
+        return f"integer {self.kernel}, scale {self.scale_in:.4g} -> {self.output_scale:.4g}"
