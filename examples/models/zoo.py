@@ -129,8 +129,20 @@ def meta_spikformer(**kw) -> nn.Module:
     return f(**kw).eval()
 
 
+def staa_snn(**kw) -> nn.Module:
+    """STAA-SNN: a VGG-like CNN SNN with the global-context block, step attention and per-step position
+    encoding (sigmoid, layer norm, ReLU, products of real values: not spike-driven)."""
+    from .staa_snn import staa_snn as f
+
+    return f(**kw).eval()
+
+
 FAMILIES["neuron_variants"] = (neuron_variants, (2, 8, 8))
 FAMILIES["meta_spikformer"] = (meta_spikformer, (3, 32, 32))
+FAMILIES["staa_snn"] = (staa_snn, (1, 8, 8))
+# the targets a family compiles to, where that is not every target (the README support table says so too):
+# layer norm, sigmoid and products of real values run on intref only so far
+FAMILY_TARGETS = {"staa_snn": ("intref",)}
 SEQUENCE_INPUT = {"neuron_variants": 4}  # families that take [T, B, ...] input: their T
 # sizes for the example scripts and the NIR tests: attention of 16 tokens x 8 channels per head keeps
 # NIR's coincidence expansion (tokens^2 x head-dim^2 neurons per head) small
