@@ -5,7 +5,7 @@
     python examples/train.py table                              # measure each; print the README table
 
 Each example is a model family at a small configuration (``EXAMPLES``): the project's own
-Spikformer and STAA-SNN on the 8x8 digits, and spikingjelly 2.0.0's Spikformer, Spike-Driven
+Spikformer, STFormer and STAA-SNN on the 8x8 digits, and spikingjelly 2.0.0's Spikformer, Spike-Driven
 Transformer (v1), QKFormer and MaxFormer plus the project's Meta-SpikeFormer on the digits upsampled
 to 3x32x32 (``spikec.data.digits``).  Split: the first 1437 images train, the last 360 are held out (the
 ``digits`` / ``digits32`` datasets of ``spikec verify --dataset``).
@@ -88,6 +88,8 @@ EXAMPLES: dict[str, Example] = {
                                  dict(T=2, embed_dims=32, num_heads=[1, 2, 2], depths=[1, 1, 1]), epochs=80),
     "maxformer_digits32": Example("MaxFormer (spikingjelly zoo, CIFAR variant)", "sj_maxformer",
                                   dict(T=2, embed_dims=32, depths=[1, 1, 1]), epochs=30),
+    "stformer_digits": Example("STFormer (temporal core of causal convolutions over time; intref only)", "stformer",
+                               dict(T=4, embed_dims=32, num_heads=2, depths=1), dataset="digits", epochs=30),
     "staa_snn_digits": Example("STAA-SNN (CNN SNN with global-context and step attention; intref only)", "staa_snn",
                                dict(T=4, channels=32), dataset="digits", epochs=30),
 }

@@ -4,7 +4,8 @@ the synapses and sums that compute it (integer targets), so that its fixed-point
     c_j( L(W_1·s_1 + b_1, …, W_k·s_k + b_k) )  =  c_j( L_j(W_1^(j)·s_1 + b_1, …, W_k^(j)·s_k + b_k) )
 
 ``L`` is the tree between synapses and the value's readers: sums (residual adds), data movement
-(reshape / permute / slice / pad / repeat over time), sum / mean reductions, average pools, constant
+(reshape / permute / slice / pad / concatenation / repeat over time / time moved into the features
+and back), sum / mean reductions, average pools, constant
 scalings and max pools of real values; its leaves are conv / linear layers ``W_i`` (over integer
 values: spikes, counts, the quantized input) and the integer values it reads directly.  A
 *consumer* ``c_j`` is any other operation reading a real value of such a tree: a neuron layer (its
@@ -46,7 +47,7 @@ NAME = "copy_linear_inputs_per_consumer"
 # the operations between synapses and their consumers that keep one scale (the quantizer's
 # "domain" operations: linear ones, and the max pool, which commutes with a positive scale)
 TREE_OPS = (ir.AddNode, ir.ReshapeNode, ir.PermuteNode, ir.SliceNode, ir.ReduceNode, ir.AvgPoolNode, ir.PadNode,
-            ir.ScaleNode, ir.RepeatTimeNode, ir.MaxPoolNode)
+            ir.ScaleNode, ir.RepeatTimeNode, ir.MaxPoolNode, ir.ConcatNode, ir.TimeToFeaturesNode, ir.FeaturesToTimeNode)
 SYNAPSES = (ir.ConvNode, ir.LinearNode)
 
 

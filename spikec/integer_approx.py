@@ -41,6 +41,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .array_backend import clip as _clip
+from .array_backend import is_torch as _is_torch
+from .array_backend import where as _where
+
 # ---- I-BERT's polynomials (Kim et al. 2021) ----------------------------------------------------------
 IBERT_EXP_A, IBERT_EXP_B, IBERT_EXP_C = 0.3585, 1.353, 0.344  # exp(p) ≈ a·(p + b)² + c for p in [−ln 2, 0]
 IBERT_ERF_A, IBERT_ERF_B = -0.2888, -1.769  # erf(w) ≈ sign(w)·[a·(min(|w|, −b) + b)² + 1]
@@ -75,11 +79,7 @@ _INT64_HEADROOM = 1 << 62  # products and sums are kept at or below 2^62 (one bi
 _MIN_MULTIPLIER = 1 << 19  # scale multipliers keep >= 20 significant bits: relative error <= 2^-20
 
 
-# ---- array backend: numpy, or torch for torch tensors (never imported here) --------------------------
-def _is_torch(x) -> bool:
-    return type(x).__module__.split(".", 1)[0] == "torch"
-
-
+# ---- array backend: numpy, or torch for torch tensors (never imported here; spikec.array_backend) --------------------------
 def _int64(x):
     """``x`` as an int64 array of its kind (numpy for anything not a torch tensor); floats, bools and
     uint64 (which int64 cannot hold) raise TypeError."""
@@ -92,16 +92,6 @@ def _int64(x):
     if not np.issubdtype(a.dtype, np.integer) or a.dtype == np.uint64:
         raise TypeError(f"integer input expected, got dtype {a.dtype}")
     return a.astype(np.int64, copy=False)
-
-
-def _where(c, a, b):
-    if _is_torch(c):
-        return sys.modules["torch"].where(c, a, b)
-    return np.where(c, a, b)
-
-
-def _clip(x, lo, hi):
-    return x.clamp(lo, hi) if _is_torch(x) else np.clip(x, lo, hi)
 
 
 def _minimum(x, hi: int):

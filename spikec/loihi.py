@@ -34,6 +34,10 @@ import sys
 
 import numpy as np
 
+from .array_backend import clip as _clip
+from .array_backend import is_torch as _is_torch
+from .array_backend import where as _where
+
 # the LIF step in one line (artifact manifests)
 LIF_SEMANTICS = ("Lava PyLifModelBitAcc: u = trunc0(u*(4096-(du+1))/4096) + (a << 6), 24-bit wrap; "
                  "v = clip(trunc0(v*(4096-dv)/4096) + u + (bias_mant << bias_exp), +-(2^23-1)); s = v > vth << 6; "
@@ -67,21 +71,7 @@ WEIGHT_BITS = 8  # 8-bit mantissa per synapse, one exponent per synapse group
 SIGN_MODES = ("exc", "inh", "mixed")
 
 
-# ---- array backend: numpy, or torch for torch tensors (never imported here) ---------------------------
-def _is_torch(x) -> bool:
-    return type(x).__module__.split(".", 1)[0] == "torch"
-
-
-def _where(c, a, b):
-    if _is_torch(c):
-        return sys.modules["torch"].where(c, a, b)
-    return np.where(c, a, b)
-
-
-def _clip(x, lo, hi):
-    return x.clamp(lo, hi) if _is_torch(x) else np.clip(x, lo, hi)
-
-
+# ---- array backend: numpy, or torch for torch tensors (never imported here; spikec.array_backend) ---------------------------
 def _int64(x):
     return x.to(sys.modules["torch"].int64) if _is_torch(x) else np.asarray(x, dtype=np.int64)
 

@@ -251,7 +251,8 @@ def for_artifact(path) -> Target:
 def refuse_intref_only_ops(graph, target: str) -> None:
     """Refuse, naming the ops and their modules, a quantized graph with operations only intref runs so
     far: the integer kernels of the operations that are not spike-driven (layer norm, softmax, sigmoid,
-    GELU, ReLU), products of two real values and added constants."""
+    GELU, ReLU), products of two real values, added constants, time mixing, concatenations and 3-d
+    convolutions."""
     from spikec import ir
     from spikec.errors import UnsupportedError
 
@@ -259,10 +260,12 @@ def refuse_intref_only_ops(graph, target: str) -> None:
     for n in graph.nodes:
         what = (n.kernel.replace("_", " ") if isinstance(n, ir.IntegerKernelNode)
                 else f"{n.op} of two real values" if isinstance(n, (ir.MulNode, ir.MatMulNode))
-                else "an added constant (bias / position embedding)" if isinstance(n, ir.AddConstantNode) else None)
+                else "an added constant (bias / position embedding)" if isinstance(n, ir.AddConstantNode)
+                else "time mixing (the time axis moved into the features)" if isinstance(n, ir.TimeToFeaturesNode)
+                else "a concatenation" if isinstance(n, ir.ConcatNode)
+                else "a 3-d convolution" if isinstance(n, ir.SynapseNode) and n.weight.ndim == 5 else None)
         if what:
             found.setdefault(what, []).append(f"module '{n.source}'" if n.source else "the top-level forward")
     if found:
         ops = "; ".join(f"{w} in {', '.join(dict.fromkeys(mods))}" for w, mods in found.items())
-        raise UnsupportedError(f"{target}: operations that are not spike-driven run on intref only so far ({ops}); "
-                               "compile with --target intref")
+        raise UnsupportedError(f"{target}: these operations run on intref only so far: {ops}; compile with --target intref")

@@ -139,10 +139,19 @@ def staa_snn(**kw) -> nn.Module:
 
 FAMILIES["neuron_variants"] = (neuron_variants, (2, 8, 8))
 FAMILIES["meta_spikformer"] = (meta_spikformer, (3, 32, 32))
+def stformer(**kw) -> nn.Module:
+    """STFormer: spiking conv tokenizer, a temporal core of causal convolutions over time (time mixing),
+    spiking guided attention (the project's reading of the paper: examples/models/stformer.py)."""
+    from .stformer import stformer as f
+
+    return f(**kw).eval()
+
+
 FAMILIES["staa_snn"] = (staa_snn, (1, 8, 8))
+FAMILIES["stformer"] = (stformer, (1, 8, 8))
 # the targets a family compiles to, where that is not every target (the README support table says so too):
-# layer norm, sigmoid and products of real values run on intref only so far
-FAMILY_TARGETS = {"staa_snn": ("intref",)}
+# layer norm, sigmoid, products of real values (STAA-SNN) and time mixing (STFormer) run on intref only so far
+FAMILY_TARGETS = {"staa_snn": ("intref",), "stformer": ("intref",)}
 SEQUENCE_INPUT = {"neuron_variants": 4}  # families that take [T, B, ...] input: their T
 # sizes for the example scripts and the NIR tests: attention of 16 tokens x 8 channels per head keeps
 # NIR's coincidence expansion (tokens^2 x head-dim^2 neurons per head) small

@@ -74,7 +74,7 @@ from spikec.errors import UnsupportedError
 from ..base import NameSource, PassReport, PassResult, where
 from .bounds import CALIB_PERCENTILE, Calibration, measured_bounds, worst_case_bounds
 from .domains import A_BITS, DOMAIN_OPS, OUT_BITS, V_BITS, Domains, Scales, describe, integer_multiple, signed_factor
-from .kernels import GELU_TANH_GAP, KERNEL_OPS, LABELS, PRODUCT_OPS, REAL_BITS, integer_kernel, kernel_report, product_shift
+from .kernels import GELU_TANH_GAP, KERNEL_OPS, LABELS, PRODUCT_OPS, REAL_BITS, fit_shift, integer_kernel, kernel_report
 from .neurons import constant_input, quantize_neuron
 from .report import NeuronReport, QuantReport, SynapseReport
 from .weights import quantize_synapse, quantize_weights
@@ -129,7 +129,8 @@ def quantize(graph: ir.Graph, calib: Optional[torch.Tensor] = None, input_range:
 
     scales = Scales(graph, x_scale, bound, membrane_bound)
     dom = scales.dom
-    x0 = {name: constant_input(graph, dom, x) for name, x in scales.neuron_in.items()}
+    explicit = scales.explicit_biases()
+    x0 = {name: constant_input(graph, dom, x, explicit) for name, x in scales.neuron_in.items()}
     scales.choose(x0)
     delta = scales.delta
 
@@ -195,18 +196,28 @@ def quantize(graph: ir.Graph, calib: Optional[torch.Tensor] = None, input_range:
             out_nodes.append(n.replace(inputs=(dq.name,)))
         elif isinstance(n, ir.AddConstantNode):  # the constant in the sum's units, rounded (an explicit addend)
             target = delta(n.name)
-            c = np.round(n.constant.astype(np.float64) / target)
-            out_nodes.append(n.replace(inputs=(as_units(n.inputs[0], target, n),), constant=c.astype(np.int64)))
+            value = n.alpha * n.constant.astype(np.float64)
+            c = np.round(value / target)
+            out_nodes.append(n.replace(inputs=(as_units(n.inputs[0], target, n),), constant=c.astype(np.int64), alpha=1.0))
             qname[n.name] = n.name
-            err = float(np.abs(c * target - n.constant).max())
+            err = float(np.abs(c * target - value).max())
             report.did(where(n), f"constant {list(n.constant.shape)} added as integers at scale {target:.4g} "
                                  f"(rounding error <= {err:.3g})")
         elif isinstance(n, KERNEL_OPS):
             x = n.inputs[0]
-            node = integer_kernel(graph, n, qname[x], delta(x), delta(n.name))
+            q, s_in = qname[x], scales.kernel_input_scale(x)
+            if s_in > delta(x) * (1 + 1e-12):  # a value of fixed scale beyond REAL_BITS: read shifted right
+                sh = ir.ShiftNode(names(f"{q}:shift"), (q,), n.source, shift=-round(math.log2(s_in / delta(x))))
+                out_nodes.append(sh)
+                q = sh.name
+            node = integer_kernel(graph, n, q, s_in, delta(n.name))
             out_nodes.append(node)
             qname[n.name] = node.name
-            krep = kernel_report(node, n.source, graph.types[x].features[node.axis] if node.kernel == "softmax" else 0)
+            try:
+                krep = kernel_report(node, n.source, graph.types[x].features[node.axis] if node.kernel == "softmax" else 0)
+            except ValueError as e:  # a plan refused its scales
+                raise UnsupportedError(f"quantize: {describe(n, graph)} has no integer kernel at input scale "
+                                       f"{s_in:.3g}: {e}") from None
             if isinstance(n, ir.ActivationNode) and n.approximate == "tanh":
                 krep.note = "the float op is GELU's tanh form; the kernel approximates erf GELU (within 5e-4 of it)"
                 krep.error_bound += GELU_TANH_GAP
@@ -215,7 +226,7 @@ def quantize(graph: ir.Graph, calib: Optional[torch.Tensor] = None, input_range:
                                  f"{node.output_scale:.4g}, error bound {krep.error_bound:.3g}")
         elif isinstance(n, PRODUCT_OPS):  # no binary operand: the product of the integers, rescaled
             natural = delta(n.inputs[0]) * delta(n.inputs[1])
-            j = product_shift(bound.get(n.name, 0.0), natural)
+            j = fit_shift(bound.get(n.name, 0.0), natural)
             out_nodes.append(n.replace(inputs=tuple(qname[i] for i in n.inputs)))
             q = n.name
             if j:

@@ -60,8 +60,10 @@ def worst_case_bounds(graph: ir.Graph, input_max: float) -> dict[str, float]:
             b[n.name] = ins[0] * float(np.abs(np.asarray(n.factor)).max())
         elif isinstance(n, ir.PadNode):
             b[n.name] = max(ins[0], float(np.abs(np.asarray(n.value)).max()))
+        elif isinstance(n, ir.ConcatNode):
+            b[n.name] = max(ins)
         elif isinstance(n, ir.AddConstantNode):
-            b[n.name] = ins[0] + float(np.abs(n.constant).max())
+            b[n.name] = ins[0] + abs(n.alpha) * float(np.abs(n.constant).max())
         elif isinstance(n, ir.SoftmaxNode) or (isinstance(n, ir.ActivationNode) and n.function == "sigmoid"):
             b[n.name] = 1.0
         elif isinstance(n, ir.ActivationNode):  # relu: |x|; gelu: x·Φ(x) is within [−0.17, |x|]

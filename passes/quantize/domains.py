@@ -42,12 +42,12 @@ from spikec import ir, loihi
 from spikec.errors import UnsupportedError
 
 from .bounds import membrane_bound, reduced_count
-from .kernels import MATERIALISED_OPS, PRODUCT_OPS, input_budget, product_shift
+from .kernels import MATERIALISED_OPS, PRODUCT_OPS, fit_shift, input_budget
 from .kernels import output_scale as kernel_output_scale
 
 # operations that keep one scale between synapse outputs and their neuron ("domain" ops)
 DOMAIN_OPS = (ir.AddNode, ir.ReshapeNode, ir.PermuteNode, ir.SliceNode, ir.ReduceNode, ir.MaxPoolNode, ir.AvgPoolNode,
-              ir.PadNode, ir.ScaleNode, ir.RepeatTimeNode)
+              ir.PadNode, ir.ScaleNode, ir.RepeatTimeNode, ir.ConcatNode, ir.TimeToFeaturesNode, ir.FeaturesToTimeNode)
 V_BITS = loihi.STATE_BITS - 2  # |v| <= 2^22: half of the 24-bit state range
 A_BITS = V_BITS - loihi.CURRENT_SHIFT  # |a| <= 2^16: u = a << 6 within 2^22
 OUT_BITS = 30  # host-side outputs: int32 with headroom
@@ -56,7 +56,7 @@ OUT_BITS = 30  # host-side outputs: int32 with headroom
 # is not taken for one (the ratio must match within 1e-13, float rounding of products of scales)
 MAX_UNIT_DENOMINATOR = 1 << 16
 # how a value of fixed scale gets it: ("scale", Δ) given; ("scaled", input, factor) Δ_input · factor;
-# ("sum", add node) the common unit of its operands'; ("materialised", node) from the node's inputs
+# ("sum", add / concat node) the common unit of its operands'; ("materialised", node) from the node's inputs
 FixedRule = tuple
 
 
@@ -227,7 +227,7 @@ def assign_domains(graph: ir.Graph, x_scale: float) -> tuple[dict[str, FixedRule
         var_ins = [i for i in n.inputs if i in dom]
         if not var_ins:  # a value computed exactly from integers (e.g. mean / avg-pool of spikes)
             # a sum: the common unit of its operands' scales, each multiplied by its integer at emission
-            fixed[n.name] = ("sum", n) if isinstance(n, ir.AddNode) else ("scaled", n.inputs[0], ratio)
+            fixed[n.name] = ("sum", n) if isinstance(n, (ir.AddNode, ir.ConcatNode)) else ("scaled", n.inputs[0], ratio)
             continue
         dom.add(n.name, var_ins[0], ratio)
         anchors += [(n.name, i) for i in n.inputs if i not in dom]
@@ -289,21 +289,23 @@ class Scales:
         if v in self._fixed_scale:
             return self._fixed_scale[v]
         if v in self._resolving:
-            raise UnsupportedError(f"quantize: {describe(self.graph[v], self.graph)} feeds back into the scale of its "
-                                   "own input (a non-spike-driven operation's output added into the value it reads); "
-                                   "integer targets need a conv / linear layer on that path")
+            raise UnsupportedError(f"quantize: {describe(self.graph[v], self.graph)} is added back into the value it "
+                                   "reads, and its output scale follows its input's (ReLU, GELU, a product): no "
+                                   "fixed-point scale holds both; put a conv / linear layer between its output and that sum")
         self._resolving.add(v)
         rule = self.fixed[v]
         if rule[0] == "scale":
             s = rule[1]
         elif rule[0] == "scaled":
             s = self.delta(rule[1]) * rule[2]
-        elif rule[0] == "sum":
+        elif rule[0] == "sum":  # (or a concatenation): the common unit of all operands
             n = rule[1]
-            a, b = (self.delta(i) for i in n.inputs)
-            s = common_unit(a, b)
-            if s is None:
-                raise UnsupportedError(no_common_unit(self.graph, n, a, b))
+            s = self.delta(n.inputs[0])
+            for i in n.inputs[1:]:
+                a, b = s, self.delta(i)
+                s = common_unit(a, b)
+                if s is None:
+                    raise UnsupportedError(no_common_unit(self.graph, n, a, b))
         else:
             s = self._materialised_scale(rule[1])
         self._resolving.discard(v)
@@ -313,8 +315,14 @@ class Scales:
     def _materialised_scale(self, n: ir.Node) -> float:
         if isinstance(n, PRODUCT_OPS):
             natural = self.delta(n.inputs[0]) * self.delta(n.inputs[1])
-            return natural * 2.0 ** product_shift(self.bound.get(n.name, 0.0), natural)
-        return kernel_output_scale(n, self.delta(n.inputs[0]), self.bound.get(n.name, 0.0))
+            return natural * 2.0 ** fit_shift(self.bound.get(n.name, 0.0), natural)
+        return kernel_output_scale(n, lambda: self.kernel_input_scale(n.inputs[0]), self.bound.get(n.name, 0.0))
+
+    def kernel_input_scale(self, v: str) -> float:
+        """The scale at which a kernel reads ``v``: a domain value's own (chosen to fit REAL_BITS), or a
+        value of fixed scale shifted right until its bound fits REAL_BITS (:func:`.kernels.fit_shift`)."""
+        d = self.delta(v)
+        return d if v in self.dom else d * 2.0 ** fit_shift(self.bound.get(v, 0.0), d)
 
     def unit(self, root: str) -> float:
         """The unit of a domain: its Δ is a power of two times it.  1, or the common unit of the
@@ -386,3 +394,14 @@ class Scales:
 
     def feeds_neurons(self, v: str) -> bool:
         return self.dom.find(v)[0] in self.needs
+
+    def materialised(self, v: str) -> bool:
+        """Is the domain of ``v`` also read as a materialised integer (by a kernel, a product or a
+        synapse)?  Its synapses then keep their biases as integer addends: a reader of the integers
+        must see them, so they cannot move into the neurons' biases."""
+        return v in self.dom and self.dom.find(v)[0] in self.kernel_needs
+
+    def explicit_biases(self) -> frozenset:
+        """The synapses whose biases stay in the synapse (:meth:`materialised` domains)."""
+        return frozenset(n.name for n in self.graph.nodes
+                         if isinstance(n, (ir.ConvNode, ir.LinearNode)) and self.materialised(n.name))

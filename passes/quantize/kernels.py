@@ -14,9 +14,12 @@ own, derived from the input scales:
     a·b, a @ b  the integer product                        Δ_out = Δa·Δb·2^j       exact, then floor(q / 2^j)
 
 j >= 0 is the smallest shift that brings the product's bound under 2^(REAL_BITS − 1) (a floor: an
-error below one output unit).  The errors of the kernels against the float ops are the plans'
-``error_bound`` (:mod:`spikec.integer_approx`, where they are derived and tested); the report lists
-each kernel in use with its bound.
+error below one output unit).  A kernel reading a value of fixed scale whose bound does not fit
+REAL_BITS (a sum of products, a reduction) reads it shifted right the same way.  The errors of the
+kernels against the float ops are the plans' ``error_bound`` (:mod:`spikec.integer_approx`, where they
+are derived and tested); the report lists each kernel in use with its bound.  A synapse whose output
+is also read materialised (by a kernel, a product or another synapse) keeps its bias as an integer
+addend: those readers must see it, so it cannot move into the neurons' biases.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from spikec import ir
 REAL_BITS = 16  # a materialised real value: |q| < 2^15 (Loihi 2 graded spikes carry up to 24 bits)
 GELU_TANH_GAP = 5e-4  # max |GELU_tanh(x) − GELU(x)| over the reals (measured: 4.73e-4; tested)
 OUTPUT_BITS = 15  # sigmoid and softmax outputs at 2^-15
+MIN_INPUT_SCALE = 2.0 ** -24  # the finest input scale of a kernel (inside every plan's range: exp's 2^-38, GELU's 1.2e-9)
 KERNEL_OPS = (ir.LayerNormNode, ir.SoftmaxNode, ir.ActivationNode)
 PRODUCT_OPS = (ir.MulNode, ir.MatMulNode)  # left after spike_matmul_to_addressed_accumulation: no binary operand
 MATERIALISED_OPS = KERNEL_OPS + PRODUCT_OPS
@@ -47,21 +51,31 @@ def kernel_name(n: ir.Node) -> str:
 
 
 def input_budget(bound: float) -> float:
-    """The smallest scale at which a materialised value of bound ``bound`` fits REAL_BITS."""
-    return max(bound, 1e-30) / 2 ** (REAL_BITS - 1)
+    """The smallest scale at which a materialised value of bound ``bound`` fits REAL_BITS (never
+    below MIN_INPUT_SCALE: a value of (nearly) zero range, e.g. a zero-initialised gate, still gets a
+    scale the kernels' plans accept)."""
+    return max(bound / 2 ** (REAL_BITS - 1), MIN_INPUT_SCALE)
 
 
-def product_shift(bound: float, natural_scale: float) -> int:
-    """j: the product's integers (bound / (Δa·Δb)) shifted right by j fit REAL_BITS."""
-    units = bound / natural_scale
+def fit_shift(bound: float, scale: float) -> int:
+    """j >= 0: integers of a value of bound ``bound`` at ``scale`` (a product's Δa·Δb, or any value of
+    fixed scale a kernel reads), shifted right by j (a floor), fit REAL_BITS."""
+    units = bound / scale
     return max(0, math.ceil(math.log2(units / 2 ** (REAL_BITS - 1)))) if units > 0 else 0
 
 
-def output_scale(n: ir.Node, scale_in: float, bound_out: float) -> float:
-    """Δ_out of kernel node ``n`` reading integers at ``scale_in`` (module docstring)."""
+def takes_input_scale(n: ir.Node) -> bool:
+    """Does the output scale of materialised node ``n`` follow its input scale (ReLU, GELU, products)?
+    (Sigmoid, softmax and layer norm have output scales of their own.)"""
+    return isinstance(n, PRODUCT_OPS) or kernel_name(n) in ("relu", "gelu")
+
+
+def output_scale(n: ir.Node, scale_in, bound_out: float) -> float:
+    """Δ_out of kernel node ``n``; ``scale_in()`` gives its input scale (asked for only where the
+    output scale follows it: :func:`takes_input_scale`)."""
     k = kernel_name(n)
     if k in ("relu", "gelu"):
-        return scale_in
+        return scale_in()
     if k in ("sigmoid", "softmax"):
         return 2.0 ** -OUTPUT_BITS
     from .domains import pow2_ceil  # (domains imports this module)

@@ -25,9 +25,10 @@ from .domains import DOMAIN_OPS, Domains
 from .report import NeuronReport
 
 
-def constant_input(graph: ir.Graph, dom: Domains, value: str) -> np.ndarray:
+def constant_input(graph: ir.Graph, dom: Domains, value: str, explicit_bias=frozenset()) -> np.ndarray:
     """The constant part X0 of a neuron's input ``value``: the synapse biases carried through the
-    domain's sums, reshapes and pools (one value per feature; refused if it varies over time)."""
+    domain's sums, reshapes and pools (one value per feature; refused if it varies over time),
+    except those of the synapses in ``explicit_bias``, which keep their biases as integer addends."""
     types = graph.types
     memo: dict[str, torch.Tensor] = {}
 
@@ -38,7 +39,7 @@ def constant_input(graph: ir.Graph, dom: Domains, value: str) -> np.ndarray:
         tv = types[v]
         if isinstance(n, (ir.ConvNode, ir.LinearNode)):
             out = torch.zeros((tv.time, 1, *tv.features), dtype=torch.float64)
-            if n.bias is not None:
+            if n.bias is not None and n.name not in explicit_bias:
                 b = torch.from_numpy(n.bias.astype(np.float64))
                 out = out + (b.reshape(-1, *([1] * (len(tv.features) - 1))) if isinstance(n, ir.ConvNode) else b)
         elif v in dom and isinstance(n, ir.AddConstantNode):  # its constant stays an explicit integer addend

@@ -100,7 +100,7 @@ def quantize_synapse(graph: ir.Graph, n, q_input: str, scales: Scales, report: P
     """The integer synapse of a conv / linear node ``n`` reading the integer value ``q_input``."""
     d_in = scales.delta(n.inputs[0])
     d_out = scales.delta(n.name)
-    materialised_input = graph.types[n.inputs[0]].kind is ir.Kind.REAL  # one integer at its own scale: no per-term floors
+    materialised_input = n.inputs[0] in scales.dom  # a synapse-derived value, one integer at its scale: no per-term floors
     hold = ("a sum or a negation follows" if folded_before_floor(graph, n.name)
             else "it reads a sum" if not materialised_input and summed_before(graph, n.inputs[0]) else None)
     w, e, mode, clipped, err = quantize_weights(n.weight, d_in / d_out, min_exp=0 if hold else None)
@@ -108,7 +108,7 @@ def quantize_synapse(graph: ir.Graph, n, q_input: str, scales: Scales, report: P
         report.skip(where(n), f"approximation: weight exponent held at 0 ({hold}: Lava would floor each part "
                               "apart for a negative exponent) -> fewer mantissa bits")
     bias = None
-    if not scales.feeds_neurons(n.name) and n.bias is not None:  # else its bias moves into the neurons' bias
+    if n.bias is not None and (not scales.feeds_neurons(n.name) or scales.materialised(n.name)):  # else: neurons' bias
         bias = np.round(n.bias.astype(np.float64) / d_out).astype(np.int64)
     common = dict(weight=w, weight_exp=e, sign_mode=mode, bias=bias)
     if isinstance(n, ir.ConvNode):

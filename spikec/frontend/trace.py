@@ -55,10 +55,11 @@ def _module_of(node: torch.fx.Node, user_classes: Optional[dict[str, str]] = Non
 
 
 SUPPORTED_ATEN = (
-    "conv1d/conv2d, linear, batch_norm, max_pool1d/2d, avg_pool1d/2d, adaptive_avg_pool(1), add, "
+    "conv1d/conv2d/conv3d, linear, batch_norm, max_pool1d/2d, avg_pool1d/2d, adaptive_avg_pool(1), add, "
     "sub, adding constants (biases, position embeddings, per step or not), mul, div (by constants), matmul, "
     "mean/sum over axes, flatten/unflatten/view/reshape/"
-    "squeeze/unsqueeze, transpose/permute, chunk/split/select/slice, repeat over time, dropout "
+    "squeeze/unsqueeze, transpose/permute (also moving time into the features and back), cat, "
+    "chunk/split/select/slice, repeat over time, dropout "
     "(eval), clone/contiguous/detach, layer_norm / softmax / relu / sigmoid / gelu (float IR and intref only so far), "
     "and spiking neurons"
 )

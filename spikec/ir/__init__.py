@@ -10,8 +10,10 @@ from .nodes import (
     AndNode,
     AvgPoolNode,
     BatchNormNode,
+    ConcatNode,
     ConvNode,
     DequantizeNode,
+    FeaturesToTimeNode,
     InputNode,
     IntegerKernelNode,
     LayerNormNode,
@@ -34,16 +36,18 @@ from .nodes import (
     SliceNode,
     SoftmaxNode,
     SynapseNode,
+    TimeToFeaturesNode,
 )
 from .printer import format_graph, graph_table
 from .serialize import load, save
 from .types import Kind, TensorType, TimeBehaviour
 
 __all__ = [
-    "NODE_TYPES", "ActivationNode", "AddConstantNode", "AddNode", "AddressedAccumulationNode", "AndNode", "AvgPoolNode",
-    "BatchNormNode", "ConvNode", "DequantizeNode", "Graph", "InputNode", "IntegerKernelNode",
-    "Kind", "LayerNormNode", "LinearNode", "LoihiNeuronNode", "MatMulNode", "MaxPoolNode", "MulNode", "NeuronNode", "Node",
-    "OutputNode", "PadNode", "PermuteNode", "QuantizeInputNode", "ReduceNode", "RepeatTimeNode", "ReshapeNode", "ScaleNode",
-    "ShiftNode", "SliceNode", "SoftmaxNode", "SynapseNode", "TensorType", "TimeBehaviour", "dead_code_elimination", "format_graph",
+    "NODE_TYPES", "ActivationNode", "AddConstantNode", "AddNode", "AddressedAccumulationNode", "AndNode",
+    "AvgPoolNode", "BatchNormNode", "ConcatNode", "ConvNode", "DequantizeNode", "FeaturesToTimeNode", "Graph",
+    "InputNode", "IntegerKernelNode", "Kind", "LayerNormNode", "LinearNode", "LoihiNeuronNode", "MatMulNode",
+    "MaxPoolNode", "MulNode", "NeuronNode", "Node", "OutputNode", "PadNode", "PermuteNode", "QuantizeInputNode",
+    "ReduceNode", "RepeatTimeNode", "ReshapeNode", "ScaleNode", "ShiftNode", "SliceNode", "SoftmaxNode",
+    "SynapseNode", "TensorType", "TimeBehaviour", "TimeToFeaturesNode", "dead_code_elimination", "format_graph",
     "graph_table", "load", "save", "topological_order",
 ]

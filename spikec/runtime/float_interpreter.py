@@ -37,7 +37,7 @@ def _factor(f: Union[float, np.ndarray]):
 
 
 def _conv(n: ir.ConvNode, x):
-    fn = F.conv1d if n.spatial_dims == 1 else F.conv2d
+    fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[n.spatial_dims]
     w, b = _t(n.weight), _t(n.bias)
     return merge_time(x, lambda z: fn(z, w, b, list(n.stride), list(n.padding), list(n.dilation), n.groups))
 
@@ -143,7 +143,10 @@ FLOAT_KERNELS: dict[type, Callable] = {
     ir.PadNode: lambda n, x: merge_time(x, lambda z: pad_with_values(z, n.pads, n.value)),
     ir.AndNode: lambda n, a, b: _binary(a, b, torch.logical_and).to(a.dtype),
     ir.AddressedAccumulationNode: lambda n, a, b: _addressed_acc(n, a, b),
-    ir.AddConstantNode: lambda n, x: x + constant_addend(n, x),
+    ir.AddConstantNode: lambda n, x: torch.add(x, constant_addend(n, x), alpha=n.alpha),
+    ir.TimeToFeaturesNode: lambda n, x: x.movedim(0, n.axis + 1).unsqueeze(0),
+    ir.FeaturesToTimeNode: lambda n, x: x[0].movedim(n.axis + 1, 0),
+    ir.ConcatNode: lambda n, *xs: torch.cat(xs, dim=n.axis + 2),
     ir.LayerNormNode: lambda n, x: _layer_norm(n, x),
     ir.SoftmaxNode: lambda n, x: torch.softmax(x, n.axis % (x.dim() - 2) + 2),
     ir.ActivationNode: lambda n, x: _activation(n, x),

@@ -209,7 +209,7 @@ def current_errors(optimized: ir.Graph, quantized: ir.Graph, quant, input_error:
     synapse_derived: set[str] = set()  # the quantizer's scale domains: synapse outputs and what domain ops make of them
     upstream: dict[str, set[str]] = {}  # value -> the synapses whose errors reach it (up to the neurons)
     domain_ops = (ir.AddNode, ir.ReshapeNode, ir.PermuteNode, ir.SliceNode, ir.MaxPoolNode, ir.PadNode,
-                  ir.RepeatTimeNode)
+                  ir.RepeatTimeNode, ir.ConcatNode, ir.TimeToFeaturesNode, ir.FeaturesToTimeNode)
     for n in optimized.nodes:
         f = types[n.name].features
         ins = [err[i] for i in n.inputs]
@@ -236,13 +236,17 @@ def current_errors(optimized: ir.Graph, quantized: ir.Graph, quant, input_error:
             err[n.name] = _full(f, k * (ma * eb + mb * ea + ea * eb) + floor)
         elif isinstance(n, ir.AddConstantNode):  # + the constant's rounding to the sum's units
             target = scales.get(n.name)
-            c = n.constant.astype(np.float64)
+            c = n.alpha * n.constant.astype(np.float64)
             rounding = float(np.abs(c - np.round(c / target) * target).max()) if target else np.inf
             err[n.name] = ins[0] + _shift_floor(scales.get(n.inputs[0]), target) + rounding
         elif isinstance(n, (ir.LayerNormNode, ir.SoftmaxNode, ir.ActivationNode)):
             krep = kernels.get(n.name)
             lipschitz = KERNEL_LIPSCHITZ.get(krep.kernel) if krep is not None else None
-            err[n.name] = _full(f, np.inf if lipschitz is None else lipschitz * float(ins[0].max()) + krep.error_bound)
+            if lipschitz is None:
+                err[n.name] = _full(f, np.inf)
+            else:  # + the floor of an input read shifted right into REAL_BITS (a scale coarser than its own)
+                shifted_in = krep.scale_in if krep.scale_in > scales.get(n.inputs[0], krep.scale_in) * (1 + 1e-12) else 0.0
+                err[n.name] = _full(f, lipschitz * (float(ins[0].max()) + shifted_in) + krep.error_bound)
         elif isinstance(n, (ir.ReduceNode, ir.AvgPoolNode, ir.ScaleNode)):  # scale-changing: operands not shifted
             out = FLOAT_KERNELS[type(n)](n, ins[0]).abs()  # a negative scale flips an error's sign, not its size
             if isinstance(n, ir.ReduceNode) and n.over_time and n.reduce == "sum":
@@ -262,8 +266,8 @@ def current_errors(optimized: ir.Graph, quantized: ir.Graph, quant, input_error:
                     pad_err = np.abs(v - np.round(v / target) * target)
                 pad_err = pad_err if np.ndim(pad_err) else float(pad_err)
                 err[n.name] = pad_with_values(shifted[0][0], n.pads, pad_err)[None]
-            elif isinstance(n, ir.RepeatTimeNode):
-                err[n.name] = shifted[0]
+            elif isinstance(n, (ir.RepeatTimeNode, ir.TimeToFeaturesNode, ir.FeaturesToTimeNode)):
+                err[n.name] = _full(f, float(shifted[0].max())) if not isinstance(n, ir.RepeatTimeNode) else shifted[0]
             else:
                 err[n.name] = FLOAT_KERNELS[type(n)](n, *shifted)
         elif isinstance(n, ir.OutputNode):

@@ -23,7 +23,7 @@ from spikec import integer_approx as A
 from spikec import ir, loihi
 from spikec.errors import SpikecError
 from spikec.runtime.execute import align_features, execute, merge_time, repeat_time
-from spikec.runtime.float_interpreter import constant_addend
+from spikec.runtime.float_interpreter import FLOAT_KERNELS, constant_addend
 
 from . import kernels as K
 
@@ -216,6 +216,9 @@ INT_KERNELS: dict[type, Callable] = {
     ir.QuantizeInputNode: quantize_input,
     ir.IntegerKernelNode: integer_kernel,
     ir.AddConstantNode: lambda n, x: x.to(torch.int64) + constant_addend(n, x),
+    ir.TimeToFeaturesNode: FLOAT_KERNELS[ir.TimeToFeaturesNode],  # data movement: the same on integers
+    ir.FeaturesToTimeNode: FLOAT_KERNELS[ir.FeaturesToTimeNode],
+    ir.ConcatNode: lambda n, *xs: torch.cat([x.to(torch.int64) for x in xs], dim=n.axis + 2),
     ir.MulNode: _product,
     ir.MatMulNode: _product,
     ir.SynapseNode: _synapse,

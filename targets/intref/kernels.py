@@ -178,9 +178,9 @@ def exact_conv(x: torch.Tensor, w: torch.Tensor | Weights, stride, padding, dila
     """Integer convolution of ``x`` [N, C, *spatial] with ``w`` (zero padding, exact)."""
     _check_int(x)
     w = w if isinstance(w, Weights) else Weights(w)
-    fn = F.conv1d if w.int.dim() == 3 else F.conv2d
-    return _weighted(x, w, lambda a, b: int8.conv(a, b, stride, padding, dilation, groups),
-                     lambda a, b: fn(a, b, None, stride, padding, dilation, groups))
+    fn = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}[w.int.dim()]
+    on_int8 = (lambda a, b: int8.conv(a, b, stride, padding, dilation, groups)) if w.int.dim() < 5 else (lambda a, b: None)
+    return _weighted(x, w, on_int8, lambda a, b: fn(a, b, None, stride, padding, dilation, groups))
 
 
 def max_pool(x: torch.Tensor, kernel, stride, padding, dilation, ceil_mode) -> torch.Tensor:

@@ -131,9 +131,10 @@ def test_added_constants_per_step_or_not():
     torch.manual_seed(0)
     model = PositionEmbedded().eval()
     graph = trace(model, (1, 4, 4), time_steps=4)
-    consts = [n.constant for n in graph.nodes if isinstance(n, ir.AddConstantNode)]
-    assert [c.shape for c in consts] == [(4, 8), (1, 8), (1, 1), (1, 1)]
-    np.testing.assert_array_equal(consts[1], -model.shift.detach().numpy()[None])
+    adds = [n for n in graph.nodes if isinstance(n, ir.AddConstantNode)]
+    assert [n.constant.shape for n in adds] == [(4, 8), (1, 8), (1, 1), (1, 1)]
+    np.testing.assert_array_equal(adds[1].constant, model.shift.detach().numpy()[None])
+    assert [n.alpha for n in adds] == [1.0, -1.0, 1.0, 1.0]
     x = torch.rand(4, 5, 1, 4, 4)
     with torch.no_grad():
         want = model(x)
@@ -154,3 +155,29 @@ class BatchConstant(nn.Module):
 def test_constant_varying_over_the_batch_is_refused():
     with pytest.raises(UnsupportedError, match="a constant that varies over the batch"):
         trace(BatchConstant(), (4,), time_steps=2)
+
+
+class Alpha(nn.Module):
+    def __init__(self, constant_first):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.c = nn.Parameter(torch.randn(4))
+        self.lif = neuron.LIFNode(step_mode="m")
+        self.constant_first = constant_first
+
+    def forward(self, x):
+        y = self.fc(x)
+        return self.lif(torch.sub(self.c, y, alpha=0.3) if self.constant_first else torch.add(y, self.c, alpha=0.3))
+
+
+def test_add_with_alpha_is_one_rounding_as_in_torch():
+    torch.manual_seed(0)
+    model = Alpha(False).eval()
+    graph = trace(model, (4,), time_steps=3)
+    x = torch.randn(3, 64, 4) * 3
+    with torch.no_grad():
+        want = model(x)
+    functional.reset_net(model)
+    assert torch.equal(run_float(graph, x).outputs[0], want)
+    with pytest.raises(UnsupportedError, match=r"a constant minus 0.3 times an activation"):
+        trace(Alpha(True).eval(), (4,), time_steps=3)

@@ -90,11 +90,15 @@ def _add_constant(c, a, b, k) -> Act:
     if x.layout == "split" and arr.shape[1] != 1 or x.layout == "merged" and arr.shape[0] != 1:
         raise c.unsupported("adding a constant that varies over the batch (or over time with time merged into the batch)")
     arr = arr.reshape(arr.shape[0] if x.layout == "split" else 1, *arr.shape[lead:])
-    if negate_x:
+    alpha = 1.0
+    if negate_x:  # c + k·x: exact as (k·x) + c only for k = ±1 (a negation rounds nothing)
+        if k not in (1, -1):
+            raise c.unsupported(f"a constant minus {abs(k):g} times an activation (torch rounds c − α·x once); "
+                                "write c − (α·x)")
         x = Act(c.emit(ir.ScaleNode, [x.value], factor=float(k), mode="mul"), x.layout) if k != 1 else x
-    elif k != 1:
-        arr = arr * np.float32(k)
-    return Act(c.emit(ir.AddConstantNode, [x.value], constant=arr), x.layout)
+    else:
+        alpha = float(k)
+    return Act(c.emit(ir.AddConstantNode, [x.value], constant=arr, alpha=alpha), x.layout)
 
 
 @handles("aten.rsub")

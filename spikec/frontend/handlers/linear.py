@@ -6,7 +6,7 @@ from ... import ir
 from .base import Act, handles, ntuple
 
 
-@handles("aten.conv1d", "aten.conv2d")
+@handles("aten.conv1d", "aten.conv2d", "aten.conv3d")
 def _conv(c, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     x = c.act(x)
     if x.layout != "merged":

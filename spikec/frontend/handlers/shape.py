@@ -27,11 +27,42 @@ def _permute(c, x, *dims):
     else:
         perm = [int(d) % nd for d in (dims[0] if len(dims) == 1 else dims)]
     if perm[:lead] != list(range(lead)):
-        raise c.unsupported(f"a permutation {perm} that moves the time or batch axis")
-    fperm = tuple(p - lead for p in perm[lead:])
+        return _time_mixing_permute(c, x, perm)
+    return _feature_permute(c, x, tuple(p - lead for p in perm[lead:]), x.layout)
+
+
+def _feature_permute(c, x: Act, fperm: tuple[int, ...], layout: str) -> Act:
     if fperm == tuple(range(len(fperm))):
-        return x
-    return Act(c.emit(ir.PermuteNode, [x.value], perm=fperm), x.layout)
+        return Act(x.value, layout)
+    return Act(c.emit(ir.PermuteNode, [x.value], perm=fperm), layout)
+
+
+def _time_mixing_permute(c, x: Act, perm: list[int]) -> Act:
+    """A permutation that moves the time axis into the features (``[T, B, ...] -> [B, ..., T, ...]``,
+    a :class:`~spikec.ir.TimeToFeaturesNode`) or a feature axis of a one-step value to the front
+    (``[B, ..., T, ...] -> [T, B, ...]``, a :class:`~spikec.ir.FeaturesToTimeNode`); the batch axis
+    never mixes with the others."""
+    t = c.t(x)
+    if x.layout == "split" and perm[0] == 1:  # [T, B, *f] -> [B, ...]: time becomes feature axis 0, then permuted
+        moved = Act(c.emit(ir.TimeToFeaturesNode, [x.value], axis=0), "merged")
+        # the new features are (T, *f): input axis 0 is feature 0, input axis d >= 2 is feature d - 1
+        return _feature_permute(c, moved, tuple(0 if p == 0 else p - 1 for p in perm[1:]), "merged")
+    if x.layout == "merged" and t.time == 1 and len(perm) >= 3 and perm[1] == 0:  # [B, *f] -> [f_k, B, ...]
+        order = (perm[0] - 1, *(p - 1 for p in perm[2:]))
+        front = _feature_permute(c, x, order, "merged")
+        return Act(c.emit(ir.FeaturesToTimeNode, [front.value], axis=0), "split")
+    raise c.unsupported(f"a permutation {perm} that moves the batch axis among the others")
+
+
+@handles("aten.cat", "aten.concat")
+def _cat(c, tensors, dim=0):
+    xs = [c.act(v) for v in tensors]
+    if len({x.layout for x in xs}) != 1:
+        raise c.unsupported("a concatenation of tensors with different time layouts")
+    x = xs[0]
+    lead = 2 if x.layout == "split" else 1
+    ax = c.need_feature_axis(x, int(dim), len(c.t(x).features) + lead, "a concatenation")
+    return Act(c.emit(ir.ConcatNode, [v.value for v in xs], axis=ax), x.layout)
 
 
 @handles("aten.flatten", "aten.unflatten", "aten.view", "aten.reshape", "aten._unsafe_view",

@@ -25,7 +25,16 @@ from .matmul import AddressedAccumulationNode, MatMulNode
 from .neurons import LoihiNeuronNode, NeuronNode
 from .nonlinear import ActivationNode, IntegerKernelNode, LayerNormNode, SoftmaxNode
 from .pooling import AvgPoolNode, MaxPoolNode, ReduceNode
-from .shape import PadNode, PermuteNode, RepeatTimeNode, ReshapeNode, SliceNode
+from .shape import (
+    ConcatNode,
+    FeaturesToTimeNode,
+    PadNode,
+    PermuteNode,
+    RepeatTimeNode,
+    ReshapeNode,
+    SliceNode,
+    TimeToFeaturesNode,
+)
 from .synapses import BatchNormNode, ConvNode, LinearNode, SynapseNode
 
 NODE_TYPES: dict[str, type[Node]] = {
@@ -35,14 +44,15 @@ NODE_TYPES: dict[str, type[Node]] = {
         MatMulNode, ScaleNode, ReduceNode, MaxPoolNode, AvgPoolNode, RepeatTimeNode, ReshapeNode,
         PermuteNode, SliceNode, AndNode, AddressedAccumulationNode, PadNode, QuantizeInputNode,
         SynapseNode, ShiftNode, LoihiNeuronNode, DequantizeNode, LayerNormNode, SoftmaxNode, ActivationNode,
-        IntegerKernelNode, AddConstantNode,
+        IntegerKernelNode, AddConstantNode, TimeToFeaturesNode, FeaturesToTimeNode, ConcatNode,
     )
 }
 
 __all__ = [
-    "NODE_TYPES", "ActivationNode", "AddConstantNode", "AddNode", "AddressedAccumulationNode", "AndNode", "AvgPoolNode", "BatchNormNode",
-    "ConvNode", "DequantizeNode", "InputNode", "IntegerKernelNode", "LayerNormNode", "LinearNode", "LoihiNeuronNode", "MatMulNode",
-    "MaxPoolNode", "MulNode", "NeuronNode", "Node", "OutputNode", "PadNode", "PermuteNode",
-    "QuantizeInputNode", "ReduceNode", "RepeatTimeNode", "ReshapeNode", "Scalar", "ScaleNode",
-    "ShiftNode", "SliceNode", "SoftmaxNode", "SynapseNode",
+    "NODE_TYPES", "ActivationNode", "AddConstantNode", "AddNode", "AddressedAccumulationNode", "AndNode",
+    "AvgPoolNode", "BatchNormNode", "ConcatNode", "ConvNode", "DequantizeNode", "FeaturesToTimeNode", "InputNode",
+    "IntegerKernelNode", "LayerNormNode", "LinearNode", "LoihiNeuronNode", "MatMulNode", "MaxPoolNode", "MulNode",
+    "NeuronNode", "Node", "OutputNode", "PadNode", "PermuteNode", "QuantizeInputNode", "ReduceNode",
+    "RepeatTimeNode", "ReshapeNode", "Scalar", "ScaleNode", "ShiftNode", "SliceNode", "SoftmaxNode", "SynapseNode",
+    "TimeToFeaturesNode",
 ]

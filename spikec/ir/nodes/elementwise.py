@@ -90,11 +90,13 @@ class ScaleNode(Node):
 
 @dataclass(frozen=True, eq=False)
 class AddConstantNode(Node):
-    """``x + constant``: a bias or a learnable position embedding.  ``constant`` has shape
-    ``(t, *f)`` with t = 1 (the same at every step) or t = T (one per time step: a per-step
-    position encoding), ``f`` broadcastable to the features (aligned from the right)."""
+    """``x + alpha·constant`` (PyTorch's ``torch.add(x, constant, alpha=alpha)``, one rounding): a
+    bias or a learnable position embedding.  ``constant`` has shape ``(t, *f)`` with t = 1 (the same
+    at every step) or t = T (one per time step: a per-step position encoding), ``f`` broadcastable to
+    the features (aligned from the right)."""
 
     constant: Optional[np.ndarray] = None
+    alpha: float = 1.0
 
     op: ClassVar[str] = "add_constant"
 
@@ -112,7 +114,8 @@ class AddConstantNode(Node):
         return x.with_(kind=kind)
 
     def summary(self):
-        return f"+ const{list(self.constant.shape)}" if self.constant is not None else "+ const"
+        return (f"+ {self.alpha:g} x " if self.alpha != 1 else "+ ") + (
+            f"const{list(self.constant.shape)}" if self.constant is not None else "const")
 
 
 @dataclass(frozen=True, eq=False)

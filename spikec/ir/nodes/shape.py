@@ -1,15 +1,16 @@
-"""Data movement: repetition over time, reshape, permute, slice and constant padding of the
-features.  No arithmetic (padding only writes its border value)."""
+"""Data movement: repetition over time, reshape, permute, slice, concatenation and constant padding
+of the features, and the two time-mixing moves (the time axis into the features and back).  No
+arithmetic (padding only writes its border value)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 import numpy as np
 
-from ..types import Kind, TensorType
+from ..types import Kind, TensorType, TimeBehaviour
 from .base import Node, Scalar, _check_arity, _scalar_or_array_str, _sum_kind
 
 
@@ -30,6 +31,91 @@ class RepeatTimeNode(Node):
 
     def summary(self):
         return f"T={self.time}"
+
+
+@dataclass(frozen=True, eq=False)
+class TimeToFeaturesNode(Node):
+    """Time mixing, explicit: the T steps of a value become feature axis ``axis`` of a one-step value,
+    ``[T, B, *f] -> [1, B, *f']`` with f' = f with T inserted at ``axis`` (e.g. a permutation to
+    ``[B, C, T, H, W]`` before a convolution over time).  Its output exists once every step has: a
+    run over the whole sequence computes it; a stepping target buffers the T steps (latency T)."""
+
+    axis: int = 0
+
+    op: ClassVar[str] = "time_to_features"
+
+    def time_behaviour(self) -> TimeBehaviour:
+        return TimeBehaviour.MIXES_STEPS
+
+    def infer(self, ins):
+        _check_arity(self, ins)
+        (x,) = ins
+        if not 0 <= self.axis <= len(x.features):
+            raise self.fail(f"axis {self.axis} out of range for features {x.features}")
+        feats = list(x.features)
+        feats.insert(self.axis, x.time)
+        return x.with_(time=1, features=tuple(feats))
+
+    def summary(self):
+        return f"T -> f{self.axis}"
+
+
+@dataclass(frozen=True, eq=False)
+class FeaturesToTimeNode(Node):
+    """The inverse move: feature axis ``axis`` of a one-step value becomes the time axis,
+    ``[1, B, *f] -> [f[axis], B, *f without axis]``."""
+
+    axis: int = 0
+
+    op: ClassVar[str] = "features_to_time"
+
+    def time_behaviour(self) -> TimeBehaviour:
+        return TimeBehaviour.MIXES_STEPS
+
+    def infer(self, ins):
+        _check_arity(self, ins)
+        (x,) = ins
+        if x.time != 1:
+            raise self.fail(f"input must have time = 1, has {x.time}")
+        if not 0 <= self.axis < len(x.features) or len(x.features) < 2:
+            raise self.fail(f"axis {self.axis} out of range for features {x.features}")
+        feats = list(x.features)
+        t = feats.pop(self.axis)
+        return x.with_(time=t, features=tuple(feats))
+
+    def summary(self):
+        return f"f{self.axis} -> T"
+
+
+@dataclass(frozen=True, eq=False)
+class ConcatNode(Node):
+    """Concatenation of the inputs along feature ``axis`` (``torch.cat``)."""
+
+    axis: int = 0
+
+    op: ClassVar[str] = "concat"
+    arity: ClassVar[Optional[int]] = None
+
+    def infer(self, ins):
+        if len(ins) < 2:
+            raise self.fail(f"concatenates at least 2 values, got {len(ins)}")
+        x = ins[0]
+        if any(t.time != x.time or len(t.features) != len(x.features) for t in ins):
+            raise self.fail(f"inputs differ in time steps or rank: {[str(t) for t in ins]}")
+        if not 0 <= self.axis < len(x.features):
+            raise self.fail(f"axis {self.axis} out of range for features {x.features}")
+        if any(t.features[:self.axis] + t.features[self.axis + 1:] != x.features[:self.axis] + x.features[self.axis + 1:]
+               for t in ins):
+            raise self.fail(f"features differ outside axis {self.axis}: {[t.features for t in ins]}")
+        feats = list(x.features)
+        feats[self.axis] = sum(t.features[self.axis] for t in ins)
+        kind = x.kind
+        for t in ins[1:]:
+            kind = kind.join(t.kind)
+        return x.with_(features=tuple(feats), kind=kind)
+
+    def summary(self):
+        return f"axis f{self.axis}"
 
 
 @dataclass(frozen=True, eq=False)

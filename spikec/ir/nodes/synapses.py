@@ -14,7 +14,9 @@ from .base import Node, _check_arity, _conv_out
 
 @dataclass(frozen=True, eq=False)
 class ConvNode(Node):
-    """N-d convolution per time step (PyTorch ``conv1d`` / ``conv2d`` semantics, cross-correlation).
+    """N-d convolution per time step (PyTorch ``conv1d`` / ``conv2d`` / ``conv3d`` semantics,
+    cross-correlation; a 3-d one convolves over time once the time axis is a feature axis,
+    :class:`~.shape.TimeToFeaturesNode`).
 
     ``weight``: ``[C_out, C_in / groups, *kernel]``; ``bias``: ``[C_out]`` or None.
     Input features ``[C_in, *spatial]``; output ``[C_out, *spatial_out]`` with
@@ -38,8 +40,8 @@ class ConvNode(Node):
         _check_arity(self, ins)
         (x,) = ins
         nd = self.spatial_dims
-        if nd not in (1, 2):
-            raise self.fail(f"only conv1d / conv2d are supported, weight has {nd} spatial dims")
+        if nd not in (1, 2, 3):
+            raise self.fail(f"only conv1d / conv2d / conv3d are supported, weight has {nd} spatial dims")
         if len(x.features) != nd + 1:
             raise self.fail(f"expects features [C, {nd} spatial], got {x.features}")
         for name in ("stride", "padding", "dilation"):

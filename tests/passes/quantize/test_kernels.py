@@ -142,8 +142,8 @@ def test_verify_judges_layers_behind_kernels():
 
 @pytest.mark.parametrize("target", ["onnx", "lava"])
 def test_other_integer_targets_refuse_naming_ops_and_modules(target):
-    with pytest.raises(UnsupportedError, match=rf"{target}: operations that are not spike-driven run on intref only "
-                                               r"so far \(layer norm in module 'norm'\)"):
+    with pytest.raises(UnsupportedError, match=rf"{target}: these operations run on intref only so far: "
+                                               r"layer norm in module 'norm'; compile with --target intref"):
         spikec.compile(Head("layer_norm").eval(), target, input_shape=(1, 4, 4), time_steps=2)
 
 
@@ -204,3 +204,128 @@ def test_weight_exponent_hold_only_where_lava_folds_before_the_floor(through_ker
 
     res = _compile(FoldAfterKernel(through_kernel))
     assert folded_before_floor(res.optimized, "fc") is (not through_kernel)
+
+
+# ---- regressions from the review of the first version (each failed before its fix) ------------------------
+def _max_error_and_bound(model, x, time_steps=2):
+    from spikec.compiler import compile_graph
+    from spikec.frontend import trace
+    from spikec.targets import get_target
+
+    res = compile_graph(trace(model.eval(), (1, 4, 4), time_steps=time_steps), get_target("intref"))
+    got = np.asarray(spikec.emit(res).run(x), dtype=np.float64)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).double().numpy()
+    functional.reset_net(model)
+    out = res.optimized.outputs[0].name
+    bound = float(current_errors(res.optimized, res.quantized, res.quant_report)[0][out].max())
+    return float(np.abs(got - want).max()), bound, res
+
+
+class SharedSynapse(nn.Module):
+    """y = fc(x) read by a LIF and by a second linear: fc's bias must reach both."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.fc2, self.head = nn.Linear(16, 8), nn.Linear(8, 4), nn.Linear(8, 4)
+        self.lif = neuron.LIFNode(step_mode="m")
+        with torch.no_grad():
+            self.fc.bias.fill_(1.0)
+
+    def forward(self, x):
+        y = self.fc(x.flatten(2))
+        return self.head(self.lif(y)) + self.fc2(y)
+
+
+def test_bias_of_a_synapse_also_read_materialised_stays_in_the_synapse():
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).random((2, 16, 1, 4, 4), dtype=np.float32)
+    err, bound, res = _max_error_and_bound(SharedSynapse(), x)
+    assert res.quantized["fc"].bias is not None and err <= bound, (err, bound)
+
+
+class SumIntoKernel(nn.Module):
+    """A kernel reading a sum of two products of different ranges (a value of fixed scale)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c, self.d = (nn.Linear(16, 8) for _ in range(4))
+
+    def forward(self, x):
+        x = x.flatten(2)
+        return torch.sigmoid(self.a(x) * self.b(x) * 8 + self.c(x) * self.d(x) / 64)
+
+
+def test_kernel_reads_a_fixed_scale_sum_shifted_into_its_bit_budget():
+    torch.manual_seed(0)
+    x = np.random.default_rng(1).random((2, 16, 1, 4, 4), dtype=np.float32)
+    err, bound, res = _max_error_and_bound(SumIntoKernel(), x)
+    kernel = next(n for n in res.quantized.nodes if isinstance(n, ir.IntegerKernelNode))
+    shift = res.quantized.producer(kernel.inputs[0])
+    assert isinstance(shift, ir.ShiftNode) and shift.shift < 0
+    q = run_int(res.quantized, x, record=True).values[kernel.inputs[0]]
+    assert int(q.abs().max()) < 2 ** (REAL_BITS - 1) and err <= bound, (err, bound)
+
+
+class ZeroGate(nn.Module):
+    def __init__(self, op):
+        super().__init__()
+        self.gate, self.fc = nn.Linear(16, 8), nn.Linear(16, 8)
+        self.op = op
+        with torch.no_grad():
+            self.gate.weight.zero_()
+            self.gate.bias.zero_()
+
+    def forward(self, x):
+        x = x.flatten(2)
+        f = {"sigmoid": torch.sigmoid, "gelu": F.gelu, "softmax": lambda t: torch.softmax(t, -1),
+             "layer_norm": lambda t: F.layer_norm(t, (8,))}[self.op]
+        return self.fc(x) * f(self.gate(x))
+
+
+@pytest.mark.parametrize("op", ["sigmoid", "gelu", "softmax", "layer_norm"])
+def test_a_zero_initialised_gate_compiles(op):
+    spikec.compile(ZeroGate(op).eval(), "intref", input_shape=(1, 4, 4), time_steps=2)
+
+
+class AddedBack(nn.Module):
+    def __init__(self, op):
+        super().__init__()
+        self.fc, self.fc2, self.head = nn.Linear(16, 8), nn.Linear(8, 8), nn.Linear(8, 4)
+        self.lif = neuron.LIFNode(step_mode="m")
+        self.op = op
+
+    def forward(self, x):
+        y = self.fc(x.flatten(2))
+        f = {"relu": F.relu, "sigmoid": torch.sigmoid, "softmax": lambda z: torch.softmax(z, -1)}[self.op]
+        return self.head(self.lif(self.fc2(y + f(y)) * 4))
+
+
+def test_an_output_added_back_into_its_input_is_refused_only_where_its_scale_follows_the_input():
+    for op in ("sigmoid", "softmax"):  # output scale 2^-15 of its own: no cycle
+        spikec.compile(AddedBack(op).eval(), "intref", input_shape=(1, 4, 4), time_steps=2)
+    with pytest.raises(UnsupportedError, match=r"the relu .* is added back into the value it reads"):
+        spikec.compile(AddedBack("relu").eval(), "intref", input_shape=(1, 4, 4), time_steps=2)
+
+
+class SpikeSumSynapse(nn.Module):
+    """Spike-driven: fc2 reads s0 + s1/4, a sum of fixed scale that Lava reads by one connection per
+    term (each floors on its own): the weight exponent stays >= 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc0, self.fc1, self.fc2 = nn.Linear(16, 64), nn.Linear(16, 64), nn.Linear(64, 32)
+        self.lif0, self.lif1 = neuron.LIFNode(step_mode="m"), neuron.LIFNode(step_mode="m")
+        self.lif2 = neuron.IFNode(step_mode="m", v_threshold=0.1)
+        with torch.no_grad():
+            self.fc2.weight.mul_(0.05)
+
+    def forward(self, x):
+        x = x.flatten(2)
+        return self.lif2(self.fc2(self.lif0(self.fc0(x) * 4) + self.lif1(self.fc1(x) * 4) / 4))
+
+
+def test_a_synapse_reading_a_fixed_scale_sum_keeps_the_exponent_hold():
+    torch.manual_seed(0)
+    res = _compile(SpikeSumSynapse(), "lava")
+    assert {s.name: s for s in res.quant_report.synapses}["fc2"].weight_exp >= 0

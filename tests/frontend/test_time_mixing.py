@@ -1,0 +1,99 @@
+"""Time mixing made explicit: a permutation that moves the time axis into the features (and back), a
+concatenation, and a 3-d convolution over time (STFormer's temporal core): traced into their IR
+nodes, run by the float IR bit for bit as torch runs them, and by intref over the whole sequence."""
+
+import numpy as np
+import pytest
+import torch
+from spikingjelly.activation_based import functional, neuron
+from torch import nn
+from torch.nn import functional as F
+
+import spikec
+from spikec import ir
+from spikec.errors import UnsupportedError
+from spikec.frontend import trace
+from spikec.runtime.float_interpreter import run_float
+
+
+class TemporalConv(nn.Module):
+    """Spikes -> [B, C, T, H, W] -> causal convolutions over time (kernels 1 and 3) -> concatenated ->
+    back to [T, B, C, H, W] -> LIF."""
+
+    def __init__(self):
+        super().__init__()
+        self.lif_in = neuron.LIFNode(step_mode="m")
+        self.convs = nn.ModuleList([nn.Conv3d(2, 2, (k, 1, 1), bias=False) for k in (1, 3)])
+        self.bns = nn.ModuleList([nn.BatchNorm3d(2) for _ in range(2)])
+        self.lif = neuron.LIFNode(step_mode="m", v_threshold=0.5)
+
+    def forward(self, x):  # [T, B, 2, 4, 4]
+        s = self.lif_in(x * 2).permute(1, 2, 0, 3, 4)
+        y = torch.cat([bn(conv(F.pad(s, (0, 0, 0, 0, k - 1, 0)))) for k, conv, bn in zip((1, 3), self.convs, self.bns)], 1)
+        return self.lif(y.permute(2, 0, 1, 3, 4))
+
+
+def _model():
+    torch.manual_seed(0)
+    m = TemporalConv()
+    with torch.no_grad():
+        for bn in m.bns:
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 1.5)
+            bn.weight.uniform_(0.8, 1.6)
+            bn.bias.uniform_(0.1, 0.5)
+        for conv in m.convs:
+            conv.weight.mul_(4)
+    return m.eval()
+
+
+def test_traced_as_time_mixing_nodes_and_run_bit_for_bit():
+    model = _model()
+    g = trace(model, (2, 4, 4), time_steps=6)
+    ops = [n.op for n in g.nodes]
+    assert ops.count("time_to_features") == 1 and ops.count("features_to_time") == 1 and ops.count("concat") == 1
+    to_f = next(n for n in g.nodes if isinstance(n, ir.TimeToFeaturesNode))
+    assert g.types[to_f.name].time == 1 and g.types[to_f.name].features == (6, 2, 4, 4)
+    assert to_f.time_behaviour() is ir.TimeBehaviour.MIXES_STEPS
+    assert all(n.weight.ndim == 5 for n in g.nodes if isinstance(n, ir.ConvNode))
+    x = torch.rand(6, 5, 2, 4, 4)
+    with torch.no_grad():
+        want = model(x)
+    functional.reset_net(model)
+    assert torch.equal(run_float(g, x).outputs[0], want)
+
+
+def test_intref_runs_the_whole_sequence_causally():
+    """The integer model fires like the float one, and (causal padding) its output at steps < 3 does
+    not depend on inputs at steps >= 3."""
+    model = _model()
+    x = np.random.default_rng(0).random((6, 32, 2, 4, 4), dtype=np.float32)
+    r = spikec.verify(model, "intref", x, input_shape=(2, 4, 4), time_steps=6)
+    assert all(rec.rate > 0.02 and rec.local_agreement >= 0.99 and rec.unexplained_flips == 0 for rec in r.layers)
+    art = spikec.compile(model, "intref", input_shape=(2, 4, 4), time_steps=6)
+    y = np.asarray(art.run(x))
+    x2 = x.copy()
+    x2[3:] = np.random.default_rng(1).random(x2[3:].shape, dtype=np.float32)
+    y2 = np.asarray(art.run(x2))
+    assert np.array_equal(y[:3], y2[:3]) and not np.array_equal(y[3:], y2[3:])
+
+
+@pytest.mark.parametrize("target", ["onnx", "lava"])
+def test_other_integer_targets_refuse_time_mixing(target):
+    with pytest.raises(UnsupportedError, match=rf"{target}: these operations run on intref only so far: "
+                                               r"time mixing \(the time axis moved into the features\)"):
+        spikec.compile(_model(), target, input_shape=(2, 4, 4), time_steps=6)
+
+
+class TokensFirst(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lif = neuron.LIFNode(step_mode="m")
+
+    def forward(self, x):  # [T, B, N, D] -> [N, B, T, D]: the batch stays, but tokens take the time axis's place
+        return self.lif(x.permute(2, 1, 0, 3))
+
+
+def test_permutation_mixing_the_batch_is_refused():
+    with pytest.raises(UnsupportedError, match=r"a permutation \[2, 1, 0, 3\] that moves the batch axis among the others"):
+        trace(TokensFirst(), (3, 4), time_steps=2)
