@@ -164,7 +164,8 @@ def add_data_options(p: argparse.ArgumentParser):
 
 
 def load_data(args, verb: str):
-    """The inputs and labels the data options name."""
+    """The inputs and labels the data options name (all of them: :func:`limit_samples` applies --limit
+    once the model's input layout is known)."""
     from spikec.data import load_array, load_dataset
 
     if args.dataset:
@@ -174,4 +175,13 @@ def load_data(args, verb: str):
         y = load_array(args.labels, "--labels").astype("int64") if args.labels else None
     else:
         raise SpikecError(f"{verb} needs data: --input X.npy (and --labels Y.npy) or --dataset NAME")
-    return limit(x, args.limit), limit(y, args.limit)
+    return x, y
+
+
+def limit_samples(graph, x, y, n: Optional[int]):
+    """The first ``n`` samples of ``x`` / ``y`` (--limit): along the batch axis, the second one of a
+    model that takes sequences [T, B, ...]."""
+    if not n:
+        return x, y
+    x = x[:, :n] if graph.inputs[0].layout != "static" else x[:n]
+    return x, limit(y, n)

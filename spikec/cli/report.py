@@ -39,6 +39,7 @@ def run(args) -> int:
     check_report_dir(args.output, protect=common.inputs_of(args))
     x, labels = common.load_data(args, "report")
     graph = common.graph_of(args)
+    x, labels = common.limit_samples(graph, x, labels, args.limit)
     check_inputs(graph, x, labels)
     report = report_graph(graph, x, labels=labels, calib=common.calib_of(args), input_range=args.input_range,
                           cores=not args.no_cores, max_memory=args.max_memory)

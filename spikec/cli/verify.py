@@ -61,6 +61,7 @@ def run(args) -> int:
     x, labels = common.load_data(args, "verify")
     loaded = common.open_args(args)  # once: the torch module runs, and the same object is traced
     graph = common.graph_of(args, loaded)
+    x, labels = common.limit_samples(graph, x, labels, args.limit)
     check_inputs(graph, x, labels)
     try:
         recipe = ModelRecipe(args.checkpoint, args.model, args.model_kwargs, args.trust_checkpoint)  # what workers re-open

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import ROOT
@@ -276,3 +277,18 @@ def test_outputs_never_overwrite_inputs_or_foreign_files(tmp_path, digits_ckpt, 
     err = capsys.readouterr().err
     assert "(it holds thesis.tex)" in err and "(it holds my.pth)" in err and err.count("command's inputs") >= 4
     assert (proj / "thesis.tex").read_text() == "precious" and ckpt.exists() and "def " in model_file.read_text()
+
+
+def test_limit_takes_samples_not_time_steps_of_a_sequence_model(tmp_path, capsys):
+    """--limit N keeps the first N samples: the second axis of [T, B, ...] inputs (it once cut time)."""
+    from examples.models import zoo
+    from spikec.cli import main
+
+    model, x = zoo.build("neuron_variants", batch=8)
+    torch.save(model.state_dict(), tmp_path / "nv.pth")
+    np.save(tmp_path / "x.npy", x.numpy())
+    code = main(["verify", str(tmp_path / "nv.pth"), "--model", "examples.models.zoo:neuron_variants", "--input-shape",
+                 "2,8,8", "--time-steps", "4", "--input", str(tmp_path / "x.npy"), "--limit", "3", "--target", "intref"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "on 3 samples" in out
