@@ -1,4 +1,5 @@
-"""Train the bundled example checkpoints on offline data (scikit-learn digits), minutes on 2 CPU cores.
+"""Train the bundled example checkpoints on offline data (scikit-learn digits, synthetic event streams),
+minutes on 2 CPU cores.
 
     python examples/train.py NAME [--epochs E] [--out PATH]     # one example
     python examples/train.py all                                # every example in EXAMPLES
@@ -8,10 +9,12 @@ Each example is a model family at a small configuration (``EXAMPLES``): the proj
 Spikformer, STFormer and STAA-SNN on the 8x8 digits, and spikingjelly 2.0.0's Spikformer, Spike-Driven
 Transformer (v1), QKFormer and MaxFormer plus the project's Meta-SpikeFormer on the digits upsampled
 to 3x32x32 (``spikec.data.digits``).  Split: the first 1437 images train, the last 360 are held out (the
-``digits`` / ``digits32`` datasets of ``spikec verify --dataset``).
+``digits`` / ``digits32`` datasets of ``spikec verify --dataset``).  STFormer also learns the synthetic
+event streams of :mod:`spikec.synthetic_events`, whose classes only the order of the T = 8 steps tells
+apart (3000 training samples; held out: the ``events`` dataset, 1000 samples).
 
 Surrogate-gradient training (the neurons' own surrogates), AdamW with a cosine schedule, batch 64,
-random shifts of up to one digit pixel as the only augmentation; the loss is the cross entropy of the
+random shifts of up to one digit pixel as the only augmentation (none for events); the loss is the cross entropy of the
 output averaged over time when the model returns one output per step.  Seeded, on CPU: rerunning a
 script gives the same checkpoint up to torch's non-deterministic CPU kernels.  The checkpoint holds
 ``{"model": state_dict, "config": kwargs}``; ``spikec`` reads it with ``--model FACTORY --model-kwargs``
@@ -57,11 +60,16 @@ class Example:
 
     @property
     def size(self) -> int:
-        return 8 if self.dataset == "digits" else 32
+        return {"digits": 8, "digits32": 32, "events": 16}[self.dataset]
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return (1, 8, 8) if self.size == 8 else (3, 32, 32)
+        return {"digits": (1, 8, 8), "digits32": (3, 32, 32), "events": (2, 16, 16)}[self.dataset]
+
+    @property
+    def time_steps(self) -> int | None:
+        """T of a sequence dataset ([T, B, ...] input), None for images."""
+        return EVENTS_T if self.dataset == "events" else None
 
     def checkpoint(self, name: str) -> Path:
         return CHECKPOINTS / f"{name}.pth"
@@ -73,7 +81,8 @@ class Example:
         """The checkpoint and model options of ``spikec verify`` for this example (relative to the repository)."""
         return [str(self.checkpoint(name).relative_to(ROOT)), "--model", f"examples.models.zoo:{self.factory}",
                 "--model-kwargs", json.dumps(self.kwargs, separators=(",", ":")),
-                "--input-shape", ",".join(map(str, self.input_shape)), "--dataset", self.dataset]
+                "--input-shape", ",".join(map(str, self.input_shape)),
+                *(["--time-steps", str(self.time_steps)] if self.time_steps else []), "--dataset", self.dataset]
 
 
 EXAMPLES: dict[str, Example] = {
@@ -90,12 +99,31 @@ EXAMPLES: dict[str, Example] = {
                                   dict(T=2, embed_dims=32, depths=[1, 1, 1]), epochs=30),
     "stformer_digits": Example("STFormer (temporal core of causal convolutions over time; intref only)", "stformer",
                                dict(T=4, embed_dims=32, num_heads=2, depths=1), dataset="digits", epochs=30),
+    "stformer_events": Example("STFormer on event streams whose classes only the order of the steps tells apart",
+                               "stformer", dict(T=8, img=16, in_channels=2, embed_dims=32, num_heads=2, depths=1),
+                               dataset="events", epochs=10),
     "staa_snn_digits": Example("STAA-SNN (CNN SNN with global-context and step attention; intref only)", "staa_snn",
                                dict(T=4, channels=32), dataset="digits", epochs=30),
 }
 
 # the project's own digits example, as the tests, demo and benchmarks import it
 CONFIG = EXAMPLES["spikformer_digits"].kwargs
+
+
+EVENTS_T, EVENTS_TRAIN = 8, 3000  # the events examples: T and training samples (held out: spikec.data's "events")
+
+
+def training_data(ex: Example):
+    """(x_train, y_train, x_test, y_test) of an example's dataset as torch tensors; event streams as
+    [T, N, 2, 16, 16] (spikec.synthetic_events), digits as images (:func:`digits_split`)."""
+    if ex.dataset != "events":
+        return digits_split(ex.size)
+    from spikec.data import load_dataset
+    from spikec.synthetic_events import events
+
+    xtr, ytr = events("train", EVENTS_T, EVENTS_TRAIN, layout="TN")
+    xte, yte = load_dataset("events")
+    return torch.from_numpy(xtr), torch.from_numpy(ytr), torch.from_numpy(xte), torch.from_numpy(yte)
 
 
 def digits_split(size: int = 8):
@@ -134,10 +162,11 @@ def train(ex: Example, epochs: int | None = None, seed: int = 0, batch: int = 64
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     epochs = epochs or ex.epochs
-    xtr, ytr, xte, yte = digits_split(ex.size)
+    xtr, ytr, xte, yte = training_data(ex)
+    sequence = ex.time_steps is not None  # [T, N, ...]: samples on axis 1, no pixel shifts
     model = ex.build()
     if ex.fire_at_start:
-        zoo.prepare(model, xtr[:batch], seed=seed)
+        zoo.prepare(model, xtr[:, :batch] if sequence else xtr[:batch], seed=seed)
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.momentum = 0.1  # prepare measured the statistics with a cumulative average
@@ -146,11 +175,12 @@ def train(ex: Example, epochs: int | None = None, seed: int = 0, batch: int = 64
     pixel = ex.size // 8
     for ep in range(epochs):
         model.train()
-        perm = torch.randperm(len(xtr), generator=g)
+        perm = torch.randperm(len(ytr), generator=g)
         t0 = time.time()
-        for i in range(0, len(xtr), batch):
+        for i in range(0, len(ytr), batch):
             idx = perm[i:i + batch]
-            loss = F.cross_entropy(logits(model, shift(xtr[idx], pixel, g)), ytr[idx])
+            xb = xtr[:, idx] if sequence else shift(xtr[idx], pixel, g)
+            loss = F.cross_entropy(logits(model, xb), ytr[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -180,7 +210,8 @@ def accuracies(name: str) -> tuple[float, float, float, int]:
     with torch.no_grad():
         pred_float = logits(model, torch.from_numpy(x)).argmax(-1).numpy()
     art = spikec.compile(str(ex.checkpoint(name)), "intref", factory=f"examples.models.zoo:{ex.factory}",
-                         model_kwargs=ex.kwargs, input_shape=ex.input_shape)
+                         model_kwargs=ex.kwargs, input_shape=ex.input_shape,
+                         time_steps=ex.time_steps)
     out = np.asarray(art.run(x), dtype=np.float64)
     pred_int = (out.mean(0) if out.ndim == 3 else out).argmax(-1)
     return float((pred_float == y).mean()), float((pred_int == y).mean()), float((pred_float == pred_int).mean()), len(y)
@@ -225,7 +256,7 @@ def main(argv=None) -> int:
         out = args.out if args.out and len(names) == 1 else ex.checkpoint(name)
         out.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"model": model.state_dict(), "config": ex.kwargs}, out)
-        _, _, xte, yte = digits_split(ex.size)
+        _, _, xte, yte = training_data(ex)
         print(f"saved {out} ({out.stat().st_size / 1e6:.2f} MB, {time.time() - t0:.0f} s): held-out accuracy "
               f"{evaluate(model, xte, yte):.4f}", flush=True)
     return 0

@@ -62,6 +62,8 @@ DIGITS_TRAIN = 1437  # scikit-learn digits 0..1436 train, 1437..1796 held out (t
 DATASETS = {
     "digits": "scikit-learn's 8x8 digits, held-out split, [B, 1, 8, 8] in 0..1",
     "digits32": "the same held-out digits upsampled to 32x32 (each pixel a 4x4 block) on 3 equal channels, [B, 3, 32, 32]",
+    "events": "synthetic event streams (spikec.synthetic_events): ten motion programs that only the order of the steps "
+              "tells apart, 1000 held out, [T=8, B, 2, 16, 16] (--time-steps 8)",
 }
 
 
@@ -85,4 +87,8 @@ def load_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
     """A bundled dataset's held-out split (inputs, labels); see :data:`DATASETS`."""
     if name not in DATASETS:
         raise SpikecError(f"unknown dataset {name!r}; bundled: {', '.join(DATASETS)}")
+    if name == "events":
+        from .synthetic_events import HELD_OUT, events
+
+        return events("test", layout="TN", **HELD_OUT)
     return digits("test", 32 if name == "digits32" else 8)
