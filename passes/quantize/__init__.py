@@ -54,10 +54,16 @@ connection into it gets its own weight exponent.
 Every approximation is reported per layer: weight rounding / clipping, decay (dv/4096 vs d),
 threshold placement, bias rounding / saturation.
 
+Operations that are not spike-driven (layer norm, softmax, sigmoid, GELU, ReLU, products of two
+real values) read their inputs materialised at 16 bits and run integer kernels of
+:mod:`spikec.integer_approx`, each reported with its error bound (:mod:`.kernels`); added constants
+(biases, per-step position embeddings) are explicit integer addends at the scale of the sum.
+
 The Loihi 2 rules themselves (widths, rounding, the LIF step) are :mod:`spikec.loihi`'s.  One
 module per job: :mod:`.bounds` (worst-case / calibrated ranges), :mod:`.domains` (which values share
 a scale, and the scales), :mod:`.weights` (mantissas and exponents), :mod:`.neurons` (thresholds,
-decays, biases, resets), :mod:`.report` (the per-layer :class:`QuantReport`); this module runs them.
+decays, biases, resets), :mod:`.kernels` (integer kernels and products), :mod:`.report` (the
+per-layer :class:`QuantReport`); this module runs them.
 """
 
 from __future__ import annotations
