@@ -97,7 +97,7 @@ EXAMPLES: dict[str, Example] = {
                                  dict(T=2, embed_dims=32, num_heads=[1, 2, 2], depths=[1, 1, 1]), epochs=80),
     "maxformer_digits32": Example("MaxFormer (spikingjelly zoo, CIFAR variant)", "sj_maxformer",
                                   dict(T=2, embed_dims=32, depths=[1, 1, 1]), epochs=30),
-    "stformer_digits": Example("STFormer (temporal core of causal convolutions over time; intref only)", "stformer",
+    "stformer_digits": Example("STFormer (temporal core of causal convolutions over time; intref, onnx)", "stformer",
                                dict(T=4, embed_dims=32, num_heads=2, depths=1), dataset="digits", epochs=30),
     "stformer_events": Example("STFormer on event streams whose classes only the order of the steps tells apart",
                                "stformer", dict(T=8, img=16, in_channels=2, embed_dims=32, num_heads=2, depths=1),

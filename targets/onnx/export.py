@@ -123,8 +123,10 @@ def value_ranges(graph: ir.Graph) -> dict[str, Range]:
             v = np.asarray(n.value, np.float64)
             out = (min(ins[0][0], math.floor(v.min())), max(ins[0][1], math.ceil(v.max())))
         elif isinstance(n, (ir.MaxPoolNode, ir.RepeatTimeNode, ir.ReshapeNode, ir.PermuteNode, ir.SliceNode,
-                            ir.DequantizeNode, ir.OutputNode)):
+                            ir.DequantizeNode, ir.OutputNode, ir.TimeToFeaturesNode, ir.FeaturesToTimeNode)):
             out = ins[0]
+        elif isinstance(n, ir.ConcatNode):
+            out = (min(v[0] for v in ins), max(v[1] for v in ins))
         kind = types[n.name].kind
         if kind is ir.Kind.SPIKE:
             out = (0, 1)
@@ -318,6 +320,10 @@ def _gib(nbytes: int) -> str:
     return f"{nbytes / 2 ** 30:.2f} GiB" if nbytes >= 2 ** 24 else f"{nbytes / 2 ** 20:.2f} MiB"
 
 
+# of the operations only intref ran at first (targets.base.refuse_intref_only_ops), what ONNX runs too
+ONNX_RUNS = ("time mixing", "a concatenation", "a 3-d convolution")
+
+
 def export_onnx(graph: ir.Graph):
     """Build an ``onnx.ModelProto`` of a quantized graph (see module docstring); a model that would not
     fit protobuf's 2 GiB is refused first, with its estimated size (:class:`UnsupportedError`)."""
@@ -325,7 +331,7 @@ def export_onnx(graph: ir.Graph):
     from google.protobuf.message import EncodeError
     from onnx import TensorProto, helper
 
-    refuse_intref_only_ops(graph, "onnx")
+    refuse_intref_only_ops(graph, "onnx", runs=ONNX_RUNS)
     ranges = value_ranges(graph)
     size, biggest = estimate_bytes(graph, ranges)
     if size > PROTOBUF_LIMIT:
@@ -412,6 +418,15 @@ def export_onnx(graph: ir.Graph):
         elif isinstance(n, ir.PermuteNode):
             for t in steps:
                 val[(n.name, t)] = b.op("Transpose", [at(n.inputs[0], t)], perm=[0, *[p + 1 for p in n.perm]])
+        elif isinstance(n, ir.TimeToFeaturesNode):  # the T per-step tensors stacked on feature axis n.axis
+            per = [b.op("Unsqueeze", [at(n.inputs[0], s), b.const([n.axis + 1])]) for s in range(types[n.inputs[0]].time)]
+            val[(n.name, 0)] = per[0] if len(per) == 1 else b.op("Concat", per, axis=n.axis + 1)
+        elif isinstance(n, ir.FeaturesToTimeNode):  # step t: index t of feature axis n.axis
+            for t in steps:
+                val[(n.name, t)] = b.op("Gather", [at(n.inputs[0], 0), b.const(t)], axis=n.axis + 1)
+        elif isinstance(n, ir.ConcatNode):
+            for t in steps:
+                val[(n.name, t)] = b.op("Concat", [at(i, t) for i in n.inputs], axis=n.axis + 1)
         elif isinstance(n, ir.SliceNode):
             for t in steps:
                 val[(n.name, t)] = b.op("Slice", [at(n.inputs[0], t), b.const([n.start]), b.const([n.stop]), b.const([n.axis + 1])])
