@@ -262,6 +262,7 @@ def refuse_intref_only_ops(graph, target: str, runs: Sequence[str] = ()) -> None
                 else f"{n.op} of two real values" if isinstance(n, (ir.MulNode, ir.MatMulNode))
                 else "an added constant (bias / position embedding)" if isinstance(n, ir.AddConstantNode)
                 else "time mixing (the time axis moved into the features)" if isinstance(n, ir.TimeToFeaturesNode)
+                else "time mixing (a feature axis made the time axis)" if isinstance(n, ir.FeaturesToTimeNode)
                 else "a concatenation" if isinstance(n, ir.ConcatNode)
                 else "a 3-d convolution" if isinstance(n, ir.SynapseNode) and n.weight.ndim == 5 else None)
         if what and not what.startswith(tuple(runs)):

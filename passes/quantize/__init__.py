@@ -135,7 +135,7 @@ def quantize(graph: ir.Graph, calib: Optional[torch.Tensor] = None, input_range:
 
     scales = Scales(graph, x_scale, bound, membrane_bound)
     dom = scales.dom
-    explicit = scales.explicit_biases()
+    explicit = scales.explicit_constants()
     x0 = {name: constant_input(graph, dom, x, explicit) for name, x in scales.neuron_in.items()}
     scales.choose(x0)
     delta = scales.delta
@@ -261,7 +261,8 @@ def quantize(graph: ir.Graph, calib: Optional[torch.Tensor] = None, input_range:
                 attrs["divisor_override"] = 1
             if isinstance(n, ir.PadNode):
                 v = np.asarray(n.value, dtype=np.float64)
-                attrs["value"] = 0.0 if n.inputs[0] in dom else (np.round(v / target) if v.ndim else float(np.round(v / target)))
+                moved = n.inputs[0] in dom and n.name not in explicit  # into the neurons' bias (constant_input)
+                attrs["value"] = 0.0 if moved else (np.round(v / target) if v.ndim else float(np.round(v / target)))
             out_nodes.append(n.replace(inputs=tuple(ins), **attrs))
             qname[n.name] = n.name
         else:

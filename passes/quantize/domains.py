@@ -397,11 +397,12 @@ class Scales:
 
     def materialised(self, v: str) -> bool:
         """Is the domain of ``v`` also read as a materialised integer (by a kernel, a product or a
-        synapse)?  Its synapses then keep their biases as integer addends: a reader of the integers
-        must see them, so they cannot move into the neurons' biases."""
+        synapse)?  Its synapses and pads then keep their biases and pad values as integers: a reader
+        of the integers must see them, so they cannot move into the neurons' biases."""
         return v in self.dom and self.dom.find(v)[0] in self.kernel_needs
 
-    def explicit_biases(self) -> frozenset:
-        """The synapses whose biases stay in the synapse (:meth:`materialised` domains)."""
+    def explicit_constants(self) -> frozenset:
+        """The synapses and pads of :meth:`materialised` domains: their biases and pad values stay in the
+        integer graph instead of moving into the neurons' biases."""
         return frozenset(n.name for n in self.graph.nodes
-                         if isinstance(n, (ir.ConvNode, ir.LinearNode)) and self.materialised(n.name))
+                         if isinstance(n, (ir.ConvNode, ir.LinearNode, ir.PadNode)) and self.materialised(n.name))

@@ -21,14 +21,14 @@ from spikec.runtime.float_interpreter import FLOAT_KERNELS
 
 from ..base import PassReport, where
 from .bounds import real_decay
-from .domains import DOMAIN_OPS, Domains
+from .domains import DOMAIN_OPS, Domains, describe
 from .report import NeuronReport
 
 
-def constant_input(graph: ir.Graph, dom: Domains, value: str, explicit_bias=frozenset()) -> np.ndarray:
-    """The constant part X0 of a neuron's input ``value``: the synapse biases carried through the
-    domain's sums, reshapes and pools (one value per feature; refused if it varies over time),
-    except those of the synapses in ``explicit_bias``, which keep their biases as integer addends."""
+def constant_input(graph: ir.Graph, dom: Domains, value: str, explicit=frozenset()) -> np.ndarray:
+    """The constant part X0 of a neuron's input ``value``: the synapse biases and pad values carried
+    through the domain's sums, reshapes and pools (one value per feature; refused if it varies over
+    time), except those of the synapses and pads in ``explicit``, which stay in the integer graph."""
     types = graph.types
     memo: dict[str, torch.Tensor] = {}
 
@@ -39,7 +39,7 @@ def constant_input(graph: ir.Graph, dom: Domains, value: str, explicit_bias=froz
         tv = types[v]
         if isinstance(n, (ir.ConvNode, ir.LinearNode)):
             out = torch.zeros((tv.time, 1, *tv.features), dtype=torch.float64)
-            if n.bias is not None and n.name not in explicit_bias:
+            if n.bias is not None and n.name not in explicit:
                 b = torch.from_numpy(n.bias.astype(np.float64))
                 out = out + (b.reshape(-1, *([1] * (len(tv.features) - 1))) if isinstance(n, ir.ConvNode) else b)
         elif v in dom and isinstance(n, ir.AddConstantNode):  # its constant stays an explicit integer addend
@@ -54,7 +54,8 @@ def constant_input(graph: ir.Graph, dom: Domains, value: str, explicit_bias=froz
             else:
                 ins = [ev(i).float() if types[i].kind is ir.Kind.REAL else torch.zeros((types[i].time, 1, *types[i].features))
                        for i in n.inputs]
-                out = FLOAT_KERNELS[type(n)](n, *ins).double()
+                op = n.replace(value=0.0) if isinstance(n, ir.PadNode) and n.name in explicit else n
+                out = FLOAT_KERNELS[type(n)](op, *ins).double()
         else:
             out = torch.zeros((tv.time, 1, *tv.features), dtype=torch.float64)
         memo[v] = out
@@ -62,7 +63,9 @@ def constant_input(graph: ir.Graph, dom: Domains, value: str, explicit_bias=froz
 
     x0 = ev(value)
     if x0.shape[0] > 1 and not torch.allclose(x0, x0[:1].expand_as(x0)):
-        raise UnsupportedError(f"quantize: the constant input of the neuron reading {value} varies over time")
+        raise UnsupportedError(f"quantize: the constant input of {describe(graph.users(value)[0], graph)} (its synapse "
+                               "biases and pad values) varies over time, which a Loihi bias cannot; add a per-step "
+                               "constant instead, or keep the time axis out of that layer's features")
     return x0[0, 0].numpy()
 
 

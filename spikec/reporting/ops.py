@@ -101,7 +101,7 @@ def _events(x: torch.Tensor, kind: Kind) -> torch.Tensor:
 
 def _conv(node, s: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``node``'s convolution (its geometry) of ``s`` ``[T, B, C, *spatial]`` with ``weight``."""
-    fn = F.conv1d if weight.dim() == 3 else F.conv2d
+    fn = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}[weight.dim()]
     T, B = s.shape[:2]
     y = fn(s.reshape(T * B, *s.shape[2:]), weight, None, list(node.stride), list(node.padding), list(node.dilation),
            node.groups)

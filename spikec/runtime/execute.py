@@ -135,7 +135,7 @@ def execute(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], kernels: Mappin
                 value = _taught_value(n, teacher[n.name], value)
             env[n.name] = value
             if not record:
-                for i in n.inputs:
+                for i in set(n.inputs):  # users are counted once per distinct user (x * x, cat([s, s]))
                     users_left[i] -= 1
                     if users_left[i] == 0 and not isinstance(graph[i], ir.OutputNode):
                         env.pop(i, None)

@@ -25,9 +25,11 @@ __all__ = ["Comparison", "FlipJudgement", "LayerRecord", "VerifyError", "VerifyR
 
 
 def _top1(y, per_step: bool = False) -> torch.Tensor:
-    """Predicted class per sample; per-step outputs [T, B, C] are averaged over time first."""
+    """Predicted class per sample; per-step outputs [T, B, C] (or [B, T, C]) are averaged over time first."""
     y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).double()
     y = y.mean(0) if per_step else y
+    if y.dim() > 2:  # [B, ..., C] (e.g. per-step logits batch-first): averaged over the axes between
+        y = y.reshape(y.shape[0], -1, y.shape[-1]).mean(1)
     return y.reshape(-1, y.shape[-1]).argmax(-1)
 
 

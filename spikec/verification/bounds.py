@@ -258,7 +258,8 @@ def current_errors(optimized: ir.Graph, quantized: ir.Graph, quant, input_error:
             shifted = [e + _shift_floor(scales.get(i), target) if real else e for e, i in zip(ins, n.inputs)]
             if isinstance(n, ir.PadNode):
                 v = np.asarray(n.value, dtype=np.float64)
-                if n.inputs[0] in synapse_derived:
+                q_value = getattr(quantized[n.name], "value", 0.0) if n.name in quantized else 0.0
+                if n.inputs[0] in synapse_derived and not np.any(q_value):
                     pad_err = 0.0  # the pad value went into the neuron's constant input (bias error)
                 elif target is None:
                     pad_err = np.inf

@@ -203,6 +203,8 @@ class _Exporter:
         elif isinstance(n, ir.RepeatTimeNode):
             self.vals[n.name] = get(0)
         elif isinstance(n, ir.ConvNode):
+            if n.spatial_dims == 3:
+                raise self.fail(n, "a 3-d convolution (NIR has Conv1d and Conv2d)")
             x = get(0)
             square = real_maxpool.square_kernel(n.weight, n.padding, n.dilation) if n.spatial_dims == 2 else (n.weight, n.padding)
             pointwise = all(k == 1 for k in n.weight.shape[2:]) and all(v == 1 for v in n.stride) and not any(n.padding)

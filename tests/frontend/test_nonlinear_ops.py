@@ -181,3 +181,26 @@ def test_add_with_alpha_is_one_rounding_as_in_torch():
     assert torch.equal(run_float(graph, x).outputs[0], want)
     with pytest.raises(UnsupportedError, match=r"a constant minus 0.3 times an activation"):
         trace(Alpha(True).eval(), (4,), time_steps=3)
+
+
+class ConstantPlusScaled(nn.Module):
+    def __init__(self, alpha):
+        super().__init__()
+        self.c = nn.Parameter(torch.randn(4))
+        self.lif = neuron.LIFNode(step_mode="m")
+        self.alpha = alpha
+
+    def forward(self, x):
+        return self.lif(torch.add(self.c, x, alpha=self.alpha))
+
+
+def test_constant_plus_a_power_of_two_times_an_activation_is_exact():
+    torch.manual_seed(0)
+    model = ConstantPlusScaled(2.0).eval()
+    x = torch.randn(3, 16, 4)
+    with torch.no_grad():
+        want = model(x)
+    functional.reset_net(model)
+    assert torch.equal(run_float(trace(model, (4,), time_steps=3), x).outputs[0], want)
+    with pytest.raises(UnsupportedError, match=r"a constant plus 3 times an activation"):
+        trace(ConstantPlusScaled(3.0).eval(), (4,), time_steps=3)

@@ -102,3 +102,80 @@ class TokensFirst(nn.Module):
 def test_permutation_mixing_the_batch_is_refused():
     with pytest.raises(UnsupportedError, match=r"a permutation \[2, 1, 0, 3\] that moves the batch axis among the others"):
         trace(TokensFirst(), (3, 4), time_steps=2)
+
+
+# ---- regressions from the review of the first version ---------------------------------------------------
+class OutBTC(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lif = neuron.LIFNode(step_mode="m")
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):  # [T, B, 4] -> per-step logits batch-first [B, T, 3]
+        return self.fc(self.lif(x * 2)).transpose(0, 1)
+
+
+def test_verify_accuracy_of_batch_first_per_step_logits():
+    x = np.random.default_rng(0).random((4, 6, 4), dtype=np.float32)
+    r = spikec.verify(OutBTC().eval(), "intref", x, input_shape=(4,), time_steps=4, labels=np.zeros(6, int))
+    assert set(r.accuracy) == {"torch", "float IR", "integer"}
+
+
+class CatSame(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l0, self.l1 = neuron.LIFNode(step_mode="m"), neuron.LIFNode(step_mode="m")
+        self.fc, self.fc2 = nn.Linear(8, 4), nn.Linear(4, 4)
+
+    def forward(self, x):
+        s = self.l0(x * 2)
+        return self.l1(self.fc(torch.cat([s, s], -1)) + self.fc2(s))
+
+
+def test_a_value_read_twice_by_one_node_and_again_later():
+    x = np.random.default_rng(0).random((4, 2, 4), dtype=np.float32)
+    model = CatSame().eval()
+    with torch.no_grad():
+        want = model(torch.from_numpy(x))
+    functional.reset_net(model)
+    assert torch.equal(run_float(trace(model, (4,), time_steps=4), torch.from_numpy(x)).outputs[0], want)
+    spikec.compile(model, "intref", input_shape=(4,), time_steps=4).run(x)
+
+
+class BatchFirst(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l0, self.l1 = neuron.LIFNode(step_mode="m"), neuron.LIFNode(step_mode="m")
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):  # batch-first sequences [B, T, D]
+        return self.l1(self.fc(self.l0(x.transpose(0, 1) * 2)))
+
+
+def test_batch_first_sequences_and_the_refusals_of_time_mixing_and_3d_convs():
+    x = np.random.default_rng(0).random((8, 6, 4), dtype=np.float32)
+    model = BatchFirst().eval()
+    g = trace(model, (6, 4))
+    assert [n.op for n in g.nodes].count("features_to_time") == 1
+    onnx, intref = (spikec.compile(model, t, input_shape=(6, 4)) for t in ("onnx", "intref"))
+    assert np.array_equal(np.asarray(onnx.run(x)), np.asarray(intref.run(x)))
+    with pytest.raises(UnsupportedError, match=r"lava: .*time mixing \(a feature axis made the time axis\) in the top"):
+        spikec.compile(model, "lava", input_shape=(6, 4))
+    with pytest.raises(UnsupportedError, match=r"nir: a 3-d convolution \(NIR has Conv1d and Conv2d\) at .*'conv'"):
+        spikec.compile(PerStepConv3d().eval(), "nir", input_shape=(1, 2, 4, 4), time_steps=2)
+
+
+class PerStepConv3d(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(1, 2, 3, padding=1)
+        self.lif = neuron.LIFNode(step_mode="m")
+
+    def forward(self, x):  # [T, B, 1, 2, 4, 4]: a volume per step
+        T, B = x.shape[:2]
+        return self.lif(self.conv(x.flatten(0, 1)).reshape(T, B, 2, 2, 4, 4))
+
+
+def test_report_runs_3d_convolutions(tmp_path):
+    x = np.random.default_rng(0).random((6, 4, 2, 4, 4), dtype=np.float32)
+    spikec.report(_model(), x, input_shape=(2, 4, 4), time_steps=6, output=tmp_path / "r")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ... import ir
@@ -91,10 +93,10 @@ def _add_constant(c, a, b, k) -> Act:
         raise c.unsupported("adding a constant that varies over the batch (or over time with time merged into the batch)")
     arr = arr.reshape(arr.shape[0] if x.layout == "split" else 1, *arr.shape[lead:])
     alpha = 1.0
-    if negate_x:  # c + k·x: exact as (k·x) + c only for k = ±1 (a negation rounds nothing)
-        if k not in (1, -1):
-            raise c.unsupported(f"a constant minus {abs(k):g} times an activation (torch rounds c − α·x once); "
-                                "write c − (α·x)")
+    if negate_x:  # c + k·x: exact as (k·x) + c where k·x rounds nothing (k = ±2^j)
+        if k == 0 or math.log2(abs(k)) % 1:
+            raise c.unsupported(f"a constant {'minus' if k < 0 else 'plus'} {abs(k):g} times an activation (torch rounds "
+                                f"c {'−' if k < 0 else '+'} α·x once); write it as c {'−' if k < 0 else '+'} (α·x)")
         x = Act(c.emit(ir.ScaleNode, [x.value], factor=float(k), mode="mul"), x.layout) if k != 1 else x
     else:
         alpha = float(k)

@@ -329,3 +329,25 @@ def test_a_synapse_reading_a_fixed_scale_sum_keeps_the_exponent_hold():
     torch.manual_seed(0)
     res = _compile(SpikeSumSynapse(), "lava")
     assert {s.name: s for s in res.quant_report.synapses}["fc2"].weight_exp >= 0
+
+
+class PaddedThenConvolved(nn.Module):
+    """conv -> pad(0.75) -> conv with no neuron between: the pad value must reach the second conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 2, 1, bias=False)
+        self.c2 = nn.Conv2d(2, 2, 3, bias=False)
+
+    def forward(self, x):  # [T, B, 1, 4, 4]
+        T, B = x.shape[:2]
+        y = F.pad(self.c1(x.flatten(0, 1)), (1, 1, 1, 1), value=0.75)
+        return self.c2(y).reshape(T, B, 2, 4, 4)
+
+
+def test_a_pad_value_read_by_a_synapse_stays_in_the_integer_graph():
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).random((2, 8, 1, 4, 4), dtype=np.float32)
+    err, bound, res = _max_error_and_bound(PaddedThenConvolved(), x)
+    pad = next(n for n in res.quantized.nodes if isinstance(n, ir.PadNode))
+    assert np.any(pad.value) and err <= bound, (err, bound)
