@@ -77,7 +77,7 @@ def verify(model: ModelLike, target: str | Target = REFERENCE, x=None, *, input_
            time_steps: Optional[int] = None, labels=None, factory: Optional[str] = None, model_kwargs=None,
            trust_checkpoint: bool = False, calib=None, input_range: Sequence[float] = (0.0, 1.0),
            skip: Iterable[str] = (), model_output=None, workers: int = 1, chunk: Optional[int] = None,
-           progress: bool = False, **options) -> VerifyReport:
+           progress: bool = False, perturb: Optional[float] = None, **options) -> VerifyReport:
     """Compile ``model`` for ``target`` and compare, neuron layer by neuron layer on inputs ``x``:
     the torch model (when ``model`` is one or loads as one), the traced float IR, the optimised
     float IR, the integer model (integer targets) and the target's own run against its reference.
@@ -86,8 +86,9 @@ def verify(model: ModelLike, target: str | Target = REFERENCE, x=None, *, input_
     32), in that many worker processes; the report is the same as with one (0 or 1: this process).
     A checkpoint path is re-opened in each worker; an ``nn.Module`` is pickled to them, and when it
     cannot be (a class defined in a notebook, a model file loaded by path) verify runs in this
-    process with a RuntimeWarning.  ``progress``: a progress bar on stderr.  Returns a
-    :class:`~spikec.verification.VerifyReport`."""
+    process with a RuntimeWarning.  ``progress``: a progress bar on stderr.  ``perturb``: also the float
+    model's top-1 agreement with itself under that relative weight perturbation (its own sensitivity,
+    :mod:`spikec.verification.sensitivity`).  Returns a :class:`~spikec.verification.VerifyReport`."""
     from .errors import SpikecError
     from .verification.chunks import ModelRecipe
 
@@ -101,7 +102,8 @@ def verify(model: ModelLike, target: str | Target = REFERENCE, x=None, *, input_
     recipe = (ModelRecipe(str(model), factory, model_kwargs, trust_checkpoint) if isinstance(model, (str, Path)) else None)
     return verify_graph(graph, target, x, module=loaded.module, labels=labels, model_output=model_output,
                         calib=None if calib is None else as_array(calib, "calib"), input_range=input_range,
-                        skip=skip, workers=workers, chunk=chunk, progress=progress, recipe=recipe, **options)
+                        skip=skip, workers=workers, chunk=chunk, progress=progress, recipe=recipe, perturb=perturb,
+                        **options)
 
 
 def report(model: ModelLike, x, *, input_shape: Optional[Sequence[int]] = None, time_steps: Optional[int] = None,

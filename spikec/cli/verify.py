@@ -31,6 +31,9 @@ def add_parser(sub) -> None:
     g.add_argument("--target", choices=names(), default=REFERENCE,
                    help=f"target to verify (default {REFERENCE}): its pipeline, and its own run checked against its "
                         "reference (integer targets: the integer reference bit for bit; others: the float IR)")
+    g.add_argument("--perturb", type=float, metavar="REL",
+                   help="also run the float IR with every weight x (1 + REL·N(0,1)) and report its top-1 agreement "
+                        "with itself: the model's own sensitivity, the yardstick for float vs integer (e.g. 1e-3)")
     g.add_argument("--min-agreement", type=float, default=0.0, metavar="F",
                    help="exit 1 if float vs integer (or target) top-1 agreement is below F (0..1)")
     g.add_argument("--json", metavar="FILE", help="write the per-layer report as JSON")
@@ -67,7 +70,8 @@ def run(args) -> int:
         recipe = ModelRecipe(args.checkpoint, args.model, args.model_kwargs, args.trust_checkpoint)  # what workers re-open
         report = verify_graph(graph, target, x, module=loaded.module, labels=labels, calib=common.calib_of(args),
                               model_output=args.model_output, input_range=args.input_range, workers=args.workers,
-                              progress=sys.stderr.isatty(), recipe=recipe, **common.target_options(args, target, verify=True))
+                              progress=sys.stderr.isatty(), recipe=recipe, perturb=args.perturb,
+                              **common.target_options(args, target, verify=True))
     except VerifyError as e:  # what was checked before the failure, then the one-line error
         show(e.report)
         raise

@@ -117,7 +117,7 @@ def teacher_forced(target, compiled, r_opt, x) -> dict[str, tuple[float, FlipJud
 def verify_graph(graph: ir.Graph, target, x: np.ndarray, *, module: Optional[torch.nn.Module] = None,
                  labels: Optional[np.ndarray] = None, calib: Optional[np.ndarray] = None,
                  input_range=(0.0, 1.0), skip=(), model_output=None, workers: int = 1, chunk: Optional[int] = None,
-                 progress: bool = False, recipe=None, **options) -> VerifyReport:
+                 progress: bool = False, recipe=None, perturb: Optional[float] = None, **options) -> VerifyReport:
     """Compile ``graph`` for ``target`` and compare every stage on ``x`` (already checked against the
     graph's input).  ``module`` is the torch model the graph was traced from, when there is one.
     The integer model is the target's reference run (:meth:`Target.reference_run`).
@@ -125,7 +125,9 @@ def verify_graph(graph: ir.Graph, target, x: np.ndarray, *, module: Optional[tor
     The samples run in chunks of ``chunk`` (:data:`.chunks.DEFAULT_CHUNK`) in ``workers`` processes
     (0 or 1: this one), the torch model rebuilt there from ``recipe`` (:class:`.chunks.ModelRecipe`)
     or ``module`` pickled; the report does not depend on ``workers`` (:mod:`.chunks`).  ``progress``:
-    a progress bar on stderr.  The target's own run is one run of all samples, in this process."""
+    a progress bar on stderr.  The target's own run is one run of all samples, in this process.
+    ``perturb``: also the float IR's top-1 agreement with itself under a relative weight perturbation
+    of that size (:mod:`.sensitivity`), the yardstick for the float-vs-integer agreement."""
     from spikec.compiler import compile_graph
     from spikec.data import sample_count
     from spikec.errors import SpikecError
@@ -220,6 +222,10 @@ def verify_graph(graph: ir.Graph, target, x: np.ndarray, *, module: Optional[tor
     report.top1_vacuous = bool(report.notes)
     if y_torch is not None:
         report.top1_torch = float((top1(y_torch) == top1(y_cmp)).float().mean())
+    if perturb is not None:
+        from .sensitivity import perturbed_agreement
+
+        report.perturbed = perturbed_agreement(graph, x, y_float, top1, perturb, labels)
     if labels is not None:
         lab = torch.as_tensor(labels)
         if y_torch is not None:

@@ -69,6 +69,7 @@ class VerifyReport:
     top1_vacuous: bool = False  # top1_agreement says nothing (see notes)
     failure: Optional[str] = None  # the stage that failed and why; the records hold what was checked before
     approximations: list[str] = field(default_factory=list)  # ops the integer model runs by integer approximations
+    perturbed: Optional[dict] = None  # the float IR against itself with perturbed weights (.sensitivity)
 
     @property
     def exact(self) -> bool:
@@ -157,6 +158,11 @@ class VerifyReport:
                            "can be judged there (a worst-case bound: many inputs, large weight sums)")
         out.append(f"top-1 agreement float vs {self.compared}: {self.top1_agreement:.4%}"
                    + ("" if self.top1_torch is None else f"  (torch vs {self.compared}: {self.top1_torch:.4%})"))
+        if self.perturbed is not None:
+            p = self.perturbed
+            out.append(f"top-1 agreement float vs float with weights x (1 + {p['relative']:g}·N(0,1)): "
+                       f"{p['top1_agreement']:.4%}  (the model's own sensitivity, beside float vs {self.compared})"
+                       + ("" if p["accuracy"] is None else f"; its accuracy {p['accuracy']:.4%}"))
         out += [f"accuracy {k}: {v:.4%}" for k, v in self.accuracy.items()]
         return out + [f"NOTE: {n}" for n in self.notes]
 
