@@ -22,13 +22,13 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import numpy as np
     from rich.console import Console
     from rich.table import Table
 
     from spikec.api import load
     from spikec.data import load_array
     from spikec.outputs import check_output
+    from spikec.verification import top1_classes
 
     x = load_array(args.input, "--input")
     if args.save:
@@ -49,7 +49,9 @@ def run(args) -> int:
         Console(width=160).print(table)
     y = out.outputs[0]
     print(f"output: shape {list(y.shape)}")
-    print("top-1 (first 20):", np.asarray(y).reshape(-1, y.shape[-1]).argmax(-1)[:20].tolist())
+    per_step = artifact.graph is not None and artifact.graph.outputs[0].layout == "split"
+    print("top-1 (first 20)" + (", outputs averaged over time" if per_step else "") + ":",
+          top1_classes(y, per_step)[:20].tolist())
     if args.save:
         write_file(args.save, lambda tmp: tmp.write_bytes(npy_bytes(y)))
         print(f"saved outputs to {args.save}")

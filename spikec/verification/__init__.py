@@ -24,7 +24,7 @@ __all__ = ["Comparison", "FlipJudgement", "LayerRecord", "VerifyError", "VerifyR
            "judge_flips", "spike_agreement", "teacher_forced", "verify_graph"]
 
 
-def _top1(y, per_step: bool = False) -> torch.Tensor:
+def top1_classes(y, per_step: bool = False) -> torch.Tensor:
     """Predicted class per sample; per-step outputs [T, B, C] (or [B, T, C]) are averaged over time first."""
     y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).double()
     y = y.mean(0) if per_step else y
@@ -216,7 +216,7 @@ def verify_graph(graph: ir.Graph, target, x: np.ndarray, *, module: Optional[tor
         report.failure = (f"compare the outputs: the {t.name} target's ({report.compared} run) have shape "
                           f"{list(np.shape(y_cmp))}, the float IR's {list(y_float.shape)}")
         raise VerifyError(f"{t.name}: {report.failure}", report)
-    top1 = lambda y: _top1(y, per_step)  # noqa: E731
+    top1 = lambda y: top1_classes(y, per_step)  # noqa: E731
     report.top1_agreement = float((top1(y_float) == top1(y_cmp)).float().mean())
     report.notes += vacuity_notes(top1(y_float), y_cmp, per_step, report.compared)
     report.top1_vacuous = bool(report.notes)
@@ -225,7 +225,9 @@ def verify_graph(graph: ir.Graph, target, x: np.ndarray, *, module: Optional[tor
     if perturb is not None:
         from .sensitivity import perturbed_agreement
 
-        report.perturbed = perturbed_agreement(graph, x, y_float, top1, perturb, labels)
+        # the float outputs compared came from the optimised float IR: perturb that one, chunk by chunk
+        report.perturbed = perturbed_agreement(res.optimized if res is not None else graph, x, y_float, top1, perturb,
+                                               labels, chunk or DEFAULT_CHUNK)
     if labels is not None:
         lab = torch.as_tensor(labels)
         if y_torch is not None:

@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from spikec import ir
+from spikec.errors import SpikecError
 from spikec.runtime.float_interpreter import run_float
 
 SEED = 0
@@ -34,16 +35,23 @@ def perturbed(graph: ir.Graph, relative: float, seed: int = SEED) -> ir.Graph:
     return graph.rewrite(nodes)
 
 
-def perturbed_agreement(graph: ir.Graph, x, y_float, top1, relative: float, labels=None) -> dict:
-    """{"relative", "top1_agreement" (perturbed vs unperturbed float IR), "accuracy" (perturbed, with
-    labels)}; ``top1`` maps outputs to predicted classes."""
-    y = run_float(perturbed(graph, relative), x).outputs[0]
+def perturbed_agreement(graph: ir.Graph, x, y_float, top1, relative: float, labels=None, chunk: int = 32) -> dict:
+    """{"relative", "top1_agreement" (perturbed vs unperturbed float IR: ``y_float``, the outputs of
+    ``graph`` itself), "accuracy" (perturbed, with labels)}; ``top1`` maps outputs to predicted
+    classes.  Runs ``chunk`` samples at a time (memory as verify's own runs)."""
+    import torch
+
+    if not (np.isfinite(relative) and relative >= 0):
+        raise SpikecError(f"--perturb takes a finite relative size >= 0, got {relative:g}")
+    g = perturbed(graph, relative)
+    sequence = graph.inputs[0].layout != "static"
+    n = x.shape[1] if sequence else x.shape[0]
+    parts = [run_float(g, x[:, i:i + chunk] if sequence else x[i:i + chunk]).outputs[0] for i in range(0, n, chunk)]
+    y = torch.cat(parts, dim=1 if graph.outputs[0].layout == "split" else 0)
     pred = top1(y)
     out: dict[str, Optional[float]] = {"relative": float(relative),
                                        "top1_agreement": float((pred == top1(y_float)).float().mean()),
                                        "accuracy": None}
     if labels is not None:
-        import torch
-
         out["accuracy"] = float((pred == torch.as_tensor(labels)).float().mean())
     return out

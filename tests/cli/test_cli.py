@@ -292,3 +292,22 @@ def test_limit_takes_samples_not_time_steps_of_a_sequence_model(tmp_path, capsys
     out = capsys.readouterr().out
     assert code == 0, out
     assert "on 3 samples" in out
+
+
+def test_run_prints_top1_averaged_over_time_for_per_step_outputs(tmp_path, capsys):
+    """spikec run on an artifact with per-step outputs [T, B, C]: top-1 of the time average (step 0
+    alone says little on data that only the order of the steps tells apart)."""
+    from examples.train import EXAMPLES, ROOT
+    from spikec.data import load_dataset
+
+    ex = EXAMPLES["stformer_events"]
+    x, y = load_dataset("events")
+    np.save(tmp_path / "x.npy", x[:, :20])
+    assert main(["compile", str(ROOT / ex.checkpoint("stformer_events")), "--model", f"examples.models.zoo:{ex.factory}",
+                 "--model-kwargs", '{"T":8,"img":16,"in_channels":2,"embed_dims":32,"num_heads":2,"depths":1}',
+                 "--input-shape", "2,16,16", "--time-steps", "8", "--target", "intref", "-o", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "a"), "--input", str(tmp_path / "x.npy")]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("top-1 (first 20), outputs averaged over time:"))
+    assert line.split(":", 1)[1].strip() == str(y[:20].tolist())  # the example is 100 % on these

@@ -85,7 +85,7 @@ def test_onnx_runs_time_mixing_bit_for_bit_as_intref():
 
 
 def test_lava_refuses_time_mixing():
-    with pytest.raises(UnsupportedError, match=r"lava: these operations run on intref only so far: "
+    with pytest.raises(UnsupportedError, match=r"lava: lava does not run these operations yet: "
                                                r"time mixing \(the time axis moved into the features\)"):
         spikec.compile(_model(), "lava", input_shape=(2, 4, 4), time_steps=6)
 

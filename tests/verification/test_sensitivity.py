@@ -32,3 +32,20 @@ def test_verify_reports_the_models_own_sensitivity(tmp_path, capsys, monkeypatch
     assert "top-1 agreement float vs float with weights x (1 + 0.001·N(0,1))" in text
     p = json.loads(out.read_text())["perturbed"]
     assert p["relative"] == 1e-3 and 0.8 <= p["top1_agreement"] <= 1.0 and 0.0 <= p["accuracy"] <= 1.0
+
+
+def test_zero_perturbation_agrees_fully_and_nonsense_is_refused():
+    import pytest
+
+    import spikec
+    from spikec.data import load_dataset
+    from spikec.errors import SpikecError
+
+    ex = EXAMPLES["spikformer_digits"]
+    x, y = load_dataset("digits")
+    common = dict(factory=f"examples.models.zoo:{ex.factory}", model_kwargs=ex.kwargs, input_shape=ex.input_shape,
+                  labels=y[:70])
+    r = spikec.verify(str(ex.checkpoint("spikformer_digits")), "intref", x[:70], perturb=0.0, chunk=32, **common)
+    assert r.perturbed["top1_agreement"] == 1.0 and r.perturbed["accuracy"] == r.accuracy["float IR"]
+    with pytest.raises(SpikecError, match="--perturb takes a finite relative size >= 0"):
+        spikec.verify(str(ex.checkpoint("spikformer_digits")), "intref", x[:8], perturb=-1.0, **{**common, "labels": y[:8]})
