@@ -270,4 +270,4 @@ def refuse_intref_only_ops(graph, target: str, runs: Sequence[str] = ()) -> None
     if found:
         ops = "; ".join(f"{w} in {', '.join(dict.fromkeys(mods))}" for w, mods in found.items())
         raise UnsupportedError(f"{target}: {target} does not run these operations yet: {ops}; intref runs them all "
-                               "(onnx too: time mixing, concatenations, 3-d convolutions)")
+                               "(onnx too: time mixing, concatenations, 3-d convolutions, added constants, products)")

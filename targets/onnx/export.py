@@ -127,6 +127,13 @@ def value_ranges(graph: ir.Graph) -> dict[str, Range]:
             out = ins[0]
         elif isinstance(n, ir.ConcatNode):
             out = (min(v[0] for v in ins), max(v[1] for v in ins))
+        elif isinstance(n, ir.AddConstantNode):
+            c = np.asarray(n.constant, np.int64) * int(n.alpha)
+            out = (ins[0][0] + int(min(c.min(), 0)), ins[0][1] + int(max(c.max(), 0)))
+        elif isinstance(n, (ir.MulNode, ir.MatMulNode)):  # products of two integer values (a matmul sums k of them)
+            k = types[n.inputs[0]].features[-1] if isinstance(n, ir.MatMulNode) else 1
+            lo, hi = _span(*(a * b for a in ins[0] for b in ins[1]))
+            out = (min(k * lo, lo), max(k * hi, hi))
         kind = types[n.name].kind
         if kind is ir.Kind.SPIKE:
             out = (0, 1)
@@ -321,7 +328,8 @@ def _gib(nbytes: int) -> str:
 
 
 # of the operations only intref ran at first (targets.base.refuse_intref_only_ops), what ONNX runs too
-ONNX_RUNS = ("time mixing", "a concatenation", "a 3-d convolution")
+ONNX_RUNS = ("time mixing", "a concatenation", "a 3-d convolution", "an added constant", "mul of two real values",
+             "matmul of two real values")
 
 
 def export_onnx(graph: ir.Graph):
@@ -427,6 +435,15 @@ def export_onnx(graph: ir.Graph):
         elif isinstance(n, ir.ConcatNode):
             for t in steps:
                 val[(n.name, t)] = b.op("Concat", [at(i, t) for i in n.inputs], axis=n.axis + 1)
+        elif isinstance(n, ir.AddConstantNode):  # the integer constant of step t (or the one of every step)
+            c = np.asarray(n.constant, np.int64) * int(n.alpha)
+            per_step = [b.const(c[t if c.shape[0] > 1 else 0]) for t in range(c.shape[0])]
+            for t in steps:
+                val[(n.name, t)] = b.op("Add", [at(n.inputs[0], t), per_step[t if c.shape[0] > 1 else 0]])
+        elif isinstance(n, (ir.MulNode, ir.MatMulNode)):  # a product of two integer values, int64
+            opt = "Mul" if isinstance(n, ir.MulNode) else "MatMul"
+            for t in steps:
+                val[(n.name, t)] = b.op(opt, [at(n.inputs[0], t), at(n.inputs[1], t)])
         elif isinstance(n, ir.SliceNode):
             for t in steps:
                 val[(n.name, t)] = b.op("Slice", [at(n.inputs[0], t), b.const([n.start]), b.const([n.stop]), b.const([n.axis + 1])])

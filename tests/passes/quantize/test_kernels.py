@@ -178,8 +178,11 @@ def test_per_step_constant_is_an_explicit_integer_addend():
     r = spikec.verify(model, "intref", x, input_shape=(1, 4, 4), time_steps=4)
     (lif,) = r.layers
     assert lif.rate > 0.05 and lif.local_agreement >= 0.99 and lif.unexplained_flips == 0 and np.isfinite(lif.error_bound)
+    onnx = spikec.compile(model, "onnx", input_shape=(1, 4, 4), time_steps=4)  # onnx runs added constants
+    assert np.array_equal(np.asarray(onnx.run(x)), np.asarray(spikec.compile(model, "intref", input_shape=(1, 4, 4),
+                                                                             time_steps=4).run(x)))
     with pytest.raises(UnsupportedError, match=r"an added constant \(bias / position embedding\) in the top-level forward"):
-        spikec.compile(model, "onnx", input_shape=(1, 4, 4), time_steps=4)
+        spikec.compile(model, "lava", input_shape=(1, 4, 4), time_steps=4)
 
 
 class FoldAfterKernel(nn.Module):
@@ -351,3 +354,25 @@ def test_a_pad_value_read_by_a_synapse_stays_in_the_integer_graph():
     err, bound, res = _max_error_and_bound(PaddedThenConvolved(), x)
     pad = next(n for n in res.quantized.nodes if isinstance(n, ir.PadNode))
     assert np.any(pad.value) and err <= bound, (err, bound)
+
+
+class Products(nn.Module):
+    """Elementwise and matrix products of two real values, read back on the host."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.q = nn.Linear(16, 8), nn.Linear(16, 8), nn.Linear(8, 8)
+
+    def forward(self, x):
+        x = x.flatten(2)
+        u = self.a(x) * self.b(x)
+        return u * 2 + (self.q(u).unsqueeze(-1) @ u.unsqueeze(-2)).sum(-1) / 8
+
+
+def test_onnx_runs_products_of_real_values_bit_for_bit_as_intref():
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).random((2, 16, 1, 4, 4), dtype=np.float32)
+    model = Products().eval()
+    onnx, intref = (spikec.compile(model, t, input_shape=(1, 4, 4), time_steps=2) for t in ("onnx", "intref"))
+    y = np.asarray(intref.run(x))
+    assert np.abs(y).max() > 0 and np.array_equal(np.asarray(onnx.run(x)), y)
