@@ -102,7 +102,7 @@ EXAMPLES: dict[str, Example] = {
     "stformer_events": Example("STFormer on event streams whose classes only the order of the steps tells apart",
                                "stformer", dict(T=8, img=16, in_channels=2, embed_dims=32, num_heads=2, depths=1),
                                dataset="events", epochs=10),
-    "staa_snn_digits": Example("STAA-SNN (CNN SNN with global-context and step attention; intref only)", "staa_snn",
+    "staa_snn_digits": Example("STAA-SNN (CNN SNN with global-context and step attention; intref, onnx)", "staa_snn",
                                dict(T=4, channels=32), dataset="digits", epochs=30),
 }
 

@@ -269,5 +269,4 @@ def refuse_intref_only_ops(graph, target: str, runs: Sequence[str] = ()) -> None
             found.setdefault(what, []).append(f"module '{n.source}'" if n.source else "the top-level forward")
     if found:
         ops = "; ".join(f"{w} in {', '.join(dict.fromkeys(mods))}" for w, mods in found.items())
-        raise UnsupportedError(f"{target}: {target} does not run these operations yet: {ops}; intref runs them all "
-                               "(onnx too: time mixing, concatenations, 3-d convolutions, added constants, products)")
+        raise UnsupportedError(f"{target}: {target} does not run these operations yet: {ops}; intref and onnx run them")

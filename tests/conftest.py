@@ -63,7 +63,7 @@ def zoo_models():
 LAVA_FAMILIES = ["spikformer_digits", "sj_spikformer", "sj_sdt", "meta_spikformer", "neuron_variants"]
 INTREF_FAMILIES = ["sj_spikformer", "sj_sdt", "meta_spikformer", "neuron_variants", "spikformer_digits", "staa_snn",
                    "stformer"]
-ONNX_FAMILIES = [f for f in INTREF_FAMILIES if f != "staa_snn"]
+ONNX_FAMILIES = list(INTREF_FAMILIES)
 NIR_FAMILIES = {f: zoo.EXAMPLE_KWARGS.get(f, {})  # model kwargs per family
                 for f in ("sj_spikformer", "sj_sdt", "spikformer_digits", "meta_spikformer", "neuron_variants")}
 

@@ -150,9 +150,8 @@ def stformer(**kw) -> nn.Module:
 FAMILIES["staa_snn"] = (staa_snn, (1, 8, 8))
 FAMILIES["stformer"] = (stformer, (1, 8, 8))
 # the targets a family compiles to, where that is not every target (the README support table says so too):
-# layer norm, sigmoid and products of real values (STAA-SNN) run on intref only so far, time mixing (STFormer)
-# on intref and onnx
-FAMILY_TARGETS = {"staa_snn": ("intref",), "stformer": ("intref", "onnx")}
+# the operations that are not spike-driven (STAA-SNN) and time mixing (STFormer) run on intref and onnx so far
+FAMILY_TARGETS = {"staa_snn": ("intref", "onnx"), "stformer": ("intref", "onnx")}
 SEQUENCE_INPUT = {"neuron_variants": 4}  # families that take [T, B, ...] input: their T
 # sizes for the example scripts and the NIR tests: attention of 16 tokens x 8 channels per head keeps
 # NIR's coincidence expansion (tokens^2 x head-dim^2 neurons per head) small

@@ -51,6 +51,9 @@ from spikec.errors import UnsupportedError
 from spikec.targets.base import refuse_intref_only_ops
 from spikec.targets.intref.executor import integer_factor
 
+from .kernels import emit as emit_kernel
+from .kernels import output_range as kernel_output_range
+
 OPSET = 17
 PROTOBUF_LIMIT = 2 ** 31 - 1  # bytes: protobuf cannot serialise a larger message (tests lower it)
 NODE_BYTES = 160  # estimate of one ONNX node plus its small constants (names, attributes)
@@ -130,6 +133,8 @@ def value_ranges(graph: ir.Graph) -> dict[str, Range]:
         elif isinstance(n, ir.AddConstantNode):
             c = np.asarray(n.constant, np.int64) * int(n.alpha)
             out = (ins[0][0] + int(min(c.min(), 0)), ins[0][1] + int(max(c.max(), 0)))
+        elif isinstance(n, ir.IntegerKernelNode):
+            out = kernel_output_range(n, *ins[0])
         elif isinstance(n, (ir.MulNode, ir.MatMulNode)):  # products of two integer values (a matmul sums k of them)
             k = types[n.inputs[0]].features[-1] if isinstance(n, ir.MatMulNode) else 1
             lo, hi = _span(*(a * b for a in ins[0] for b in ins[1]))
@@ -329,7 +334,7 @@ def _gib(nbytes: int) -> str:
 
 # of the operations only intref ran at first (targets.base.refuse_intref_only_ops), what ONNX runs too
 ONNX_RUNS = ("time mixing", "a concatenation", "a 3-d convolution", "an added constant", "mul of two real values",
-             "matmul of two real values")
+             "matmul of two real values", "relu", "sigmoid", "softmax", "gelu", "layer norm")
 
 
 def export_onnx(graph: ir.Graph):
@@ -440,6 +445,9 @@ def export_onnx(graph: ir.Graph):
             per_step = [b.const(c[t if c.shape[0] > 1 else 0]) for t in range(c.shape[0])]
             for t in steps:
                 val[(n.name, t)] = b.op("Add", [at(n.inputs[0], t), per_step[t if c.shape[0] > 1 else 0]])
+        elif isinstance(n, ir.IntegerKernelNode):  # spikec.integer_approx's kernel (targets/onnx/kernels.py)
+            for t in steps:
+                val[(n.name, t)] = emit_kernel(b, n, at(n.inputs[0], t), len(types[n.inputs[0]].features))
         elif isinstance(n, (ir.MulNode, ir.MatMulNode)):  # a product of two integer values, int64
             opt = "Mul" if isinstance(n, ir.MulNode) else "MatMul"
             for t in steps:

@@ -140,11 +140,24 @@ def test_verify_judges_layers_behind_kernels():
     functional.reset_net(model)
 
 
-@pytest.mark.parametrize("target", ["onnx", "lava"])
-def test_other_integer_targets_refuse_naming_ops_and_modules(target):
-    with pytest.raises(UnsupportedError, match=rf"{target}: {target} does not run these operations yet: "
-                                               r"layer norm in module 'norm'; intref runs them all"):
-        spikec.compile(Head("layer_norm").eval(), target, input_shape=(1, 4, 4), time_steps=2)
+def test_lava_refuses_naming_ops_and_modules():
+    with pytest.raises(UnsupportedError, match=r"lava: lava does not run these operations yet: "
+                                               r"layer norm in module 'norm'; intref and onnx run them"):
+        spikec.compile(Head("layer_norm").eval(), "lava", input_shape=(1, 4, 4), time_steps=2)
+
+
+@pytest.mark.parametrize("op", ["relu", "sigmoid", "softmax", "gelu", "gelu_tanh", "layer_norm"])
+def test_onnx_runs_every_kernel_bit_for_bit_as_intref(op):
+    """targets/onnx/kernels.py writes spikec.integer_approx's algebra in ONNX ops: the same integers."""
+    torch.manual_seed(0)
+    model = Head(op).eval()
+    if op == "layer_norm":
+        with torch.no_grad():
+            model.norm.weight.uniform_(0.5, 1.5)
+            model.norm.bias.uniform_(-0.5, 0.5)
+    x = np.random.default_rng(1).random((2, 64, 1, 4, 4), dtype=np.float32) * 1.5 - 0.25  # beyond the range too
+    onnx, intref = (spikec.compile(model, t, input_shape=(1, 4, 4), time_steps=2) for t in ("onnx", "intref"))
+    assert np.array_equal(np.asarray(onnx.run(x)), np.asarray(intref.run(x)))
 
 
 class PerStepBias(nn.Module):

@@ -5,6 +5,7 @@ import onnx
 import pytest
 from conftest import ONNX_FAMILIES, ROOT, first_samples
 
+from spikec import ir
 from spikec.compiler import compile_graph
 from spikec.targets.intref.executor import run_int
 from spikec.targets.onnx import OPSET, export_onnx
@@ -150,3 +151,28 @@ def test_pointwise_convolutions_on_counts_stay_small(zoo_models):
     c, n = 32, 16  # embed dims, tokens of the tiny configuration
     biggest = max(onnx.numpy_helper.to_array(t).size for t in model.graph.initializer)
     assert biggest < (c * n) ** 2 // 4, biggest
+
+
+def test_integer_square_root_in_onnx_is_exact():
+    """targets/onnx/kernels.py's Newton square root against math.isqrt on edge and random values."""
+    import math
+
+    from onnx import TensorProto, helper
+
+    from spikec.targets.onnx.export import _Builder
+    from spikec.targets.onnx.kernels import _isqrt
+
+    rng = np.random.default_rng(0)
+    xs = [0, 1, 2, 3, 4, 15, 16, 17, 2 ** 31, 2 ** 62 - 1, 2 ** 62, 2 ** 63 - 1]
+    xs += [k * k + d for k in (3, 46340, 3037000499) for d in (-1, 0, 1)]
+    xs += rng.integers(0, 2 ** 63 - 1, 200, dtype=np.int64).tolist() + rng.integers(0, 2 ** 20, 200).tolist()
+    x = np.array(xs, dtype=np.int64)
+    b = _Builder(ir.Graph([ir.InputNode("x", (), features=(1,))]))
+    y = _isqrt(b, "x")
+    g = helper.make_graph(b.nodes, "isqrt", [helper.make_tensor_value_info("x", TensorProto.INT64, [len(x)])],
+                          [helper.make_tensor_value_info(y, TensorProto.INT64, [len(x)])], initializer=b.inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)])
+    import onnxruntime as ort
+
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert got.tolist() == [math.isqrt(int(v)) for v in x]
