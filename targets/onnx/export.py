@@ -10,6 +10,10 @@
   pointwise convolutions), Add, Mul, Div (truncates toward zero, as Lava's decay), Where, Clip,
   Greater, Max, ReduceSum, Reshape / Transpose / Slice / Pad;
 * floor shifts ``x >> k`` are ``q - [x - q·2^k < 0]`` with ``q = x / 2^k`` truncated;
+* the operations that are not spike-driven: the integer kernels of :mod:`spikec.integer_approx` written
+  in ONNX integer ops (:mod:`.kernels`), products of two values (Mul / MatMul), added constants (Add);
+  time mixing as the T per-step tensors stacked on a feature axis (Unsqueeze / Concat) and taken apart
+  by index (Gather);
 * the output is the integer model's output (int64); the real value is ``output × scale`` (scale in
   the model's metadata).
 
