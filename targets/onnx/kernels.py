@@ -116,8 +116,8 @@ def output_range(n: ir.IntegerKernelNode, lo: int, hi: int) -> tuple[int, int]:
     lo, hi = max(lo, -limit), min(hi, limit)
     if n.kernel == "relu":
         return 0, max(hi, 0)
-    if n.kernel == "gelu":  # x·Φ(x) >= -0.17, plus the kernel's error (< 0.02 + S/2)
-        return min(lo, -(int(np.ceil(0.25 / n.scale_in)) + 1)), max(hi, 0)
+    if n.kernel == "gelu":  # x·Φ(x) in [max(x, -0.17), max(x, 0)], plus the kernel's error (< 0.02 + S/2)
+        return (max(lo, -(int(np.ceil(0.25 / n.scale_in)) + 1)) if lo < 0 else 0), max(hi, 0)
     rows = int(np.prod(n.gamma.shape))  # |normalised| <= sqrt(3N) (integer_approx.layer_norm)
     peak = (float(np.abs(n.gamma).max()) * np.sqrt(3 * rows) + float(np.abs(n.beta).max())) / n.output_scale
     return -(int(np.ceil(peak)) + 2), int(np.ceil(peak)) + 2

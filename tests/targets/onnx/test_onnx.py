@@ -176,3 +176,19 @@ def test_integer_square_root_in_onnx_is_exact():
 
     got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert got.tolist() == [math.isqrt(int(v)) for v in x]
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e-3, 0.05, 3.0])
+def test_kernel_output_ranges_hold_the_outputs(scale):
+    """The ranges the exporter's digit decomposition relies on hold every output of the kernel."""
+    import torch
+
+    from spikec.targets.intref.executor import integer_kernel
+    from spikec.targets.onnx.kernels import output_range
+
+    for kernel in ("gelu", "relu", "sigmoid"):
+        n = ir.IntegerKernelNode("k", ("x",), kernel=kernel, scale_in=scale, output_scale=scale, input_bits=15)
+        for lo, hi in ((-32767, 32767), (-100, 50), (0, 32767), (5, 9), (-7, -1)):
+            y = integer_kernel(n, torch.arange(lo, hi + 1, dtype=torch.int64).reshape(1, 1, -1))
+            a, b = output_range(n, lo, hi)
+            assert a <= int(y.min()) and int(y.max()) <= b, (kernel, lo, hi)
