@@ -80,7 +80,7 @@ from spikec.errors import UnsupportedError
 from ..base import NameSource, PassReport, PassResult, where
 from .bounds import CALIB_PERCENTILE, Calibration, measured_bounds, worst_case_bounds
 from .domains import A_BITS, DOMAIN_OPS, OUT_BITS, V_BITS, Domains, Scales, describe, integer_multiple, signed_factor
-from .kernels import GELU_TANH_GAP, KERNEL_OPS, LABELS, PRODUCT_OPS, REAL_BITS, fit_shift, integer_kernel, kernel_report
+from .kernels import GELU_TANH_GAP, KERNEL_OPS, LABELS, PRODUCT_OPS, REAL_BITS, integer_kernel, kernel_report
 from .neurons import constant_input, quantize_neuron
 from .report import NeuronReport, QuantReport, SynapseReport
 from .weights import quantize_synapse, quantize_weights
@@ -231,8 +231,7 @@ def quantize(graph: ir.Graph, calib: Optional[torch.Tensor] = None, input_range:
             report.did(where(n), f"integer {LABELS[node.kernel]} (spikec.integer_approx): scale {node.scale_in:.4g} -> "
                                  f"{node.output_scale:.4g}, error bound {krep.error_bound:.3g}")
         elif isinstance(n, PRODUCT_OPS):  # no binary operand: the product of the integers, rescaled
-            natural = delta(n.inputs[0]) * delta(n.inputs[1])
-            j = fit_shift(bound.get(n.name, 0.0), natural)
+            j = round(math.log2(delta(n.name) / (delta(n.inputs[0]) * delta(n.inputs[1]))))  # the scale's 2^j (.domains)
             out_nodes.append(n.replace(inputs=tuple(qname[i] for i in n.inputs)))
             q = n.name
             if j:

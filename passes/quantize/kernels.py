@@ -64,15 +64,9 @@ def fit_shift(bound: float, scale: float) -> int:
     return max(0, math.ceil(math.log2(units / 2 ** (REAL_BITS - 1)))) if units > 0 else 0
 
 
-def takes_input_scale(n: ir.Node) -> bool:
-    """Does the output scale of materialised node ``n`` follow its input scale (ReLU, GELU, products)?
-    (Sigmoid, softmax and layer norm have output scales of their own.)"""
-    return isinstance(n, PRODUCT_OPS) or kernel_name(n) in ("relu", "gelu")
-
-
 def output_scale(n: ir.Node, scale_in, bound_out: float) -> float:
-    """Δ_out of kernel node ``n``; ``scale_in()`` gives its input scale (asked for only where the
-    output scale follows it: :func:`takes_input_scale`)."""
+    """Δ_out of kernel node ``n``; ``scale_in()`` gives its input scale, asked for only where the output
+    scale follows it (ReLU, GELU): sigmoid, softmax and layer norm have output scales of their own."""
     k = kernel_name(n)
     if k in ("relu", "gelu"):
         return scale_in()

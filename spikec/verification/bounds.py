@@ -267,8 +267,10 @@ def current_errors(optimized: ir.Graph, quantized: ir.Graph, quant, input_error:
                     pad_err = np.abs(v - np.round(v / target) * target)
                 pad_err = pad_err if np.ndim(pad_err) else float(pad_err)
                 err[n.name] = pad_with_values(shifted[0][0], n.pads, pad_err)[None]
-            elif isinstance(n, (ir.RepeatTimeNode, ir.TimeToFeaturesNode, ir.FeaturesToTimeNode)):
-                err[n.name] = _full(f, float(shifted[0].max())) if not isinstance(n, ir.RepeatTimeNode) else shifted[0]
+            elif isinstance(n, ir.RepeatTimeNode):
+                err[n.name] = shifted[0]
+            elif isinstance(n, (ir.TimeToFeaturesNode, ir.FeaturesToTimeNode)):  # per-feature bounds are per-step
+                err[n.name] = _full(f, float(shifted[0].max()))
             else:
                 err[n.name] = FLOAT_KERNELS[type(n)](n, *shifted)
         elif isinstance(n, ir.OutputNode):
