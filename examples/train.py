@@ -104,6 +104,9 @@ EXAMPLES: dict[str, Example] = {
                                dataset="events", epochs=10),
     "staa_snn_digits": Example("STAA-SNN (CNN SNN with global-context and step attention; intref, onnx)", "staa_snn",
                                dict(T=4, channels=32), dataset="digits", epochs=30),
+    "spikeformer_st_digits": Example("Spikeformer (SEW tokenizer, divided space-time attention; intref, onnx)",
+                                     "spikeformer", dict(T=4, embed_dims=32, num_heads=2, depths=1), dataset="digits",
+                                     epochs=80),
 }
 
 # the project's own digits example, as the tests, demo and benchmarks import it

@@ -62,7 +62,7 @@ def zoo_models():
 # families each target is verified on by the tests (the README support table must say exactly this)
 LAVA_FAMILIES = ["spikformer_digits", "sj_spikformer", "sj_sdt", "meta_spikformer", "neuron_variants"]
 INTREF_FAMILIES = ["sj_spikformer", "sj_sdt", "meta_spikformer", "neuron_variants", "spikformer_digits", "staa_snn",
-                   "stformer"]
+                   "stformer", "spikeformer"]
 ONNX_FAMILIES = list(INTREF_FAMILIES)
 NIR_FAMILIES = {f: zoo.EXAMPLE_KWARGS.get(f, {})  # model kwargs per family
                 for f in ("sj_spikformer", "sj_sdt", "spikformer_digits", "meta_spikformer", "neuron_variants")}

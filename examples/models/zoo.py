@@ -147,11 +147,22 @@ def stformer(**kw) -> nn.Module:
     return f(**kw).eval()
 
 
+def spikeformer(**kw) -> nn.Module:
+    """Spikeformer: SEW convolutional tokenizer (PLIF), learnable spatio-temporal position embedding, divided
+    space-time attention (a real-valued transformer: layer norm, softmax, attention over the T steps of
+    each token), sequence pooling (examples/models/spikeformer_st.py)."""
+    from .spikeformer_st import spikeformer_st as f
+
+    return f(**kw).eval()
+
+
 FAMILIES["staa_snn"] = (staa_snn, (1, 8, 8))
 FAMILIES["stformer"] = (stformer, (1, 8, 8))
+FAMILIES["spikeformer"] = (spikeformer, (1, 8, 8))
 # the targets a family compiles to, where that is not every target (the README support table says so too):
-# the operations that are not spike-driven (STAA-SNN) and time mixing (STFormer) run on intref and onnx so far
-FAMILY_TARGETS = {"staa_snn": ("intref", "onnx"), "stformer": ("intref", "onnx")}
+# the operations that are not spike-driven (STAA-SNN, Spikeformer) and time mixing (STFormer, Spikeformer)
+# run on intref and onnx so far
+FAMILY_TARGETS = {"staa_snn": ("intref", "onnx"), "stformer": ("intref", "onnx"), "spikeformer": ("intref", "onnx")}
 SEQUENCE_INPUT = {"neuron_variants": 4}  # families that take [T, B, ...] input: their T
 # sizes for the example scripts and the NIR tests: attention of 16 tokens x 8 channels per head keeps
 # NIR's coincidence expansion (tokens^2 x head-dim^2 neurons per head) small

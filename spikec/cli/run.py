@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -49,7 +50,10 @@ def run(args) -> int:
         Console(width=160).print(table)
     y = out.outputs[0]
     print(f"output: shape {list(y.shape)}")
-    per_step = artifact.graph is not None and artifact.graph.outputs[0].layout == "split"
+    if artifact.graph is not None:
+        per_step = artifact.graph.outputs[0].layout == "split"
+    else:  # an ONNX model names its output layouts in its metadata
+        per_step = json.loads(artifact.meta.get("output_layouts", "[]"))[:1] == ["split"]
     print("top-1 (first 20)" + (", outputs averaged over time" if per_step else "") + ":",
           top1_classes(y, per_step)[:20].tolist())
     if args.save:

@@ -9,8 +9,9 @@ first (:mod:`.neurons`), so a neuron layer is one node, not an unrolled time loo
 
 The batch axis is exported as a *dynamic* dimension.  Its symbol tells, for every tensor in the
 ATen graph, which axis is the batch: that is how the converter maps the model's tensors, which are
-either ``[T, B, ...]`` ("split") or ``[T*B, ...]`` ("merged", as ``SeqToANNContainer`` and
-spikingjelly's ``layer.*`` wrappers make them), onto IR values of layout ``[T, B, *features]``.
+``[T, B, ...]`` ("split"), ``[T*B, ...]`` ("merged", as ``SeqToANNContainer`` and spikingjelly's
+``layer.*`` wrappers make them), or arrangements where feature axes stand in front of the batch or
+merge into it behind (:mod:`.layouts`), onto IR values of layout ``[T, B, *features]``.
 Operations that would mix the batch axis with another axis are refused.
 
 This module is the converter: where time and batch are in each tensor, the dispatch loop (an op
@@ -30,6 +31,7 @@ import torch
 from .. import ir
 from ..errors import ShapeError, SpikecError, UnsupportedError
 from ..ir.types import TensorType
+from . import layouts
 from .bn_pad import replace_bn_and_pad
 from .finite import refuse_nonfinite
 from .handlers import HANDLERS, Act, Poison, handles, op_name
@@ -59,7 +61,7 @@ SUPPORTED_ATEN = (
     "sub, adding constants (biases, position embeddings, per step or not), mul, div (by constants), matmul, "
     "mean/sum over axes, flatten/unflatten/view/reshape/"
     "squeeze/unsqueeze, transpose/permute (also moving time into the features and back), cat, "
-    "chunk/split/select/slice, repeat over time, dropout "
+    "chunk/split/select/unbind/slice, repeat over time, dropout "
     "(eval), clone/contiguous/detach, layer_norm / softmax / relu / sigmoid / gelu (float IR and intref only so far), "
     "and spiking neurons"
 )
@@ -157,31 +159,13 @@ class _Converter:
             return d // b
         return None
 
-    def layout_of_shape(self, shape, time: int) -> tuple[str, tuple[int, ...]]:
-        """Which layout an ATen tensor of ``shape`` has for an IR value with ``time`` steps."""
-        def concrete(dims):
-            return all(not isinstance(d, torch.SymInt) for d in dims)
+    def feature_axis(self, act: Act, dim: int) -> int | str:
+        """The IR feature axis of the tensor's axis ``dim``, or what that axis holds instead."""
+        ax = layouts.feature_axis(self, act, dim)
+        return layouts.axis_name(self, act, ax) if isinstance(ax, str) else ax
 
-        if len(shape) >= 2 and concrete(shape[:1]) and int(shape[0]) == time and self.coef(shape[1]) == 1 and concrete(shape[2:]):
-            return "split", tuple(int(d) for d in shape[2:])
-        if len(shape) >= 1 and self.coef(shape[0]) == time and concrete(shape[1:]):
-            return "merged", tuple(int(d) for d in shape[1:])
-        raise self.unsupported(
-            f"a tensor of shape {tuple(shape)} that mixes the batch axis with other axes "
-            f"(expected [T={time}, B, ...] or [T*B, ...])"
-        )
-
-    def feature_axis(self, act: Act, dim: int, ndim: int) -> int | str:
-        dim = dim % ndim if ndim else dim
-        if act.layout == "split":
-            return {0: "time", 1: "batch"}.get(dim, dim - 2)
-        return "time*batch" if dim == 0 else dim - 1
-
-    def need_feature_axis(self, act: Act, dim: int, ndim: int, what: str) -> int:
-        ax = self.feature_axis(act, dim, ndim)
-        if isinstance(ax, str):
-            raise self.unsupported(f"{what} along the {ax} axis")
-        return ax
+    def need_feature_axis(self, act: Act, dim: int, what: str) -> int:
+        return layouts.need_feature_axis(self, act, dim, what)
 
     def out_shape(self):
         v = self.cur.meta.get("val")
@@ -245,7 +229,8 @@ class _Converter:
         self.notes += notes
         results = [results[i] for i in keep]
         for i, r in enumerate(results):
-            a = self.act(self.value(r), "output")
+            a = layouts.time_major(self, self.act(self.value(r), "output"))
+            layouts.need_plain(self, a, "a model output")
             t = self.t(a)
             if a.layout == "merged" and t.time == 1:
                 layout = "batch"

@@ -543,6 +543,7 @@ def export_onnx(graph: ir.Graph):
         model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="spikec",
                                   producer_version=__version__)
         meta = {"output_scales": json.dumps([s for _, s in outputs]), "time_steps": json.dumps(T),
+                "output_layouts": json.dumps([n.layout for n in graph.outputs]),
                 "semantics": "integer model of spikec intref; real output = output * output_scales[i]"}
         for k, v in meta.items():
             model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))

@@ -294,9 +294,11 @@ def test_limit_takes_samples_not_time_steps_of_a_sequence_model(tmp_path, capsys
     assert "on 3 samples" in out
 
 
-def test_run_prints_top1_averaged_over_time_for_per_step_outputs(tmp_path, capsys):
+@pytest.mark.parametrize("target,artifact", [("intref", "a"), ("onnx", "a.onnx")])
+def test_run_prints_top1_averaged_over_time_for_per_step_outputs(tmp_path, capsys, target, artifact):
     """spikec run on an artifact with per-step outputs [T, B, C]: top-1 of the time average (step 0
-    alone says little on data that only the order of the steps tells apart)."""
+    alone says little on data that only the order of the steps tells apart); an ONNX file says its
+    output layouts in its metadata."""
     from examples.train import EXAMPLES, ROOT
     from spikec.data import load_dataset
 
@@ -305,9 +307,9 @@ def test_run_prints_top1_averaged_over_time_for_per_step_outputs(tmp_path, capsy
     np.save(tmp_path / "x.npy", x[:, :20])
     assert main(["compile", str(ROOT / ex.checkpoint("stformer_events")), "--model", f"examples.models.zoo:{ex.factory}",
                  "--model-kwargs", '{"T":8,"img":16,"in_channels":2,"embed_dims":32,"num_heads":2,"depths":1}',
-                 "--input-shape", "2,16,16", "--time-steps", "8", "--target", "intref", "-o", str(tmp_path / "a")]) == 0
+                 "--input-shape", "2,16,16", "--time-steps", "8", "--target", target, "-o", str(tmp_path / artifact)]) == 0
     capsys.readouterr()
-    assert main(["run", str(tmp_path / "a"), "--input", str(tmp_path / "x.npy")]) == 0
+    assert main(["run", str(tmp_path / artifact), "--input", str(tmp_path / "x.npy")]) == 0
     out = capsys.readouterr().out
     line = next(ln for ln in out.splitlines() if ln.startswith("top-1 (first 20), outputs averaged over time:"))
     assert line.split(":", 1)[1].strip() == str(y[:20].tolist())  # the example is 100 % on these

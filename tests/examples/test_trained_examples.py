@@ -18,6 +18,8 @@ from spikec.cli import main as spikec_cli
 HEADER, ROWS = readme_table("trained-table")
 MAX_GAP = 4.5 / 360  # |float - integer| accuracy: at most 4 of the 360 held-out images
 MIN_AGREEMENT = 0.92  # float and integer predict the same class
+# issue 14's bar for the families with integer kernels and time mixing: within 1 point
+KERNEL_FAMILIES, KERNEL_GAP = ("staa_snn", "stformer", "spikeformer"), 0.01
 
 
 def _name(row: dict) -> str:
@@ -40,6 +42,8 @@ def test_row_states_the_measured_accuracies(row):
         f"README row of {name} is stale: python examples/train.py table"
     acc_float, acc_int, agreement, _ = measured
     assert abs(acc_float - acc_int) <= MAX_GAP, f"{name}: integer {acc_int:.2%} vs float {acc_float:.2%}"
+    if EXAMPLES[name].factory in KERNEL_FAMILIES:
+        assert abs(acc_float - acc_int) <= KERNEL_GAP, f"{name}: integer {acc_int:.2%} vs float {acc_float:.2%}"
     assert agreement >= MIN_AGREEMENT, f"{name}: top-1 agreement {agreement:.2%}"
 
 

@@ -95,13 +95,51 @@ class TokensFirst(nn.Module):
         super().__init__()
         self.lif = neuron.LIFNode(step_mode="m")
 
-    def forward(self, x):  # [T, B, N, D] -> [N, B, T, D]: the batch stays, but tokens take the time axis's place
-        return self.lif(x.permute(2, 1, 0, 3))
+    def forward(self, x):  # [T, B, N, D] -> [N, B, T, D]: the tokens take the time axis's place
+        return self.lif(x.permute(2, 1, 0, 3) * 2)
 
 
-def test_permutation_mixing_the_batch_is_refused():
-    with pytest.raises(UnsupportedError, match=r"a permutation \[2, 1, 0, 3\] that moves the batch axis among the others"):
-        trace(TokensFirst(), (3, 4), time_steps=2)
+def test_a_permutation_giving_the_time_axis_to_tokens_steps_the_neuron_over_them():
+    """torch's multi-step neuron steps over axis 0, whatever it held: here the N tokens."""
+    model = TokensFirst().eval()
+    g = trace(model, (3, 4), time_steps=2)
+    ops = [n.op for n in g.nodes]
+    assert ops.count("time_to_features") == 1 and ops.count("features_to_time") == 1
+    assert g.types[next(n.name for n in g.nodes if isinstance(n, ir.NeuronNode))].time == 3
+    x = torch.rand(2, 5, 3, 4)
+    with torch.no_grad():
+        want = model(x)
+    functional.reset_net(model)
+    assert torch.equal(run_float(g, x).outputs[0], want)
+
+
+class BatchMixing(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lif = neuron.LIFNode(step_mode="m")
+
+    def forward(self, x):  # [T, B, N, D] -> [B, T*N, D]: time merged behind the batch, then read per row
+        T, B, N, D = x.shape
+        return self.lif(x.reshape(B, T * N, D))
+
+
+class NeuronOnMergedRows(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lif = neuron.LIFNode(step_mode="m")
+
+    def forward(self, x):  # [T, B, N, D] -> [B*N, T, D]: a neuron would step over samples and tokens
+        T, B, N, D = x.shape
+        return self.lif(x.permute(1, 2, 0, 3).reshape(B * N, T, D))
+
+
+def test_reshapes_that_mix_the_batch_axis_are_refused():
+    with pytest.raises(UnsupportedError, match=r"a tensor of shape \[B, 4, 4\] that mixes the batch axis with other "
+                                               r"axes \(from \[T=2, B, 2, 4\]"):
+        trace(BatchMixing(), (2, 4), time_steps=2)
+    with pytest.raises(UnsupportedError, match=r"a spiking neuron layer on a tensor whose axis 0 is the batch \(merged "
+                                               r"with 1 feature axes\) axis .* in module 'lif'"):
+        trace(NeuronOnMergedRows(), (3, 4), time_steps=2)
 
 
 # ---- regressions from the review of the first version ---------------------------------------------------
@@ -159,7 +197,7 @@ def test_batch_first_sequences_and_the_refusals_of_time_mixing_and_3d_convs():
     assert [n.op for n in g.nodes].count("features_to_time") == 1
     onnx, intref = (spikec.compile(model, t, input_shape=(6, 4)) for t in ("onnx", "intref"))
     assert np.array_equal(np.asarray(onnx.run(x)), np.asarray(intref.run(x)))
-    with pytest.raises(UnsupportedError, match=r"lava: .*time mixing \(a feature axis made the time axis\) in the top"):
+    with pytest.raises(UnsupportedError, match=r"lava: .*time mixing \(a feature axis made the time axis\) in module 'l0'"):
         spikec.compile(model, "lava", input_shape=(6, 4))
     with pytest.raises(UnsupportedError, match=r"nir: a 3-d convolution \(NIR has Conv1d and Conv2d\) at .*'conv'"):
         spikec.compile(PerStepConv3d().eval(), "nir", input_shape=(1, 2, 4, 4), time_steps=2)

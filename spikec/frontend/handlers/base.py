@@ -21,10 +21,22 @@ from ...errors import SpikecError
 
 @dataclass(frozen=True)
 class Act:
-    """An ATen tensor that is an IR value: ``layout`` 'split' = [T, B, *f], 'merged' = [T*B, *f]."""
+    """An ATen tensor that is an IR value ``[T, B, *f]``: ``layout`` 'split' = ``[T, B·, *post]``,
+    'merged' = ``[*pre, T*B·, *post]``, with ``pre`` the first ``batch_at`` feature axes and ``B·`` the
+    batch merged with the next ``batch_with`` ones (:mod:`spikec.frontend.layouts`)."""
 
     value: str
     layout: str
+    batch_at: int = 0
+    batch_with: int = 0
+
+    def __post_init__(self):
+        if self.layout not in ("split", "merged") or (self.layout == "split" and self.batch_at):
+            raise ValueError(f"bad layout {self.layout!r} (batch_at={self.batch_at})")
+
+    def like(self, value: str) -> "Act":
+        """The same layout for another value of the same features (an elementwise result)."""
+        return Act(value, self.layout, self.batch_at, self.batch_with)
 
 
 @dataclass(frozen=True)

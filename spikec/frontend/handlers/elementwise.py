@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from ... import ir
+from .. import layouts
 from .base import Act, Poison, handles, op_name
 
 
@@ -14,14 +15,10 @@ def _const_factor(c, x: Act, k) -> np.ndarray | float:
     """A constant multiplier as a scalar or an array over the features."""
     if isinstance(k, (int, float)):
         return float(k)
-    arr = c.const(k)
-    feats = c.t(x).features
-    full_nd = len(feats) + (2 if x.layout == "split" else 1)
-    arr = arr.reshape((1,) * (full_nd - arr.ndim) + arr.shape)
-    lead = 2 if x.layout == "split" else 1
-    if any(d != 1 for d in arr.shape[:lead]):
-        raise c.unsupported("multiplication by a constant that varies over time or batch")
-    arr = arr.reshape(arr.shape[lead:]).astype(np.float32)
+    arr = layouts.constant_for(c, x, c.const(k), "a multiplication by a constant")
+    if arr.shape[0] != 1:
+        raise c.unsupported("multiplication by a constant that varies over time")
+    arr = arr[0]
     return float(arr.reshape(-1)[0]) if arr.size == 1 else arr
 
 
@@ -36,14 +33,14 @@ def _raise_poison(*operands) -> None:
 def _mul(c, a, b):
     _raise_poison(a, b)
     if isinstance(a, Act) and isinstance(b, Act):
-        ta, tb = c.t(a), c.t(b)
-        if a.layout != b.layout and not (ta.time == 1 and tb.time == 1):
+        a, b = layouts.align(c, a, b)
+        if not layouts.same_layout(c, a, b):
             raise c.unsupported("a product of tensors with different time layouts")
-        return Act(c.emit(ir.MulNode, [a.value, b.value]), a.layout)
+        return a.like(c.emit(ir.MulNode, [a.value, b.value]))
     if not isinstance(a, Act):
         a, b = b, a
     a = c.act(a)
-    return Act(c.emit(ir.ScaleNode, [a.value], factor=_const_factor(c, a, b), mode="mul"), a.layout)
+    return a.like(c.emit(ir.ScaleNode, [a.value], factor=_const_factor(c, a, b), mode="mul"))
 
 
 @handles("aten.div")
@@ -52,7 +49,7 @@ def _div(c, a, b, rounding_mode=None):
     a = c.act(a)
     if isinstance(b, Act) or rounding_mode is not None:
         raise c.unsupported("division by an activation (or with rounding)")
-    return Act(c.emit(ir.ScaleNode, [a.value], factor=_const_factor(c, a, b), mode="div"), a.layout)
+    return a.like(c.emit(ir.ScaleNode, [a.value], factor=_const_factor(c, a, b), mode="div"))
 
 
 @handles("aten.add", "aten.sub")
@@ -61,16 +58,17 @@ def _add(c, a, b, alpha=1):
     _raise_poison(a, b)
     if not (isinstance(a, Act) and isinstance(b, Act)):
         return _add_constant(c, a, b, -alpha if sub else alpha)
+    a, b = layouts.align(c, a, b)
     ta, tb = c.t(a), c.t(b)
     if ta.time != tb.time:
         raise c.unsupported(f"adding values with {ta.time} and {tb.time} time steps")
-    if a.layout != b.layout and ta.time != 1:
+    if not layouts.same_layout(c, a, b):
         raise c.unsupported("adding tensors with different time layouts")
     rhs = b.value
     k = -alpha if sub else alpha
     if k != 1:
         rhs = c.emit(ir.ScaleNode, [rhs], factor=float(k), mode="mul")
-    return Act(c.emit(ir.AddNode, [a.value, rhs]), a.layout)
+    return a.like(c.emit(ir.AddNode, [a.value, rhs]))
 
 
 def _add_constant(c, a, b, k) -> Act:
@@ -86,21 +84,16 @@ def _add_constant(c, a, b, k) -> Act:
         if arr is None:
             raise c.unsupported("adding a value that is neither an activation nor a constant")
         arr = arr.astype(np.float32)
-    feats = c.t(x).features
-    lead = 2 if x.layout == "split" else 1
-    arr = arr.reshape((1,) * (len(feats) + lead - arr.ndim) + arr.shape)
-    if x.layout == "split" and arr.shape[1] != 1 or x.layout == "merged" and arr.shape[0] != 1:
-        raise c.unsupported("adding a constant that varies over the batch (or over time with time merged into the batch)")
-    arr = arr.reshape(arr.shape[0] if x.layout == "split" else 1, *arr.shape[lead:])
+    arr = layouts.constant_for(c, x, arr, "adding a constant")
     alpha = 1.0
     if negate_x:  # c + k·x: exact as (k·x) + c where k·x rounds nothing (k = ±2^j)
         if k == 0 or math.log2(abs(k)) % 1:
             raise c.unsupported(f"a constant {'minus' if k < 0 else 'plus'} {abs(k):g} times an activation (torch rounds "
                                 f"c {'−' if k < 0 else '+'} α·x once); write it as c {'−' if k < 0 else '+'} (α·x)")
-        x = Act(c.emit(ir.ScaleNode, [x.value], factor=float(k), mode="mul"), x.layout) if k != 1 else x
+        x = x.like(c.emit(ir.ScaleNode, [x.value], factor=float(k), mode="mul")) if k != 1 else x
     else:
         alpha = float(k)
-    return Act(c.emit(ir.AddConstantNode, [x.value], constant=arr, alpha=alpha), x.layout)
+    return x.like(c.emit(ir.AddConstantNode, [x.value], constant=arr, alpha=alpha))
 
 
 @handles("aten.rsub")

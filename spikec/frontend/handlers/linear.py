@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ... import ir
+from .. import layouts
 from .base import Act, handles, ntuple
 
 
@@ -11,6 +12,7 @@ def _conv(c, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     x = c.act(x)
     if x.layout != "merged":
         raise c.unsupported("a convolution on a [T, B, ...] tensor (expected time merged into batch)")
+    layouts.need_plain(c, x, "a convolution")
     w = c.const(weight)
     if w is None:
         raise c.unsupported("a convolution with a computed (non-constant) weight")
@@ -36,12 +38,15 @@ def _linear(c, x, weight, bias=None):
         raise c.unsupported("a linear layer with a computed (non-constant) weight")
     if not c.t(x).features:
         raise c.unsupported("a linear layer applied to the batch axis")
-    return Act(c.emit(ir.LinearNode, [x.value], primary=True, weight=w, bias=c.const(bias)), x.layout)
+    layouts.need_trailing_features(c, x, 1, "a linear layer")
+    return x.like(c.emit(ir.LinearNode, [x.value], primary=True, weight=w, bias=c.const(bias)))
 
 
 @handles("aten.matmul", "aten.bmm")
 def _matmul(c, a, b):
-    a, b = c.act(a, "left operand"), c.act(b, "right operand")
-    if isinstance(a, Act) and isinstance(b, Act) and a.layout == b.layout:
-        return Act(c.emit(ir.MatMulNode, [a.value, b.value]), a.layout)
-    raise c.unsupported("a matmul with a constant operand or mixed layouts (use nn.Linear)")
+    a, b = layouts.align(c, c.act(a, "left operand"), c.act(b, "right operand"))
+    if not layouts.same_layout(c, a, b):
+        raise c.unsupported("a matmul of tensors with different time layouts")
+    for v in (a, b):
+        layouts.need_trailing_features(c, v, 2, "a matmul")
+    return a.like(c.emit(ir.MatMulNode, [a.value, b.value]))

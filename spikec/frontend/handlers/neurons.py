@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from ... import ir
+from .. import layouts
 from .base import Act, Poison, handles, op_name
 
 
@@ -26,7 +27,8 @@ def _neuron(c, x, model, v_threshold, v_reset, tau, decay_input, leak_rate, v_in
     time and batch together, so in a batch a sample's spikes depend on the samples before it; for one
     sample (B = 1, what a chip runs) the merged axis is exactly time.  spikec compiles that
     per-sample meaning, notes it, and ``verify`` runs such a torch model one sample at a time."""
-    x = c.act(x)
+    x = layouts.time_major(c, c.act(x))
+    layouts.need_plain(c, x, "a spiking neuron layer")
     if x.layout != "split":
         path, typ = c.module_of_current()
         c.batch_dependent.append(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ... import ir
+from .. import layouts
 from .base import Act, handles
 
 
@@ -12,6 +13,7 @@ def _bn(c, x, weight, bias, mean, var, eps):
     x = c.act(x)
     if x.layout != "merged":
         raise c.unsupported("batch norm on a [T, B, ...] tensor (it would normalise over time)")
+    layouts.need_plain(c, x, "batch norm")
     if not isinstance(mean, torch.Tensor):
         raise c.unsupported("batch norm without running statistics (track_running_stats=False)")
     return Act(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ... import ir
+from .. import layouts
 from .base import Act, handles, ntuple, op_name
 
 
@@ -12,6 +13,7 @@ def _window(c, x, kernel, stride, what: str):
     x = c.act(x)
     if x.layout != "merged":
         raise c.unsupported(f"{what} on a [T, B, ...] tensor")
+    layouts.need_plain(c, x, what)
     nd = len(c.t(x).features) - 1
     k = ntuple(kernel, nd)
     return x, nd, k, (ntuple(stride, nd) if stride not in ((), [], None) else k)
@@ -38,6 +40,7 @@ def _adaptive_avgpool(c, x, output_size):
     x = c.act(x)
     if x.layout != "merged":
         raise c.unsupported("adaptive pooling on a [T, B, ...] tensor")
+    layouts.need_plain(c, x, "adaptive pooling")
     if any(int(o) != 1 for o in ntuple(output_size, len(c.t(x).features) - 1)):
         raise c.unsupported(f"adaptive average pooling to {output_size} (only to size 1)")
     axes = tuple(range(1, len(c.t(x).features)))
@@ -46,13 +49,11 @@ def _adaptive_avgpool(c, x, output_size):
 
 def _reduce(c, x, dims, keepdim, how):
     x = c.act(x)
-    t = c.t(x)
-    lead = 2 if x.layout == "split" else 1
-    nd = len(t.features) + lead
+    nd = len(layouts.torch_axes(c, x))
     dims = [int(d) % nd for d in ([dims] if isinstance(dims, int) else dims)]
     over_time, axes = False, []
     for d in dims:
-        ax = c.feature_axis(x, d, nd)
+        ax = c.feature_axis(x, d)
         if ax == "time":
             over_time = True
         elif isinstance(ax, str):
@@ -62,9 +63,9 @@ def _reduce(c, x, dims, keepdim, how):
     if over_time and keepdim:
         raise c.unsupported(f"a {how} over time with keepdim=True")
     name = c.emit(ir.ReduceNode, [x.value], reduce=how, axes=tuple(axes), over_time=over_time, keepdim=bool(keepdim))
-    if over_time:
-        return Act(name, "merged")  # [B, *f]: time axis (now length 1) dropped, as in torch
-    return Act(name, x.layout)
+    at = x.batch_at if keepdim else x.batch_at - sum(a < x.batch_at for a in axes)
+    # over time: [B·, *f], the time axis (now length 1) dropped, as in torch
+    return Act(name, "merged" if over_time else x.layout, batch_at=at, batch_with=x.batch_with)
 
 
 @handles("aten.mean")
