@@ -15,6 +15,7 @@ from spikec.errors import SpikecError
 from spikec.ir import Graph
 
 from .base import PassReport, PassResult
+from .causal_time_conv_to_delays import causal_time_conv_to_delays
 from .cleanup import cleanup
 from .copy_linear_inputs_per_consumer import copy_linear_inputs_per_consumer
 from .distribute_over_spike_sums import distribute_over_spike_sums
@@ -26,6 +27,7 @@ from .spike_matmul_to_addressed_accumulation import spike_matmul_to_addressed_ac
 
 PASSES: dict[str, Callable[[Graph], PassResult]] = {
     "cleanup": cleanup,
+    "causal_time_conv_to_delays": causal_time_conv_to_delays,
     "fold_batchnorm": fold_batchnorm,
     "merge_repconv": merge_repconv,
     "merge_scale_into_threshold": merge_scale_into_threshold,
@@ -47,7 +49,8 @@ PIPELINES: dict[str, list[str]] = {
     "intref": _FLOAT[:-1] + ["fold_sums_into_synapses", "copy_linear_inputs_per_consumer", "cleanup"],
     "lava": _FLOAT[:-1] + ["fold_sums_into_synapses", "copy_linear_inputs_per_consumer", "cleanup",
                            "distribute_over_spike_sums"],
-    "nir": _FLOAT + ["distribute_over_spike_sums"],
+    # NIR has no node for time mixing, but Delay: causal convolutions over time become delayed taps
+    "nir": _FLOAT[:2] + ["causal_time_conv_to_delays"] + _FLOAT[2:] + ["distribute_over_spike_sums"],
 }
 
 # per-target options of a pass: Loihi's LIF has one threshold per layer, so the integer targets move

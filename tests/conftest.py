@@ -65,7 +65,7 @@ INTREF_FAMILIES = ["sj_spikformer", "sj_sdt", "meta_spikformer", "neuron_variant
                    "stformer", "spikeformer"]
 ONNX_FAMILIES = list(INTREF_FAMILIES)
 NIR_FAMILIES = {f: zoo.EXAMPLE_KWARGS.get(f, {})  # model kwargs per family
-                for f in ("sj_spikformer", "sj_sdt", "spikformer_digits", "meta_spikformer", "neuron_variants")}
+                for f in ("sj_spikformer", "sj_sdt", "spikformer_digits", "meta_spikformer", "neuron_variants", "stformer")}
 
 
 def first_samples(x: torch.Tensor, graph, n: int = 8) -> torch.Tensor:

@@ -161,13 +161,13 @@ FAMILIES["stformer"] = (stformer, (1, 8, 8))
 FAMILIES["spikeformer"] = (spikeformer, (1, 8, 8))
 # the targets a family compiles to, where that is not every target (the README support table says so too):
 # the operations that are not spike-driven (STAA-SNN, Spikeformer) and time mixing (STFormer, Spikeformer)
-# run on intref and onnx so far
-FAMILY_TARGETS = {"staa_snn": ("intref", "onnx"), "stformer": ("intref", "onnx"), "spikeformer": ("intref", "onnx")}
+# run on intref and onnx so far; NIR writes STFormer's causal convolutions over time with Delay nodes
+FAMILY_TARGETS = {"staa_snn": ("intref", "onnx"), "stformer": ("intref", "onnx", "nir"), "spikeformer": ("intref", "onnx")}
 SEQUENCE_INPUT = {"neuron_variants": 4}  # families that take [T, B, ...] input: their T
 # sizes for the example scripts and the NIR tests: attention of 16 tokens x 8 channels per head keeps
 # NIR's coincidence expansion (tokens^2 x head-dim^2 neurons per head) small
 EXAMPLE_KWARGS = {"sj_spikformer": dict(embed_dims=16, num_heads=2), "sj_sdt": dict(embed_dims=16, num_heads=2),
-                  "spikformer_digits": dict(embed_dims=16, num_heads=2)}
+                  "spikformer_digits": dict(embed_dims=16, num_heads=2), "stformer": dict(embed_dims=16, num_heads=2)}
 
 
 def input_shape_of(family: str) -> tuple[int, ...]:

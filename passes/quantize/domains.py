@@ -47,7 +47,8 @@ from .kernels import output_scale as kernel_output_scale
 
 # operations that keep one scale between synapse outputs and their neuron ("domain" ops)
 DOMAIN_OPS = (ir.AddNode, ir.ReshapeNode, ir.PermuteNode, ir.SliceNode, ir.ReduceNode, ir.MaxPoolNode, ir.AvgPoolNode,
-              ir.PadNode, ir.ScaleNode, ir.RepeatTimeNode, ir.ConcatNode, ir.TimeToFeaturesNode, ir.FeaturesToTimeNode)
+              ir.PadNode, ir.ScaleNode, ir.RepeatTimeNode, ir.ConcatNode, ir.TimeToFeaturesNode, ir.FeaturesToTimeNode,
+              ir.DelayNode)
 V_BITS = loihi.STATE_BITS - 2  # |v| <= 2^22: half of the 24-bit state range
 A_BITS = V_BITS - loihi.CURRENT_SHIFT  # |a| <= 2^16: u = a << 6 within 2^22
 OUT_BITS = 30  # host-side outputs: int32 with headroom

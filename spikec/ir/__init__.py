@@ -12,6 +12,7 @@ from .nodes import (
     BatchNormNode,
     ConcatNode,
     ConvNode,
+    DelayNode,
     DequantizeNode,
     FeaturesToTimeNode,
     InputNode,
@@ -44,7 +45,7 @@ from .types import Kind, TensorType, TimeBehaviour
 
 __all__ = [
     "NODE_TYPES", "ActivationNode", "AddConstantNode", "AddNode", "AddressedAccumulationNode", "AndNode",
-    "AvgPoolNode", "BatchNormNode", "ConcatNode", "ConvNode", "DequantizeNode", "FeaturesToTimeNode", "Graph",
+    "AvgPoolNode", "BatchNormNode", "ConcatNode", "ConvNode", "DelayNode", "DequantizeNode", "FeaturesToTimeNode", "Graph",
     "InputNode", "IntegerKernelNode", "Kind", "LayerNormNode", "LinearNode", "LoihiNeuronNode", "MatMulNode",
     "MaxPoolNode", "MulNode", "NeuronNode", "Node", "OutputNode", "PadNode", "PermuteNode", "QuantizeInputNode",
     "ReduceNode", "RepeatTimeNode", "ReshapeNode", "ScaleNode", "ShiftNode", "SliceNode", "SoftmaxNode",

@@ -50,6 +50,12 @@ def repeat_time(x: torch.Tensor, time: int) -> torch.Tensor:
     return x.repeat(time, *([1] * (x.dim() - 1)))
 
 
+def delayed(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """``x`` ``[T, B, ...]`` shifted ``steps`` steps later in time, zeros in front (a synaptic delay)."""
+    front = torch.zeros_like(x[:min(steps, x.shape[0])])
+    return torch.cat([front, x[:max(x.shape[0] - steps, 0)]])
+
+
 def align_features(x: torch.Tensor, nfeat: int) -> torch.Tensor:
     """Insert singleton feature axes after [T, B] so ``x`` has ``nfeat`` feature dims."""
     missing = nfeat - (x.dim() - 2)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import ir
-from .execute import align_features, execute, input_to_values, merge_time, to_output_layout  # noqa: F401 (re-exported)
+from .execute import align_features, delayed, execute, input_to_values, merge_time, to_output_layout  # noqa: F401 (re-exported)
 from .neuron_dynamics import run_neuron_node
 
 
@@ -147,6 +147,7 @@ FLOAT_KERNELS: dict[type, Callable] = {
     ir.TimeToFeaturesNode: lambda n, x: x.movedim(0, n.axis + 1).unsqueeze(0),
     ir.FeaturesToTimeNode: lambda n, x: x[0].movedim(n.axis + 1, 0),
     ir.ConcatNode: lambda n, *xs: torch.cat(xs, dim=n.axis + 2),
+    ir.DelayNode: lambda n, x: delayed(x, n.steps),
     ir.LayerNormNode: lambda n, x: _layer_norm(n, x),
     ir.SoftmaxNode: lambda n, x: torch.softmax(x, n.axis % (x.dim() - 2) + 2),
     ir.ActivationNode: lambda n, x: _activation(n, x),

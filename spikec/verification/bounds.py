@@ -209,7 +209,7 @@ def current_errors(optimized: ir.Graph, quantized: ir.Graph, quant, input_error:
     synapse_derived: set[str] = set()  # the quantizer's scale domains: synapse outputs and what domain ops make of them
     upstream: dict[str, set[str]] = {}  # value -> the synapses whose errors reach it (up to the neurons)
     domain_ops = (ir.AddNode, ir.ReshapeNode, ir.PermuteNode, ir.SliceNode, ir.MaxPoolNode, ir.PadNode,
-                  ir.RepeatTimeNode, ir.ConcatNode, ir.TimeToFeaturesNode, ir.FeaturesToTimeNode)
+                  ir.RepeatTimeNode, ir.ConcatNode, ir.TimeToFeaturesNode, ir.FeaturesToTimeNode, ir.DelayNode)
     for n in optimized.nodes:
         f = types[n.name].features
         ins = [err[i] for i in n.inputs]
@@ -267,7 +267,7 @@ def current_errors(optimized: ir.Graph, quantized: ir.Graph, quant, input_error:
                     pad_err = np.abs(v - np.round(v / target) * target)
                 pad_err = pad_err if np.ndim(pad_err) else float(pad_err)
                 err[n.name] = pad_with_values(shifted[0][0], n.pads, pad_err)[None]
-            elif isinstance(n, ir.RepeatTimeNode):
+            elif isinstance(n, (ir.RepeatTimeNode, ir.DelayNode)):  # per-feature bounds hold at every step
                 err[n.name] = shifted[0]
             elif isinstance(n, (ir.TimeToFeaturesNode, ir.FeaturesToTimeNode)):  # per-feature bounds are per-step
                 err[n.name] = _full(f, float(shifted[0].max()))

@@ -219,6 +219,7 @@ INT_KERNELS: dict[type, Callable] = {
     ir.TimeToFeaturesNode: FLOAT_KERNELS[ir.TimeToFeaturesNode],  # data movement: the same on integers
     ir.FeaturesToTimeNode: FLOAT_KERNELS[ir.FeaturesToTimeNode],
     ir.ConcatNode: lambda n, *xs: torch.cat([x.to(torch.int64) for x in xs], dim=n.axis + 2),
+    ir.DelayNode: FLOAT_KERNELS[ir.DelayNode],
     ir.MulNode: _product,
     ir.MatMulNode: _product,
     ir.SynapseNode: _synapse,

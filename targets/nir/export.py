@@ -14,6 +14,9 @@ Conventions (stored in the graph metadata as JSON strings):
   without leak; for Norse, LIF with reset to 0 and τ = 2^k input-decayed, r = 1 and θ/τ);
 * spikingjelly fires at ``H ≥ θ``, NIR at ``v > θ'``: ``θ'`` is the float32 number just below θ,
   so the two agree exactly on float32 membranes;
+* causal convolutions over time (after :mod:`spikec.passes.causal_time_conv_to_delays`) are
+  ``Delay`` nodes (``steps·dt``) feeding per-step convolutions; concatenations are Affines placing
+  each input in its block, summed;
 * sums are fan-in edges; every linear data movement (reshape, permute, slice, token sums, 1×1
   convs on token layouts) is an Affine on the flattened vector (Flatten first where needed, with
   ``start_dim = -len(shape)``: the first axis of NIR's un-batched shape, and also the first after
@@ -308,6 +311,21 @@ class _Exporter:
                 m = m / div if n.count_include_pad or n.divisor_override else \
                     sp.diags(1.0 / np.asarray(m.sum(1)).ravel()) @ m
                 self.vals[n.name] = self.affine(n.name, x, m)
+        elif isinstance(n, ir.DelayNode):  # y(t) = x(t - steps·dt)
+            x = get(0)
+            shape = x.shape or (t.numel,)
+            node = self.add(n.name, nir.Delay(delay=np.full(shape, n.steps * DT, np.float32)), x.terms)
+            self.vals[n.name] = Val([node], x.shape)
+        elif isinstance(n, ir.ConcatNode):  # each input placed in its block of the flattened output: summed Affines
+            out_index = np.arange(t.numel).reshape(t.features)
+            terms, start = [], 0
+            for i in n.inputs:
+                f = self.types[i].features
+                block = np.take(out_index, np.arange(start, start + f[n.axis]), axis=n.axis).reshape(-1)
+                place = sp.csr_matrix((np.ones(block.size), (block, np.arange(block.size))), shape=(t.numel, block.size))
+                terms += self.affine(f"{n.name}_in", self.vals[i], place).terms
+                start += f[n.axis]
+            self.vals[n.name] = Val(terms, (t.numel,))
         elif isinstance(n, ir.AndNode):
             if any(self.types[i].kind is not ir.Kind.SPIKE for i in n.inputs):
                 raise self.fail(n, "AND of non-binary values")

@@ -86,6 +86,21 @@ class _Affine(nn.Module):
         return F.linear(x, self.w, self.b)
 
 
+class _Delay(nn.Module):
+    """NIR's Delay, ``y(t) = x(t - delay)``, for delays of whole steps of ``dt`` (zeros before)."""
+
+    def __init__(self, node, dt):
+        super().__init__()
+        steps = np.unique(np.round(np.asarray(node.delay, np.float64) / dt))
+        if steps.size != 1 or steps[0] < 1:
+            raise ValueError(f"a Delay of {np.unique(node.delay)} s is not one whole number of steps of {dt} s")
+        self.steps = int(steps[0])
+
+    def forward(self, x, state=None):
+        buf = torch.zeros((self.steps, *x.shape), dtype=x.dtype) if state is None else state
+        return buf[0], torch.cat([buf[1:], x[None]])
+
+
 def node_map(dt: float) -> dict:
     import nir
 
@@ -115,6 +130,7 @@ def node_map(dt: float) -> dict:
         nir.LIF: lambda n: _IF(n, dt) if json.loads((n.metadata or {}).get("spikec_model", "null")) == "IF" else _LIF(n, dt),
         nir.IF: lambda n: _IF(n, dt),
         nir.Affine: _Affine,
+        nir.Delay: lambda n: _Delay(n, dt),
         nir.Conv2d: conv2d,
         nir.Conv1d: conv1d,
         nir.Threshold: lambda n: _Lambda(lambda x, th=torch.as_tensor(np.asarray(n.threshold, np.float32)): (x > th).float()),

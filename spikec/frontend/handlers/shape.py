@@ -33,6 +33,8 @@ def _permute(c, x, *dims):
 @handles("aten.cat", "aten.concat")
 def _cat(c, tensors, dim=0):
     xs = [c.act(v) for v in tensors]
+    if len(xs) == 1:  # torch.cat([x]) is x
+        return xs[0]
     xs = [layouts.time_major(c, v) for v in xs] if any(not layouts.same_layout(c, xs[0], v) for v in xs) else xs
     if any(not layouts.same_layout(c, xs[0], v) for v in xs):
         raise c.unsupported("a concatenation of tensors with different time layouts")
@@ -115,6 +117,8 @@ def _take(c, x: Act, ax: int, i: int) -> Act:
 @handles("aten.slice")
 def _slice(c, x, dim=0, start=None, end=None, step=1):
     x = c.act(x)
+    if tuple(c.cur.args[0].meta["val"].shape) == c.out_shape() and step == 1:  # x[:, ...]: every index
+        return x
     t = c.t(x)
     ax = c.need_feature_axis(x, int(dim), "a slice")
     if step != 1:

@@ -13,7 +13,7 @@ Families: :mod:`.base` (the :class:`Node` base and shared typing helpers), :mod:
 boundary, input quantization, dequantization), :mod:`.synapses` (conv, linear, batch norm, integer
 synapses), :mod:`.neurons` (float and Loihi neurons), :mod:`.elementwise` (add, mul, scale, and,
 shift), :mod:`.matmul` (matmul, addressed accumulation), :mod:`.pooling` (reduce, max / avg pool),
-:mod:`.shape` (repeat over time, reshape, permute, slice, pad), :mod:`.nonlinear` (layer norm, softmax,
+:mod:`.shape` (repeat over time, delay, reshape, permute, slice, pad, concatenation, time mixing), :mod:`.nonlinear` (layer norm, softmax,
 activation functions: the operations that are not spike-driven).  :data:`NODE_TYPES` maps each
 ``op`` to its class (the serializer looks node kinds up there).
 """
@@ -27,6 +27,7 @@ from .nonlinear import ActivationNode, IntegerKernelNode, LayerNormNode, Softmax
 from .pooling import AvgPoolNode, MaxPoolNode, ReduceNode
 from .shape import (
     ConcatNode,
+    DelayNode,
     FeaturesToTimeNode,
     PadNode,
     PermuteNode,
@@ -44,13 +45,13 @@ NODE_TYPES: dict[str, type[Node]] = {
         MatMulNode, ScaleNode, ReduceNode, MaxPoolNode, AvgPoolNode, RepeatTimeNode, ReshapeNode,
         PermuteNode, SliceNode, AndNode, AddressedAccumulationNode, PadNode, QuantizeInputNode,
         SynapseNode, ShiftNode, LoihiNeuronNode, DequantizeNode, LayerNormNode, SoftmaxNode, ActivationNode,
-        IntegerKernelNode, AddConstantNode, TimeToFeaturesNode, FeaturesToTimeNode, ConcatNode,
+        IntegerKernelNode, AddConstantNode, TimeToFeaturesNode, FeaturesToTimeNode, ConcatNode, DelayNode,
     )
 }
 
 __all__ = [
     "NODE_TYPES", "ActivationNode", "AddConstantNode", "AddNode", "AddressedAccumulationNode", "AndNode",
-    "AvgPoolNode", "BatchNormNode", "ConcatNode", "ConvNode", "DequantizeNode", "FeaturesToTimeNode", "InputNode",
+    "AvgPoolNode", "BatchNormNode", "ConcatNode", "ConvNode", "DelayNode", "DequantizeNode", "FeaturesToTimeNode", "InputNode",
     "IntegerKernelNode", "LayerNormNode", "LinearNode", "LoihiNeuronNode", "MatMulNode", "MaxPoolNode", "MulNode",
     "NeuronNode", "Node", "OutputNode", "PadNode", "PermuteNode", "QuantizeInputNode", "ReduceNode",
     "RepeatTimeNode", "ReshapeNode", "Scalar", "ScaleNode", "ShiftNode", "SliceNode", "SoftmaxNode", "SynapseNode",

@@ -88,6 +88,29 @@ class FeaturesToTimeNode(Node):
 
 
 @dataclass(frozen=True, eq=False)
+class DelayNode(Node):
+    """A delay of ``steps`` time steps, ``y[t] = x[t - steps]`` (0 for ``t < steps``): causal, so a
+    stepping target runs it as synaptic delays (Loihi 2, Lava's ``DelaySparse``) or NIR's ``Delay``
+    (:mod:`spikec.passes.causal_time_conv_to_delays` writes causal convolutions over time with it)."""
+
+    steps: int = 1
+
+    op: ClassVar[str] = "delay"
+
+    def time_behaviour(self) -> TimeBehaviour:
+        return TimeBehaviour.STATEFUL
+
+    def infer(self, ins):
+        _check_arity(self, ins)
+        if self.steps < 1:
+            raise self.fail(f"steps must be >= 1, got {self.steps}")
+        return ins[0]  # the zeros in front fit every kind
+
+    def summary(self):
+        return f"{self.steps} steps"
+
+
+@dataclass(frozen=True, eq=False)
 class ConcatNode(Node):
     """Concatenation of the inputs along feature ``axis`` (``torch.cat``)."""
 
