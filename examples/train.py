@@ -107,6 +107,9 @@ EXAMPLES: dict[str, Example] = {
     "spikeformer_st_digits": Example("Spikeformer (SEW tokenizer, divided space-time attention; intref, onnx)",
                                      "spikeformer", dict(T=4, embed_dims=32, num_heads=2, depths=1), dataset="digits",
                                      epochs=80),
+    "spikeformer_st_events": Example("Spikeformer on event streams whose classes only the order of the steps tells apart",
+                                     "spikeformer", dict(T=8, img=16, in_channels=2, embed_dims=32, num_heads=2, depths=1),
+                                     dataset="events", epochs=40),
 }
 
 # the project's own digits example, as the tests, demo and benchmarks import it

@@ -28,8 +28,9 @@ Input: ``[B, C, H, W]`` (a static image, repeated over the T steps inside the mo
 
 Trained example (``examples/train.py spikeformer_st_digits``: AdamW 3e-3, cosine, batch 64, 80 epochs,
 about 4 minutes on one CPU thread): ``spikeformer_st()`` (33,266 parameters) reaches 95.56 % on the 360
-held-out digits, 95.00 % as spikec's integer model (README table).  Event input:
-``spikeformer_st(T=8, img=16, in_channels=2)`` on ``--dataset events`` ([T, B, 2, 16, 16]).
+held-out digits, 95.00 % as spikec's integer model (README table).  On event streams whose ten
+classes only the order of the T = 8 steps tells apart (``spikeformer_st_events``, ``--dataset events``,
+[T, B, 2, 16, 16], 40 epochs, about 5 minutes): 96.30 % float, 96.10 % integer on 1000 held-out streams.
 """
 
 from __future__ import annotations

@@ -121,8 +121,7 @@ def align(c, a: Act, b: Act) -> tuple[Act, Act]:
     feature is the other's time axis becomes time-major (``x + res.permute(2, 0, 1, 3)``)."""
     if same_layout(c, a, b):
         return a, b
-    a2, b2 = time_major(c, a), time_major(c, b)
-    return a2, b2
+    return time_major(c, a), time_major(c, b)
 
 
 # ------------------------------------------------------------------------------------------------
