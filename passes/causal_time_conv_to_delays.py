@@ -248,8 +248,10 @@ def causal_time_conv_to_delays(graph: Graph) -> PassResult:
         mapping.update({e.name: steps[e.name].value for e in ends})
         convs = [n for n in nodes if isinstance(n, ConvNode)]
         taps = sum(n.weight.shape[2 + steps[n.inputs[0]].axis - 1] for n in convs)
+        longest = max((k[1] for k in rw.delays), default=0)
         report.did(where(start), f"{len(convs)} causal convolution(s) over time as {taps} delayed per-step taps "
-                                 f"(delays up to {max((k[1] for k in rw.delays), default=0)} steps)" if convs
+                                 f"(delays up to {longest} steps)" if longest
+                   else f"{len(convs)} convolution(s) over time of kernel 1: per-step convolutions" if convs
                    else "time moved into the features and back around per-step operations only: per step")
     if not report.fired:
         return PassResult(graph, report)

@@ -34,13 +34,14 @@ def _example(spec: str):
 
     torch.manual_seed(0)
     model = pp.randomize_bn(getattr(importlib.import_module(f"examples.models.{module}"), name)())
-    return model, torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)).numpy(), (3, 16, 16)
+    shape = getattr(model, "sample_shape", (3, 16, 16))
+    return model, torch.rand(2, *shape, generator=torch.Generator().manual_seed(0)).numpy(), shape
 
 
-def test_table_covers_the_four_seed_repositories():
+def test_table_covers_the_seed_repositories():
     repos = {r["repository"] for r in ROWS}
     assert repos == {"ZK-Zhou/spikformer", "BICLab/Spike-Driven-Transformer", "zhouchenlin2096/QKFormer",
-                     "BICLab/Spike-Driven-Transformer-V2"}
+                     "BICLab/Spike-Driven-Transformer-V2", "Loydian/Spikeformer"}
     for r in ROWS:
         assert all(r[t] in ("yes", "no") for t in TARGETS)
 

@@ -8,7 +8,12 @@ table):
 * ``tuple_output_sdt``: BICLab/Spike-Driven-Transformer ``model/spikeformer.py``: ``forward`` returns
   ``(logits, hook)`` with ``hook = None`` unless asked for;
 * ``merged_lif_qkformer``: zhouchenlin2096/QKFormer ``cifar10/model.py``: a multi-step LIF run over
-  a ``[T*B, C, N]`` tensor (time merged into the batch), whose upstream output depends on the batch.
+  a ``[T*B, C, N]`` tensor (time merged into the batch), whose upstream output depends on the batch;
+* ``batch_time_spikeformer``: Loydian/Spikeformer ``dvsgesture/spikeformer.py``: batch-first event
+  input ``[B, T, C, H, W]``, einops ``rearrange`` patterns that merge the batch with the time steps or
+  the tokens behind it (``(b t) n m``, ``(b n) t m``, ``b (n t) m``), softmax attention across the T
+  steps of each token and across the tokens of each step, layer norms, sequence pooling over all
+  tokens and steps, and neuron classes subclassing the legacy single-step API.
 
 All use the legacy ``spikingjelly.clock_driven`` neurons (spikec's stand-in when spikingjelly 2.x
 is installed), as the published code does.
@@ -22,7 +27,8 @@ import torch.nn as nn
 from spikec.compat import legacy_spikingjelly
 
 legacy_spikingjelly.install_if_missing()
-from spikingjelly.clock_driven.neuron import MultiStepLIFNode  # noqa: E402
+from spikingjelly.clock_driven import layer  # noqa: E402
+from spikingjelly.clock_driven.neuron import MultiStepLIFNode, MultiStepParametricLIFNode  # noqa: E402
 
 
 def _lif(th: float = 1.0) -> nn.Module:
@@ -148,6 +154,70 @@ class MergedLIFQKFormer(nn.Module):
         return self.head(x.mean(3)).mean(0)
 
 
+class _AnalogLIF(legacy_spikingjelly.LIFNode):
+    """A subclass of the legacy single-step neuron, defined at import as the published ``neuron.py``
+    defines its LIAF neurons (the model below does not use it: an analog neuron is not a spike)."""
+
+    def forward(self, x):
+        self.neuronal_charge(x)
+        spike = self.neuronal_fire()
+        out = torch.relu(self.v)
+        self.neuronal_reset(spike)
+        return out
+
+
+class _SoftmaxAttention(nn.Module):
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim, bias=False), nn.Linear(dim, dim)
+
+    def forward(self, x):  # [rows, L, D]: attention along L
+        from einops import rearrange
+
+        q, k, v = rearrange(self.qkv(x), "r l (three h d) -> three r h l d", three=3, h=self.heads)
+        attn = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1)
+        return self.proj(rearrange(attn @ v, "r h l d -> r l (h d)"))
+
+
+class BatchTimeSpikeformer(nn.Module):
+    """Divided space-time attention written with einops over batch-merged layouts (Loydian/Spikeformer)."""
+
+    sample_shape = (4, 2, 16, 16)  # [T, C, H, W] per sample: the model reads [B, T, C, H, W]
+
+    def __init__(self, dim=16, heads=2, num_classes=10):
+        super().__init__()
+        T, C, H, W = self.sample_shape
+        self.tokens = nn.Sequential(layer.SeqToANNContainer(nn.Conv2d(C, dim, 3, 2, 1, bias=False), nn.BatchNorm2d(dim),
+                                                            nn.AvgPool2d(2)),
+                                    MultiStepParametricLIFNode(init_tau=2.0, detach_reset=True))
+        n = (H // 4) * (W // 4)
+        self.pos = nn.Parameter(torch.randn(1, n, dim) * 0.1)
+        self.time = nn.Parameter(torch.randn(1, T, dim) * 0.1)
+        self.t_norm, self.t_attn, self.t_fc = nn.LayerNorm(dim, eps=1e-6), _SoftmaxAttention(dim, heads), nn.Linear(dim, dim)
+        self.s_norm, self.s_attn = nn.LayerNorm(dim, eps=1e-6), _SoftmaxAttention(dim, heads)
+        self.m_norm, self.fc1, self.fc2 = nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+        self.m_lif = MultiStepParametricLIFNode(init_tau=2.0, detach_reset=True)
+        self.norm, self.pool, self.head = nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, 1), nn.Linear(dim, num_classes)
+
+    def forward(self, x):  # [B, T, C, H, W]
+        from einops import rearrange
+
+        B, T = x.shape[:2]
+        x = self.tokens(rearrange(x, "b t c h w -> t b c h w"))
+        x = rearrange(x, "t b c h w -> (b t) (h w) c") + self.pos
+        x = rearrange(x, "(b t) n m -> (b n) t m", b=B, t=T) + self.time
+        x = rearrange(x, "(b n) t m -> b (n t) m", b=B, t=T)
+        xt = rearrange(x, "b (n t) m -> (b n) t m", b=B, t=T)
+        x = x + self.t_fc(rearrange(self.t_attn(self.t_norm(xt)), "(b n) t m -> b (n t) m", b=B, t=T))
+        xs = rearrange(x, "b (n t) m -> (b t) n m", b=B, t=T)
+        x = x + rearrange(self.s_attn(self.s_norm(xs)), "(b t) n m -> b (n t) m", b=B, t=T)
+        res = rearrange(x, "b (n t) m -> t b n m", b=B, t=T)
+        res = self.fc2(self.m_lif(self.fc1(self.m_norm(res))))
+        x = self.norm(x + rearrange(res, "t b n m -> b (n t) m"))
+        return self.head((self.pool(x).softmax(dim=1).transpose(-1, -2) @ x).squeeze(-2))
+
+
 class UnfoldableBN(nn.Module):
     """A BatchNorm on spikes (no synapse to fold it into): the integer targets refuse it (tests)."""
 
@@ -173,6 +243,10 @@ def tuple_output_sdt(**kw) -> TupleOutputSDT:
 
 def merged_lif_qkformer(**kw) -> MergedLIFQKFormer:
     return MergedLIFQKFormer(**kw)
+
+
+def batch_time_spikeformer(**kw) -> BatchTimeSpikeformer:
+    return BatchTimeSpikeformer(**kw)
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -151,6 +151,74 @@ class MultiStepIFNode(_MultiStepNode):
     model = "IF"
 
 
+class _SingleStepNode(nn.Module):
+    """The legacy single-step neuron API: the membrane ``v`` kept across calls (one call per step),
+    ``neuronal_charge`` / ``neuronal_fire`` / ``neuronal_reset`` and ``register_memory``, as published
+    code subclasses it (Spikeformer's ``neuron.py`` builds its analog LIAF neurons on these).  spikec
+    compiles the multi-step classes; a model that runs these step by step is traced as its arithmetic,
+    and an operation spikec does not compile is named with its module."""
+
+    def __init__(self, v_threshold=1.0, v_reset: Optional[float] = 0.0, surrogate_function=None,
+                 detach_reset=False, decay_input=True):
+        super().__init__()
+        self._memories: dict = {}
+        self.v_threshold = float(v_threshold)
+        self.v_reset = None if v_reset is None else float(v_reset)
+        self.surrogate_function = surrogate_function if surrogate_function is not None else ATan()
+        self.detach_reset = detach_reset
+        self.decay_input = decay_input
+        self.register_memory("v", 0.0 if v_reset is None else float(v_reset))
+
+    def register_memory(self, name: str, value) -> None:
+        self._memories[name] = value
+        setattr(self, name, value)
+
+    def reset(self) -> None:
+        for name, value in self._memories.items():
+            setattr(self, name, value)
+
+    def _rate(self):
+        raise NotImplementedError
+
+    def neuronal_charge(self, x: torch.Tensor) -> None:
+        v = torch.full_like(x, self.v) if isinstance(self.v, float) else self.v
+        vr = 0.0 if self.v_reset is None else self.v_reset
+        self.v = v + (x - (v - vr)) * self._rate() if self.decay_input else v - (v - vr) * self._rate() + x
+
+    def neuronal_fire(self) -> torch.Tensor:
+        return self.surrogate_function(self.v - self.v_threshold)
+
+    def neuronal_reset(self, spike: torch.Tensor) -> None:
+        s = spike.detach() if self.detach_reset else spike
+        self.v = self.v - s * self.v_threshold if self.v_reset is None else (1 - s) * self.v + s * self.v_reset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.neuronal_charge(x)
+        spike = self.neuronal_fire()
+        self.neuronal_reset(spike)
+        return spike
+
+
+class LIFNode(_SingleStepNode):
+    def __init__(self, tau: float = 2.0, decay_input: bool = True, v_threshold: float = 1.0,
+                 v_reset: Optional[float] = 0.0, surrogate_function=None, detach_reset=False):
+        super().__init__(v_threshold, v_reset, surrogate_function, detach_reset, decay_input)
+        self.tau = float(tau)
+
+    def _rate(self):
+        return 1.0 / self.tau
+
+
+class ParametricLIFNode(_SingleStepNode):
+    def __init__(self, init_tau: float = 2.0, decay_input: bool = True, v_threshold: float = 1.0,
+                 v_reset: Optional[float] = 0.0, surrogate_function=None, detach_reset=False):
+        super().__init__(v_threshold, v_reset, surrogate_function, detach_reset, decay_input)
+        self.w = nn.Parameter(torch.tensor(-math.log(init_tau - 1.0)))
+
+    def _rate(self):
+        return self.w.sigmoid()
+
+
 class SeqToANNContainer(nn.Sequential):
     """Apply stateless layers to ``[T, B, ...]`` by merging T into the batch."""
 
@@ -160,7 +228,11 @@ class SeqToANNContainer(nn.Sequential):
 
 
 def reset_net(net: nn.Module) -> None:
-    """Stateless here: every forward starts from the initial membrane."""
+    """The multi-step neurons are stateless here (every forward starts from the initial membrane);
+    the single-step ones get their initial membrane back."""
+    for m in net.modules():
+        if isinstance(m, _SingleStepNode):
+            m.reset()
 
 
 def install_if_missing() -> bool:
@@ -184,8 +256,8 @@ def install_if_missing() -> bool:
     cd.__doc__ = "spikec stand-in for the legacy clock_driven API (see spikec.compat.legacy_spikingjelly)"
     for sub in ("neuron", "surrogate", "layer", "functional"):
         m = types.ModuleType(f"spikingjelly.clock_driven.{sub}")
-        for name in ("MultiStepLIFNode", "MultiStepParametricLIFNode", "MultiStepIFNode", "ATan",
-                     "Sigmoid", "SeqToANNContainer", "reset_net"):
+        for name in ("MultiStepLIFNode", "MultiStepParametricLIFNode", "MultiStepIFNode", "LIFNode",
+                     "ParametricLIFNode", "ATan", "Sigmoid", "SeqToANNContainer", "reset_net"):
             setattr(m, name, getattr(this, name))
         setattr(cd, sub, m)
         sys.modules[m.__name__] = m

@@ -79,8 +79,9 @@ def need_plain(c, a: Act, what: str) -> None:
     """Convolutions, batch norm, pooling and padding read ``[T·B, C, ...]`` / ``[T, B, ...]``."""
     if a.batch_at or a.batch_with:
         axes = torch_axes(c, a)
+        want = "expected the batch axis first" if a.batch_at else "expected the batch axis on its own"
         raise c.unsupported(f"{what} on a tensor whose axis {axes.index(BATCH)} is the "
-                            f"{axis_name(c, a, BATCH)} axis (expected the batch axis first)")
+                            f"{axis_name(c, a, BATCH)} axis ({want})")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -95,8 +96,9 @@ def time_into_features(c, a: Act) -> Act:
 
 
 def can_be_time(c, a: Act) -> bool:
-    """A one-step ``[f0, B·, ...]`` whose front feature can become the time axis again."""
-    return a.layout == "merged" and c.t(a).time == 1 and a.batch_at == 1
+    """A one-step ``[f0, B·, f1, ...]`` whose front feature can become the time axis again (a value
+    keeps at least one feature axis)."""
+    return a.layout == "merged" and c.t(a).time == 1 and a.batch_at == 1 and len(c.t(a).features) >= 2
 
 
 def features_into_time(c, a: Act) -> Act:
@@ -122,6 +124,12 @@ def align(c, a: Act, b: Act) -> tuple[Act, Act]:
     if same_layout(c, a, b):
         return a, b
     return time_major(c, a), time_major(c, b)
+
+
+def broadcast_result(c, a: Act, b: Act) -> Act:
+    """The layout of ``a ∘ b`` (same layout, :func:`same_layout`): the operand with more tensor axes
+    (a one-step ``[1, B, ...]`` against ``[B, ...]`` broadcasts to the former)."""
+    return a if len(torch_axes(c, a)) >= len(torch_axes(c, b)) else b
 
 
 # ------------------------------------------------------------------------------------------------

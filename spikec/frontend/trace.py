@@ -251,7 +251,20 @@ class _Converter:
                                    f"({SUPPORTED_NEURONS}): replace the module or open an issue")
         args = [self.value(a) for a in node.args]
         kwargs = {k: self.value(v) for k, v in node.kwargs.items()}
-        return handler(self, *args, **kwargs)
+        out = handler(self, *args, **kwargs)
+        self._check_rank(node, out)
+        return out
+
+    def _check_rank(self, node, out) -> None:
+        """Every activation a handler returns has as many axes as the tensor torch computed: a layout
+        that lost track of an axis is refused here rather than computing something else."""
+        vals = node.meta.get("val")
+        pairs = zip(out, vals) if isinstance(out, tuple) and isinstance(vals, (tuple, list)) else [(out, vals)]
+        for a, v in pairs:
+            if isinstance(a, Act) and isinstance(v, torch.Tensor) and len(layouts.torch_axes(self, a)) != v.dim():
+                raise self.unsupported(f"{op_name(node)} giving a tensor of shape {layouts._shape_str(self, v.shape)} "
+                                       f"that spikec's layout tracking reads with {len(layouts.torch_axes(self, a))} "
+                                       "axes (please report this model)")
 
 
 # ------------------------------------------------------------------------------------------------

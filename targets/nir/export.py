@@ -339,6 +339,9 @@ class _Exporter:
             self.spike_product(n)
         elif isinstance(n, ir.OutputNode):
             self.vals[n.name] = get(0)
+        elif isinstance(n, (ir.TimeToFeaturesNode, ir.FeaturesToTimeNode)):
+            raise self.fail(n, "time mixing has no NIR form (NIR's one operation across steps is Delay: only causal "
+                               "convolutions over time become Delay nodes)")
         else:
             raise self.fail(n, f"no NIR form for {n.op}")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from spikec.errors import SpikecError
+from spikec.errors import SpikecError, UnsupportedError
 from spikec.targets.base import Artifact, Option, RunOutput, Target, TargetCheck
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -49,8 +49,15 @@ class NirTarget(Target):
             quant = {"unavailable": str(e)}
         except Exception as e:  # a defect of the integer pipeline must not break the float export: noted instead
             quant = {"unavailable": f"internal error while quantizing ({type(e).__name__}: {e}); please report the model"}
-        ex = export_nir(compiled.optimized, max_neurons=max_nir_neurons, partial=partial, quantization=quant,
-                        consumer=consumer)
+        try:
+            ex = export_nir(compiled.optimized, max_neurons=max_nir_neurons, partial=partial, quantization=quant,
+                            consumer=consumer)
+        except UnsupportedError as e:
+            left = [why for r in compiled.pipeline.reports if r.name == "causal_time_conv_to_delays"
+                    for _, why in r.not_applied]
+            if left and "time mixing" in str(e):
+                raise UnsupportedError(f"{e}; not a causal convolution over time: {left[0]}") from None
+            raise
         lines = [f"NIR graph: {len(ex.graph.nodes)} nodes, {ex.coincidence_neurons} expansion neurons "
                  "(spike-product coincidences, max-pool selections)"] + ["  " + note for note in ex.notes]
         if consumer is not None:

@@ -126,3 +126,44 @@ def test_refusals_name_the_axis():
         trace(ConvOnMergedRows(), (3, 4), time_steps=2)
     with pytest.raises(UnsupportedError, match=r"a softmax along the batch axis in the model's top-level forward"):
         trace(BatchLast(), (3, 4))
+
+
+# ---- regressions from the review of the first version ---------------------------------------------------
+class OneStepBroadcast(nn.Module):
+    def forward(self, x):  # [B, N, D] + [1, B, N, D] -> [1, B, N, D]: the result has the time axis
+        y = x + x.unsqueeze(0)
+        return y.permute(0, 1, 3, 2).sum(-1).squeeze(0)
+
+
+class TransposeOf1d(nn.Module):
+    def forward(self, x):  # .t() of a 1-d tensor is the tensor
+        return x.sum(-1).t() * 2
+
+
+class NeuronOnTokensMergedIntoBatch(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lif = neuron.LIFNode(step_mode="m")
+
+    def forward(self, x):  # [T, B, N, D] -> [T, B*N, D]: a neuron per position, whatever the batch holds
+        T, B, N, D = x.shape
+        return self.lif(x.reshape(T, B * N, D) * 2).reshape(T, B, N, D)
+
+
+@pytest.mark.parametrize("model,x,kw", [
+    (OneStepBroadcast(), torch.rand(2, 3, 3), {}),
+    (TransposeOf1d(), torch.rand(2, 3), {}),
+    (NeuronOnTokensMergedIntoBatch(), torch.rand(2, 5, 3, 4), {"time_steps": 2}),
+])
+def test_layouts_found_by_review(model, x, kw):
+    _same_as_torch(model.eval(), x, **kw)
+
+
+def test_a_one_feature_value_is_not_made_time():
+    class Transposed(nn.Module):
+        def forward(self, x):  # [B, D] -> [D, B]
+            return x.t() * 2
+
+    with pytest.raises(UnsupportedError, match=r"a model output on a tensor whose axis 1 is the batch axis \(expected "
+                                               r"the batch axis first\)"):
+        trace(Transposed(), (4,))

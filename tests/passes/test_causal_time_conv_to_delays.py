@@ -124,3 +124,13 @@ def test_the_nir_pipeline_runs_it_and_nir_writes_delay_nodes(tmp_path):
     x = torch.rand(6, 4, 2, 4, 4)
     rep = check_against_float(g, tmp_path / "m.nir", x)
     assert rep["spikes_identical"], rep["layers"]
+
+
+def test_nir_refusal_of_other_time_mixing_says_why_the_pass_left_it():
+    import spikec
+    from spikec.errors import UnsupportedError
+
+    with pytest.raises(UnsupportedError, match=r"nir: time mixing has no NIR form .*; not a causal convolution over "
+                                               r"time: .*is not causal along time \(kernel 3, dilation 1"):
+        spikec.compile(CausalConvs(pad_front=1, kernels=(3,), dilation=1).eval(), "nir", input_shape=(2, 4, 4),
+                       time_steps=6)

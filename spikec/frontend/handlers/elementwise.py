@@ -36,7 +36,7 @@ def _mul(c, a, b):
         a, b = layouts.align(c, a, b)
         if not layouts.same_layout(c, a, b):
             raise c.unsupported("a product of tensors with different time layouts")
-        return a.like(c.emit(ir.MulNode, [a.value, b.value]))
+        return layouts.broadcast_result(c, a, b).like(c.emit(ir.MulNode, [a.value, b.value]))
     if not isinstance(a, Act):
         a, b = b, a
     a = c.act(a)
@@ -68,7 +68,7 @@ def _add(c, a, b, alpha=1):
     k = -alpha if sub else alpha
     if k != 1:
         rhs = c.emit(ir.ScaleNode, [rhs], factor=float(k), mode="mul")
-    return a.like(c.emit(ir.AddNode, [a.value, rhs]))
+    return layouts.broadcast_result(c, a, b).like(c.emit(ir.AddNode, [a.value, rhs]))
 
 
 def _add_constant(c, a, b, k) -> Act:

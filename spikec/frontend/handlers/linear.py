@@ -49,4 +49,4 @@ def _matmul(c, a, b):
         raise c.unsupported("a matmul of tensors with different time layouts")
     for v in (a, b):
         layouts.need_trailing_features(c, v, 2, "a matmul")
-    return a.like(c.emit(ir.MatMulNode, [a.value, b.value]))
+    return layouts.broadcast_result(c, a, b).like(c.emit(ir.MatMulNode, [a.value, b.value]))

@@ -28,7 +28,8 @@ def _neuron(c, x, model, v_threshold, v_reset, tau, decay_input, leak_rate, v_in
     sample (B = 1, what a chip runs) the merged axis is exactly time.  spikec compiles that
     per-sample meaning, notes it, and ``verify`` runs such a torch model one sample at a time."""
     x = layouts.time_major(c, c.act(x))
-    layouts.need_plain(c, x, "a spiking neuron layer")
+    if x.layout != "split" or x.batch_at:  # [T, B·N, ...]: a neuron per position, whatever the batch holds
+        layouts.need_plain(c, x, "a spiking neuron layer")
     if x.layout != "split":
         path, typ = c.module_of_current()
         c.batch_dependent.append(path)
@@ -39,7 +40,7 @@ def _neuron(c, x, model, v_threshold, v_reset, tau, decay_input, leak_rate, v_in
                   v_reset=None if v_reset is None else float(v_reset), tau=None if tau is None else float(tau),
                   decay_input=bool(decay_input), leak_rate=None if leak_rate is None else float(leak_rate),
                   v_init=float(v_init))
-    return Act(name, x.layout)
+    return x.like(name)
 
 
 @handles("spikec.neuron")

@@ -18,7 +18,9 @@ def _permute(c, x, *dims):
     x = c.act(x)
     nd = len(layouts.torch_axes(c, x))
     if op_name(c.cur) == "aten.t":
-        dims = (1, 0) if nd == 2 else ()
+        if nd < 2:  # .t() of a 1-d tensor is the tensor
+            return x
+        dims = (1, 0)
     if op_name(c.cur) == "aten.transpose":
         d0, d1 = (int(d) % nd for d in dims)
         perm = list(range(nd))
@@ -36,7 +38,8 @@ def _cat(c, tensors, dim=0):
     if len(xs) == 1:  # torch.cat([x]) is x
         return xs[0]
     xs = [layouts.time_major(c, v) for v in xs] if any(not layouts.same_layout(c, xs[0], v) for v in xs) else xs
-    if any(not layouts.same_layout(c, xs[0], v) for v in xs):
+    if any(not layouts.same_layout(c, xs[0], v) or len(layouts.torch_axes(c, v)) != len(layouts.torch_axes(c, xs[0]))
+           for v in xs):
         raise c.unsupported("a concatenation of tensors with different time layouts")
     x = xs[0]
     ax = c.need_feature_axis(x, int(dim), "a concatenation")
