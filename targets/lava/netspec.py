@@ -58,7 +58,7 @@ Timing: each connection adds one step.  Every stage's inputs are balanced to the
 synaptic delays (``DelaySparse``) or, for direct inputs of custom processes, delay relays; the
 network computes exactly the intref function, stage outputs shifted by the stage's depth.  A
 per-step region adds no step; a buffering region (time mixing: the output exists once all T steps
-of a sample have arrived) adds T − 1 (:attr:`Region.added_latency`, reported as
+of a sample have arrived) adds T − 1 (0 when its inputs are one-step values) (:attr:`Region.added_latency`, reported as
 :attr:`NetSpec.time_mixing_latency` in the latency).
 """
 
@@ -527,9 +527,10 @@ class Region:
 
     Timing: inputs of sample step τ arrive at depth ``in_depth``.  A per-step region sends the
     outputs of step τ in the same step (``depth = in_depth``).  A *buffered* region (time mixing)
-    keeps the T input steps of a sample, evaluates when step T − 1 arrives, and sends output step k
-    at input step T − 1 + k, i.e. during the next sample's steps 0 .. T − 2 (``depth = in_depth + T − 1``:
-    the time-mixing latency, ``added_latency``)."""
+    keeps the T input steps of a sample, evaluates when step L = T − 1 arrives (L = 0 when all its
+    inputs are one-step values: :meth:`last_step`), and sends output step k at input step L + k,
+    i.e. during the next sample's steps 0 .. L − 1 (``depth = in_depth + L``: the time-mixing
+    latency, ``added_latency``)."""
 
     name: str
     nodes: list[str]
@@ -543,6 +544,11 @@ class Region:
     @property
     def added_latency(self) -> int:
         return self.depth - self.in_depth
+
+    def last_step(self, graph: ir.Graph) -> int:
+        """The sample step after which a buffered region has all its inputs: T − 1, or 0 when every
+        input is a one-step value (e.g. a static input made the time axis): no latency then."""
+        return max((graph.types[v].time for v in self.inputs), default=1) - 1
 
 
 def _closure(start, step, stop) -> set[str]:
@@ -795,7 +801,7 @@ def build_netspec(graph: ir.Graph, max_memory: Optional[int] = None) -> NetSpec:
     for unit in _unit_order(graph, [stages[n] for n in stage_names] + regions, unit_of):
         if isinstance(unit, Region):
             unit.in_depth, mixing, unit.ports = _wire(unit.name, terms_of[id(unit)], stages, connections, neuron=False)
-            unit.depth = unit.in_depth + (T - 1 if unit.buffered else 0)
+            unit.depth = unit.in_depth + (unit.last_step(graph) if unit.buffered else 0)
             _refuse_region(graph, unit, T)
             for v in unit.outputs:
                 stages[v].depth, stages[v].mixing = unit.depth, mixing + unit.added_latency

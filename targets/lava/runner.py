@@ -67,6 +67,7 @@ def _region_process(cls, spec: NetSpec, r):
     in_sizes = [spec.stages[gathers[k][2]].size if k in gathers else graph.types[v].numel for k, v in enumerate(r.inputs)]
     types = {v: graph.types[v] for v in [*r.inputs, *r.nodes]}
     return cls(nodes=[graph[v] for v in r.nodes], types=types, T=spec.T, in_depth=r.in_depth, buffered=r.buffered,
+               last_step=r.added_latency,
                inputs=r.inputs, gathers=[gathers[k][3] if k in gathers else None for k in range(len(r.inputs))],
                in_sizes=in_sizes, outputs=r.outputs, name=r.name)
 

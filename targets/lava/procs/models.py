@@ -227,7 +227,8 @@ class PyIntRegionModel(PyLoihiProcessModel):
         return values
 
     def _buffered_outputs(self, values: dict, step: int) -> list[np.ndarray]:
-        """Keep step ``step``; at T − 1 run the region on the T steps; send output step (step + 1) mod T."""
+        """Keep step ``step``; at L = ``last_step`` run the region on the kept steps; send output step
+        (step − L) mod T."""
         p = self.proc_params
         T, types = p["T"], p["types"]
         if self.buffers is None:
@@ -235,11 +236,12 @@ class PyIntRegionModel(PyLoihiProcessModel):
             self.pending = [np.zeros((T, 1, *types[v].features), np.int64) for v in p["outputs"]]
         for v, x in values.items():
             self.buffers[v][step] = x[0]
-        if step == T - 1:
+        last = p["last_step"]
+        if step == last:
             env = region.evaluate(p["nodes"], {v: b[:types[v].time] for v, b in self.buffers.items()},
                                   region.Context(types, T, None))
             self.pending = [env[v] for v in p["outputs"]]
-        return [out[(step + 1) % T] for out in self.pending]
+        return [out[(step - last) % T] for out in self.pending]
 
     def run_spk(self):
         p = self.proc_params

@@ -136,9 +136,9 @@ class IntRegion(AbstractProcess):
 
     Loihi 2: host-arithmetic (embedded x86 / Lakemont cores or the host), not neuromorphic cores."""
 
-    def __init__(self, *, nodes, types, T, in_depth, buffered, inputs, gathers, in_sizes, outputs, name=None):
+    def __init__(self, *, nodes, types, T, in_depth, buffered, last_step, inputs, gathers, in_sizes, outputs, name=None):
         super().__init__(shape=(1,), name=name, nodes=nodes, types=types, T=T, in_depth=in_depth, buffered=buffered,
-                         inputs=list(inputs), gathers=list(gathers), outputs=list(outputs))
+                         last_step=last_step, inputs=list(inputs), gathers=list(gathers), outputs=list(outputs))
         if len(inputs) > MAX_PORTS or len(outputs) > MAX_PORTS:
             raise ValueError(f"IntRegion {name}: at most {MAX_PORTS} inputs and outputs")
         for k in range(MAX_PORTS):
