@@ -72,6 +72,16 @@ def _region_process(cls, spec: NetSpec, r):
                in_sizes=in_sizes, outputs=r.outputs, name=r.name)
 
 
+def _region_overflows(spec: NetSpec, procs: dict) -> dict[str, int]:
+    """Per region output value, the steps in which it left int32 (each region counts them in its
+    ``overflow`` Var: an exception inside a Lava process model would stall the run)."""
+    found = {}
+    for r in spec.regions.values():
+        counts = procs[r.name].overflow.get()
+        found.update({v: int(counts[j]) for j, v in enumerate(r.outputs) if counts[j]})
+    return found
+
+
 def build_network(spec: NetSpec, data: np.ndarray, steps: int, workdir: Path):
     """Instantiate the Lava processes; returns (processes by stage, sinks {stage: (path, size)})."""
     ensure_lava()
@@ -238,10 +248,14 @@ def run_lava(spec: NetSpec, x, progress: bool = False, chunk: Optional[int] = No
                 done += n
                 if bar:
                     bar.update(task, completed=done)
+            overflows = _region_overflows(spec, procs)  # read before stop()
         finally:
             if bar:
                 bar.stop()
             runner.stop()
+        if overflows:
+            raise SpikecError("lava: region values leave the int32 of Lava's ports (Lava differs from intref there): "
+                              + ", ".join(f"{v} ({n} steps)" for v, n in overflows.items()))
         t_run = time.perf_counter() - t1
         values = {}
         graph = spec.graph

@@ -126,8 +126,8 @@ class IntRegion(AbstractProcess):
     the linear nodes between them), evaluated with intref's integer semantics
     (:mod:`spikec.targets.lava.region`).  Input port k (``in_k``, int32) carries the value
     ``inputs[k]`` (or the producer vector ``gathers[k]`` selects it from); output port j
-    (``out_j``, int32: a value outside int32 stops the run with the node named) the value
-    ``outputs[j]``.
+    (``out_j``, int32) the value ``outputs[j]``; ``overflow[j]`` counts the steps in which it
+    left int32 (the runner refuses the run then, naming the value).
 
     Timing: inputs of a sample's step τ arrive at step ``i·T + τ + 1 + in_depth``.  Per step
     (``buffered`` False) the outputs of step τ leave in the same step.  ``buffered`` (time
@@ -145,3 +145,4 @@ class IntRegion(AbstractProcess):
             setattr(self, f"in_{k}", InPort(shape=(in_sizes[k] if k < len(inputs) else 1,)))
             size = int(np.prod(types[outputs[k]].features)) if k < len(outputs) else 1
             setattr(self, f"out_{k}", OutPort(shape=(size,)))
+        self.overflow = Var(shape=(MAX_PORTS,), init=0)

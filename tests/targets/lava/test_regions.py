@@ -175,3 +175,18 @@ def test_a_time_mixed_value_leaving_its_region_is_refused_naming_it():
              ir.DequantizeNode("dq", ("n2",)), ir.OutputNode("o", ("dq",))]
     with pytest.raises(UnsupportedError, match=r"lava: the time-mixed value syn2 \(fc2, 1 step\) leaves its region"):
         build_netspec(ir.Graph(nodes).validate())
+
+
+def test_a_region_value_beyond_int32_is_refused_after_the_run():
+    """Lava's ports carry int32: a region output outside it is counted in the process and the run
+    refused naming the value (intref, in int64, would differ from Lava there)."""
+    from spikec.errors import SpikecError
+
+    nodes = [ir.InputNode("x", (), features=(3,), time=2, layout="sequence"),
+             ir.QuantizeInputNode("q", ("x",), scale=1 / 255),
+             ir.AddConstantNode("c", ("q",), "pos", constant=np.full((1, 3), 1 << 40, np.int64)),
+             ir.LoihiNeuronNode("n", ("c",), "lif", dv=2048, vth=1),
+             ir.DequantizeNode("dq", ("n",)), ir.OutputNode("o", ("dq",))]
+    spec = build_netspec(ir.Graph(nodes).validate())
+    with pytest.raises(SpikecError, match=r"lava: region values leave the int32 of Lava's ports .*: c \(\d+ steps\)"):
+        run_lava(spec, np.random.default_rng(0).random((2, 2, 3), dtype=np.float32))
