@@ -564,11 +564,11 @@ def _closure(start, step, stop) -> set[str]:
     return seen
 
 
-def _linearizable(graph: ir.Graph, value: str, producers: set[str], source: str) -> bool:
+def _linearizable(graph: ir.Graph, value: str, producers: set[str], source: str, memo: dict) -> bool:
     """Whether ``value`` folds into Lava connections from ``producers`` (8-bit weights included,
-    checked on what is not unrolled yet)."""
+    checked on what is not unrolled yet); ``memo``: :func:`_linearize`'s, for these producers."""
     try:
-        for tm in _linearize(graph, value, producers, source, {}):
+        for tm in _linearize(graph, value, producers, source, memo):
             for part in tm.expand():
                 w = part.weights(graph.types[part.producer].numel)
                 if not isinstance(w, Unrolled):
@@ -585,23 +585,25 @@ def plan_region_nodes(graph: ir.Graph, stage_set: set[str], source: str, feeds_s
     region values (shifts, sums, synapses: the region sends their narrower results), and every
     stage or region input that does not fold into 8-bit connections (e.g. a sum after a floor,
     a bias), until every remaining input folds."""
-    is_stop = lambda v: v in stage_set or v == source or isinstance(graph[v], ir.InputNode)  # noqa: E731
+    def is_stop(v: str) -> bool:
+        return v in stage_set or v == source or isinstance(graph[v], ir.InputNode)
+
+    def users(v: str) -> list[str]:
+        return [u.name for u in graph.users(v)]
+
+    def followers(region: set[str]) -> set[str]:
+        return {n.name for n in graph.nodes if n.name in feeds_stage and n.name not in region and not is_stop(n.name)
+                and n.inputs and all(i in region for i in n.inputs) and isinstance(n, (*_FOLDABLE, ir.ScaleNode))}
+
     region = {n.name for n in graph.nodes if n.name in feeds_stage and _seeds_region(n)}
     while True:
-        users = lambda v: [u.name for u in graph.users(v)]  # noqa: E731
-        down = _closure(region, users, is_stop)
-        up = _closure(region, lambda v: list(graph[v].inputs), is_stop)
-        region |= down & up
-        grown = True
-        while grown:
-            follow = {n.name for n in graph.nodes if n.name in feeds_stage and n.name not in region and n.name not in stage_set
-                      and n.inputs and all(i in region for i in n.inputs) and isinstance(n, (*_FOLDABLE, ir.ScaleNode))}
-            grown = bool(follow)
+        region |= _closure(region, users, is_stop) & _closure(region, lambda v: list(graph[v].inputs), is_stop)
+        while follow := followers(region):
             region |= follow
-        producers = stage_set | region
-        wanted = [i for n in graph.nodes if n.name in region or n.name in stage_set for i in n.inputs]
-        failing = {v for v in dict.fromkeys(wanted) if not is_stop(v) and v not in region
-                   and not _linearizable(graph, v, producers, source)}
+        wanted = dict.fromkeys(i for n in graph.nodes if n.name in region or n.name in stage_set for i in n.inputs)
+        memo: dict = {}
+        failing = {v for v in wanted if not is_stop(v) and v not in region
+                   and not _linearizable(graph, v, stage_set | region, source, memo)}
         if not failing:
             return region
         region |= failing

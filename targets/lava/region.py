@@ -68,8 +68,8 @@ def _binary(a: np.ndarray, b: np.ndarray, op) -> np.ndarray:
 def _per_sample(x: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """``fn`` on every [*features] slice of ``x`` [t, B, *features] (intref's ``merge_time``)."""
     t, b = x.shape[:2]
-    flat = x.reshape(t * b, *x.shape[2:])
-    return np.stack([fn(z) for z in flat]).reshape(t, b, *fn(flat[0]).shape) if len(flat) else flat
+    out = np.stack([fn(z) for z in x.reshape(t * b, *x.shape[2:])])
+    return out.reshape(t, b, *out.shape[1:])
 
 
 def _synapse(n: ir.SynapseNode, x: np.ndarray, ctx: Context) -> np.ndarray:
