@@ -21,6 +21,7 @@ import torch
 
 from spikec import integer_approx as A
 from spikec import ir, loihi
+from spikec.array_backend import clip, is_torch
 from spikec.errors import SpikecError
 from spikec.runtime.execute import align_features, execute, merge_time, repeat_time
 from spikec.runtime.float_interpreter import FLOAT_KERNELS, constant_addend
@@ -190,18 +191,20 @@ def _pad(n: ir.PadNode, x):
     return merge_time(x, f)
 
 
-def integer_kernel(n: ir.IntegerKernelNode, x: torch.Tensor) -> torch.Tensor:
+def integer_kernel(n: ir.IntegerKernelNode, x):
     """:mod:`spikec.integer_approx`'s kernel on the integers, its input saturated at ±(2^input_bits − 1)
-    (a value beyond its bound), layer norm over its flattened normalised axes."""
+    (a value beyond its bound), layer norm over its flattened normalised axes.  ``x`` ``[T, B, *features]``
+    is a torch tensor (intref) or a numpy array (the Lava region processes, :mod:`spikec.targets.lava.region`):
+    the same integers either way (:mod:`spikec.integer_approx` dispatches on the argument's type)."""
     limit = (1 << n.input_bits) - 1
-    q = x.to(torch.int64).clamp(-limit, limit)
+    q = clip(x.to(torch.int64) if is_torch(x) else np.asarray(x, np.int64), -limit, limit)
     if n.kernel == "relu":
         return A.relu(q)
     if n.kernel == "softmax":
-        return A.softmax(q, n.plan(), axis=n.axis % (q.dim() - 2) + 2)
+        return A.softmax(q, n.plan(), axis=n.axis % (q.ndim - 2) + 2)
     if n.kernel == "layer_norm":
         k = n.normalized_ndim
-        return A.layer_norm(q.reshape(*q.shape[:q.dim() - k], -1), n.plan()).reshape(q.shape)
+        return A.layer_norm(q.reshape(*q.shape[:q.ndim - k], -1), n.plan()).reshape(q.shape)
     return (A.sigmoid if n.kernel == "sigmoid" else A.gelu)(q, n.plan())
 
 

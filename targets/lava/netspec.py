@@ -6,6 +6,11 @@ The quantized graph is cut into *stages* that become Lava processes:
 * neuron layers (``loihi_lif``): Lava ``LIF`` / ``LIFReset``, or :class:`procs.ResetLIF` for soft /
   value reset;
 * operations Lava has no process for: AND masks, addressed accumulation, max pooling;
+* *regions* (:class:`Region`, one :class:`~.procs.process.IntRegion` process each): connected sets
+  of nodes that are not spike-driven (integer layer norm, softmax, sigmoid, GELU, ReLU, products
+  of two real values, added constants, concatenations, time mixing, 3-d convolutions over time)
+  with the nodes around them that cannot fold into connections, evaluated with intref's integer
+  semantics (:mod:`.region`);
 * the host tail: everything after the last stage that only leads to the outputs (e.g. the classifier
   on spike counts), run on the host with intref's kernels on the spikes read from Lava.
 
@@ -37,9 +42,24 @@ without shared positions, which is dense anyway) ``M`` is built as a sparse matr
 ``Dense`` / ``Sparse``; its 8-bit check runs on its stored entries (never on a dense copy).  Before
 anything is unrolled, :func:`~.resources.estimate_memory` prices the network (``max_memory``).
 
+Regions (:func:`plan_region_nodes`, :func:`group_regions`).  A region starts at every node of
+:data:`REGION_SEEDS` and takes in every node on a stage-free path between two region nodes, then
+the linear nodes whose inputs all are region values (a shift after a product: the region sends the
+narrower value), then every stage or region input that does not fold into 8-bit connections (a
+bias, a sum after a floor, weights beyond 8 bits), until all remaining inputs fold.  Region nodes
+are grouped into one process per connected set with the same number of stages before them, so
+no region feeds a stage that feeds it back.  A region's inputs arrive like a custom stage's
+(gathers or connections, balanced); the region values that stages read are its outputs,
+``"region_out"`` stages that connections start from (graded: ``num_message_bits`` 24, int32).
+What no region kernel runs, a time-mixed value leaving its region, or more than
+:data:`MAX_REGION_PORTS` ports is refused naming the node and its module.
+
 Timing: each connection adds one step.  Every stage's inputs are balanced to the same latency with
 synaptic delays (``DelaySparse``) or, for direct inputs of custom processes, delay relays; the
-network computes exactly the intref function, stage outputs shifted by the stage's depth.
+network computes exactly the intref function, stage outputs shifted by the stage's depth.  A
+per-step region adds no step; a buffering region (time mixing: the output exists once all T steps
+of a sample have arrived) adds T − 1 (0 when its inputs are one-step values) (:attr:`Region.added_latency`, reported as
+:attr:`NetSpec.time_mixing_latency` in the latency).
 """
 
 from __future__ import annotations
@@ -52,6 +72,7 @@ import scipy.sparse as sp
 
 from spikec import ir
 from spikec.errors import SpikecError, UnsupportedError
+from spikec.ir.graph import topological_sort
 from spikec.ir.index_maps import (
     as_gather,
     broadcast_matrix,
@@ -66,6 +87,12 @@ from spikec.ir.index_maps import (
 from ..base import refuse_intref_only_ops
 from ..intref.executor import integer_factor
 from ..intref.kernels import lava_effective_weights
+from .region import mixes_time, runs
+
+# the operations that only intref ran at first (targets.base.refuse_intref_only_ops) that Lava runs
+# in region processes (by their refusal names' prefixes): all of them
+LAVA_RUNS = ("layer norm", "softmax", "sigmoid", "gelu", "relu", "mul of two", "matmul of two", "an added constant",
+             "time mixing", "a concatenation", "a 3-d convolution")
 
 STAGE_TYPES = (ir.LoihiNeuronNode, ir.AndNode, ir.AddressedAccumulationNode, ir.MaxPoolNode)
 _FOLDABLE = (ir.SynapseNode, ir.AddNode, ir.ReshapeNode, ir.PermuteNode, ir.SliceNode, ir.ReduceNode,
@@ -351,12 +378,13 @@ class Connection:
 @dataclass
 class Stage:
     name: str
-    kind: str  # source | lif | reset_lif | and | addressed_acc | maxpool
+    kind: str  # source | lif | reset_lif | and | addressed_acc | maxpool | region_out (a value a Region sends)
     node: Optional[ir.Node]
     size: int
     depth: int = 0
     inputs: list = field(default_factory=list)  # per port: list[Connection | ("gather", src, idx, relay)]
     graded: bool = False  # output is a graded integer (not a 0/1 spike)
+    mixing: int = 0  # of ``depth``, the steps that buffering (time-mixing) regions added on the way here
 
 
 @dataclass
@@ -367,12 +395,18 @@ class NetSpec:
     stages: dict[str, Stage]
     connections: list[Connection]
     host_nodes: list[str]  # nodes evaluated on the host after the network
-    recorded: list[str]  # stage outputs read back (all of them)
+    recorded: list[str]  # stage outputs read back (all of them) and region outputs
     memory: Optional[object] = None  # resources.MemoryEstimate of the Lava run
+    regions: dict = field(default_factory=dict)  # name -> Region (custom processes running IR nodes)
 
     @property
     def latency(self) -> int:
         return max(s.depth for s in self.stages.values())
+
+    @property
+    def time_mixing_latency(self) -> int:
+        """Of :attr:`latency`, the steps that buffering (time-mixing) regions added on the way."""
+        return max(s.mixing for s in self.stages.values() if s.depth == self.latency)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -467,14 +501,269 @@ def _check_8bit(data: np.ndarray, what: str) -> str:
     return mode
 
 
+
+# ------------------------------------------------------------------------------------------------
+# regions: what no stock Lava process runs, evaluated by one custom process each
+# ------------------------------------------------------------------------------------------------
+
+# kinds that are never folded into connections: non-linear integer kernels, products of two values,
+# added constants, concatenations, time mixing, 3-d convolutions (over time), sums over time
+REGION_SEEDS = (ir.IntegerKernelNode, ir.MulNode, ir.MatMulNode, ir.AddConstantNode, ir.ConcatNode,
+                ir.TimeToFeaturesNode, ir.FeaturesToTimeNode)
+MAX_REGION_PORTS = 16  # input and output ports of one region process (procs.process.IntRegion)
+
+
+def _seeds_region(n: ir.Node) -> bool:
+    return (isinstance(n, REGION_SEEDS) or isinstance(n, ir.SynapseNode) and np.ndim(n.weight) == 5
+            or isinstance(n, ir.ReduceNode) and n.over_time)
+
+
+@dataclass
+class Region:
+    """One custom process (:class:`~.procs.process.IntRegion`) that evaluates ``nodes`` per step
+    (:mod:`.region`) from its input values (one port each, fed like a stage input: a gather or
+    connections) and sends its output values (one port each; every output is also a
+    ``"region_out"`` :class:`Stage` named after its value, the producer connections start from).
+
+    Timing: inputs of sample step τ arrive at depth ``in_depth``.  A per-step region sends the
+    outputs of step τ in the same step (``depth = in_depth``).  A *buffered* region (time mixing)
+    keeps the T input steps of a sample, evaluates when step L = T − 1 arrives (L = 0 when all its
+    inputs are one-step values: :meth:`last_step`), and sends output step k at input step L + k,
+    i.e. during the next sample's steps 0 .. L − 1 (``depth = in_depth + L``: the time-mixing
+    latency, ``added_latency``)."""
+
+    name: str
+    nodes: list[str]
+    inputs: list[str]  # one input port per value
+    outputs: list[str] = field(default_factory=list)  # one output port per value
+    buffered: bool = False
+    in_depth: int = 0
+    depth: int = 0
+    ports: list = field(default_factory=list)  # like Stage.inputs: Connection | ("gather", port, src, idx, delay)
+
+    @property
+    def added_latency(self) -> int:
+        return self.depth - self.in_depth
+
+    def last_step(self, graph: ir.Graph) -> int:
+        """The sample step after which a buffered region has all its inputs: T − 1, or 0 when every
+        input is a one-step value (e.g. a static input made the time axis): no latency then."""
+        return max((graph.types[v].time for v in self.inputs), default=1) - 1
+
+
+def _closure(start, step, stop) -> set[str]:
+    """Values reachable from ``start`` by ``step`` (value -> next values) without entering ``stop``."""
+    seen: set[str] = set()
+    stack = [v for s in start for v in step(s)]
+    while stack:
+        v = stack.pop()
+        if v in seen or stop(v):
+            continue
+        seen.add(v)
+        stack.extend(step(v))
+    return seen
+
+
+def _linearizable(graph: ir.Graph, value: str, producers: set[str], source: str, memo: dict) -> bool:
+    """Whether ``value`` folds into Lava connections from ``producers`` (8-bit weights included,
+    checked on what is not unrolled yet); ``memo``: :func:`_linearize`'s, for these producers."""
+    try:
+        for tm in _linearize(graph, value, producers, source, memo):
+            for part in tm.expand():
+                w = part.weights(graph.types[part.producer].numel)
+                if not isinstance(w, Unrolled):
+                    _check_8bit(w.data, value)
+    except UnsupportedError:
+        return False
+    return True
+
+
+def plan_region_nodes(graph: ir.Graph, stage_set: set[str], source: str, feeds_stage: set[str]) -> set[str]:
+    """The nodes custom region processes evaluate (module docstring): the nodes Lava cannot fold
+    (:data:`REGION_SEEDS`), everything on a path between two of them that passes no stage (a
+    region never sends to a stage that feeds it back), the linear nodes whose inputs all are
+    region values (shifts, sums, synapses: the region sends their narrower results), and every
+    stage or region input that does not fold into 8-bit connections (e.g. a sum after a floor,
+    a bias), until every remaining input folds."""
+    def is_stop(v: str) -> bool:
+        return v in stage_set or v == source or isinstance(graph[v], ir.InputNode)
+
+    def users(v: str) -> list[str]:
+        return [u.name for u in graph.users(v)]
+
+    def followers(region: set[str]) -> set[str]:
+        return {n.name for n in graph.nodes if n.name in feeds_stage and n.name not in region and not is_stop(n.name)
+                and n.inputs and all(i in region for i in n.inputs) and isinstance(n, (*_FOLDABLE, ir.ScaleNode))}
+
+    region = {n.name for n in graph.nodes if n.name in feeds_stage and _seeds_region(n)}
+    while True:
+        region |= _closure(region, users, is_stop) & _closure(region, lambda v: list(graph[v].inputs), is_stop)
+        while follow := followers(region):
+            region |= follow
+        wanted = dict.fromkeys(i for n in graph.nodes if n.name in region or n.name in stage_set for i in n.inputs)
+        memo: dict = {}
+        failing = {v for v in wanted if not is_stop(v) and v not in region
+                   and not _linearizable(graph, v, stage_set | region, source, memo)}
+        if not failing:
+            return region
+        region |= failing
+
+
+def _stage_hops(graph: ir.Graph, stage_set: set[str]) -> dict[str, int]:
+    """Per node the most stages on a path from the input to it (the node itself excluded)."""
+    hops: dict[str, int] = {}
+    for n in graph.nodes:
+        hops[n.name] = max((hops[i] + (i in stage_set) for i in n.inputs), default=0)
+    return hops
+
+
+def group_regions(graph: ir.Graph, region_nodes: set[str], stage_set: set[str]) -> list[Region]:
+    """Region nodes grouped into processes: connected region nodes with as many stages before them
+    (so no process feeds a stage that feeds it: the process graph stays acyclic)."""
+    hops = _stage_hops(graph, stage_set)
+    parent = {v: v for v in region_nodes}
+
+    def root(v):
+        while parent[v] != v:
+            parent[v] = parent[parent[v]]
+            v = parent[v]
+        return v
+
+    for v in region_nodes:
+        for i in graph[v].inputs:
+            if i in region_nodes and hops[i] == hops[v]:
+                parent[root(i)] = root(v)
+    groups: dict[str, list[str]] = {}
+    for n in graph.nodes:
+        if n.name in region_nodes:
+            groups.setdefault(root(n.name), []).append(n.name)
+    regions = []
+    for k, names in enumerate(groups.values()):
+        members = set(names)
+        inputs = list(dict.fromkeys(i for v in names for i in graph[v].inputs if i not in members))
+        regions.append(Region(f"region{k}:{names[0]}", names, inputs,
+                              buffered=any(mixes_time(graph[v]) for v in names)))
+    return regions
+
+
+def _refuse_region(graph: ir.Graph, r: Region, T: int) -> None:
+    """The reasons a region cannot run (one line naming the node and its module)."""
+    for v in r.nodes:
+        n = graph[v]
+        if not runs(n):
+            raise UnsupportedError(f"lava: {n.op} {n.name} ({n.source}) has no Lava form (neither a stage, nor "
+                                   "foldable into connections, nor run by a region process)")
+    for v in r.outputs:
+        if graph.types[v].time != T:
+            n = graph[v]
+            raise UnsupportedError(f"lava: the time-mixed value {n.name} ({n.source}, {graph.types[v].time} step) leaves its "
+                                   f"region; only {T}-step values can be streamed to stages")
+    if len(r.ports) > MAX_REGION_PORTS or len(r.outputs) > MAX_REGION_PORTS:
+        raise UnsupportedError(f"lava: region {r.name} needs {len(r.inputs)} inputs and {len(r.outputs)} outputs, "
+                               f"more than the {MAX_REGION_PORTS} ports of a region process")
+
+
+# ------------------------------------------------------------------------------------------------
+# the network
+# ------------------------------------------------------------------------------------------------
+
+
+def _feeds_stage(graph: ir.Graph, stage_names: list[str], stage_set: set[str], source: str) -> set[str]:
+    """Every node on a path into a stage (the rest, after the network, is the host tail)."""
+    feeds: set[str] = set()
+    for name in stage_names:
+        stack = list(graph[name].inputs)
+        while stack:
+            v = stack.pop()
+            if v in feeds or v in stage_set or v == source:
+                continue
+            feeds.add(v)
+            stack.extend(graph[v].inputs)
+    return feeds
+
+
+def _stage(graph: ir.Graph, n: ir.Node) -> Stage:
+    kind = {ir.AndNode: "and", ir.AddressedAccumulationNode: "addressed_acc", ir.MaxPoolNode: "maxpool"}.get(type(n))
+    if isinstance(n, ir.LoihiNeuronNode):
+        kind = "lif" if n.reset == "zero" and n.v_init == 0 else "reset_lif"
+    return Stage(n.name, kind, n, graph.types[n.name].numel, graded=kind in ("addressed_acc",) or
+                 (kind == "maxpool" and graph.types[n.name].kind is not ir.Kind.SPIKE))
+
+
+def _port_terms(graph: ir.Graph, st: Stage, producers: set[str], source: str, memo: dict) -> list[list[Term]]:
+    """Per input port of a stage, the terms of its input (a neuron layer sums all its inputs)."""
+    n = st.node
+    ports = [list(n.inputs)] if isinstance(n, ir.LoihiNeuronNode) else [[i] for i in n.inputs]
+    port_terms = []
+    for values in ports:
+        terms = [part for v in values for tm in _linearize(graph, v, producers, source, memo) for part in tm.expand()]
+        if st.kind == "and":  # an AND broadcasts its operands to the output shape: fold that selection in
+            b = broadcast_matrix(graph.types[values[0]].features, graph.types[n.name].features)
+            terms = [tm.then(b) for tm in terms]
+        port_terms.append(terms)
+    return port_terms
+
+
+def _wire(name: str, port_terms: list[list[Term]], stages: dict[str, Stage], connections: list, neuron: bool):
+    """The inputs of the unit ``name`` (a stage or a region): per term a connection (one step) or, for
+    a single index selection into a custom process (``neuron`` False), a gather (no step); every
+    arrival balanced to the latest with delays.  Returns (arrival depth, input items)."""
+    arrivals = []
+    for p, terms in enumerate(port_terms):
+        for tm in terms:
+            direct = not neuron and len(terms) == 1 and tm.is_gather()
+            arrivals.append((p, tm, direct, stages[tm.producer].depth + (0 if direct else 1)))
+    depth = max((a[3] for a in arrivals), default=0)
+    mixing = max((stages[a[1].producer].mixing for a in arrivals if a[3] == depth), default=0)
+    items = []
+    for p, tm, direct, arrive in arrivals:
+        delay = depth - arrive
+        if direct:
+            items.append(("gather", p, tm.producer, tm.matrix.indices.astype(np.int64), delay))
+            continue
+        w = tm.weights(stages[tm.producer].size)
+        what = f"{tm.producer} -> {name} (through {tm.synapse or 'data movement'})"
+        mode = None if isinstance(w, Unrolled) else _check_8bit(w.data, what)  # Unrolled: checked once built
+        if delay > 62:
+            raise UnsupportedError(f"lava: balancing {tm.producer} -> {name} needs a delay of {delay} > 62 steps")
+        conn = Connection(f"{tm.producer}->{name}#{len(connections)}", tm.producer, name, p, w, tm.exp, mode,
+                          graded=stages[tm.producer].graded, delay=delay, synapse=tm.synapse)
+        connections.append(conn)
+        items.append(conn)
+    return depth, mixing, items
+
+
+def _unit_order(graph: ir.Graph, units: list, unit_of: dict[str, object]) -> list:
+    """Stages and regions in an order where every unit comes after the units it reads from (a unit
+    reads the units found walking back from its inputs through folded nodes)."""
+    listed = {id(u) for u in units}
+
+    def reads(u):
+        values = list(u.inputs) if isinstance(u, Region) else list(u.node.inputs)
+        found, seen = [], set()
+        while values:
+            v = values.pop()
+            if v in seen:
+                continue
+            seen.add(v)
+            if v in unit_of and unit_of[v] is not u:
+                if id(unit_of[v]) in listed:
+                    found.append(unit_of[v])
+            elif v not in unit_of:
+                values.extend(graph[v].inputs)
+        return found
+
+    return topological_sort(units, reads, key=id)
+
+
 def build_netspec(graph: ir.Graph, max_memory: Optional[int] = None) -> NetSpec:
-    """Cut a quantized graph into Lava stages and connections (see module docstring).
+    """Cut a quantized graph into Lava stages, regions and connections (see module docstring).
 
     The network's memory is estimated (:func:`~.resources.estimate_memory`, kept in
     ``NetSpec.memory``) before any term is unrolled; above ``max_memory`` bytes the build is
     refused with the estimate."""
     graph.validate()
-    refuse_intref_only_ops(graph, "lava")
+    refuse_intref_only_ops(graph, "lava", runs=LAVA_RUNS)
     qin = [n for n in graph.nodes if isinstance(n, ir.QuantizeInputNode)]
     if len(qin) != 1:
         raise UnsupportedError("lava: expected one quantized input")
@@ -482,64 +771,48 @@ def build_netspec(graph: ir.Graph, max_memory: Optional[int] = None) -> NetSpec:
     T = max(graph.types[n.name].time for n in graph.nodes)
     stage_names = [n.name for n in graph.nodes if isinstance(n, STAGE_TYPES)]
     stage_set = set(stage_names)
-
-    # host tail: nodes not on any path into a stage
-    feeds_stage: set[str] = set()
-    for name in stage_names:
-        stack = list(graph[name].inputs)
-        while stack:
-            v = stack.pop()
-            if v in feeds_stage or v in stage_set or v == source:
-                continue
-            feeds_stage.add(v)
-            stack.extend(graph[v].inputs)
+    feeds_stage = _feeds_stage(graph, stage_names, stage_set, source)
     host = [n.name for n in graph.nodes if n.name not in stage_set and n.name not in feeds_stage
             and n.name != source and not isinstance(n, ir.InputNode)]
+    region_nodes = plan_region_nodes(graph, stage_set, source, feeds_stage)
+    regions = group_regions(graph, region_nodes, stage_set)
+    producers = stage_set | region_nodes
 
     stages: dict[str, Stage] = {source: Stage(source, "source", qin[0], graph.types[source].numel, 0, graded=True)}
-    connections: list[Connection] = []
-    memo: dict = {}
     for name in stage_names:
-        n = graph[name]
-        kind = {ir.AndNode: "and", ir.AddressedAccumulationNode: "addressed_acc", ir.MaxPoolNode: "maxpool"}.get(type(n))
-        if isinstance(n, ir.LoihiNeuronNode):
-            kind = "lif" if n.reset == "zero" and n.v_init == 0 else "reset_lif"
-        st = Stage(name, kind, n, graph.types[name].numel, graded=kind in ("addressed_acc",) or
-                   (kind == "maxpool" and graph.types[name].kind is not ir.Kind.SPIKE))
-        ports = [list(n.inputs)] if isinstance(n, ir.LoihiNeuronNode) else [[i] for i in n.inputs]
-        port_terms = []
-        for values in ports:
-            terms = [part for v in values for tm in _linearize(graph, v, stage_set, source, memo) for part in tm.expand()]
-            if kind == "and":  # an AND broadcasts its operands to the output shape: fold that selection in
-                b = broadcast_matrix(graph.types[values[0]].features, graph.types[name].features)
-                terms = [tm.then(b) for tm in terms]
-            port_terms.append(terms)
-        # depth: connections add one step; gathers into custom processes add none
-        arrivals = []
-        for p, terms in enumerate(port_terms):
-            for tm in terms:
-                direct = kind != "lif" and kind != "reset_lif" and len(terms) == 1 and tm.is_gather()
-                arrivals.append((p, tm, direct, stages[tm.producer].depth + (0 if direct else 1)))
-        depth = max(a[3] for a in arrivals)
-        st.depth = depth
-        for p, tm, direct, arrive in arrivals:
-            delay = depth - arrive
-            if direct:
-                idx = tm.matrix.indices.astype(np.int64)
-                st.inputs.append(("gather", p, tm.producer, idx, delay))
-                continue
-            w = tm.weights(stages[tm.producer].size)
-            what = f"{tm.producer} -> {name} (through {tm.synapse or 'data movement'})"
-            mode = None if isinstance(w, Unrolled) else _check_8bit(w.data, what)  # Unrolled: checked once built
-            if delay > 62:
-                raise UnsupportedError(f"lava: balancing {tm.producer} -> {name} needs a delay of {delay} > 62 steps")
-            conn = Connection(f"{tm.producer}->{name}#{len(connections)}", tm.producer, name, p, w, tm.exp, mode,
-                              graded=stages[tm.producer].graded, delay=delay, synapse=tm.synapse)
-            connections.append(conn)
-            st.inputs.append(conn)
-        stages[name] = st
-    # every stage output is read back: the host recomputes the rest (e.g. the classifier) from them
-    spec = NetSpec(graph, T, source, stages, connections, host, list(stage_names))
+        stages[name] = _stage(graph, graph[name])
+    memo: dict = {}
+    terms_of: dict[int, list[list[Term]]] = {}
+    for name in stage_names:
+        terms_of[id(stages[name])] = _port_terms(graph, stages[name], producers, source, memo)
+    for r in regions:
+        terms_of[id(r)] = [[part for tm in _linearize(graph, v, producers, source, memo) for part in tm.expand()]
+                           for v in r.inputs]
+    # the region values some stage or region reads become region outputs (stages named after the value)
+    read = {tm.producer for ports in terms_of.values() for terms in ports for tm in terms}
+    unit_of: dict[str, object] = {name: stages[name] for name in stage_names}
+    unit_of[source] = stages[source]
+    for r in regions:
+        r.outputs = [v for v in r.nodes if v in read]
+        for v in r.nodes:
+            unit_of[v] = r
+        for v in r.outputs:
+            stages[v] = Stage(v, "region_out", graph[v], graph.types[v].numel, graded=True)
+
+    connections: list[Connection] = []
+    for unit in _unit_order(graph, [stages[n] for n in stage_names] + regions, unit_of):
+        if isinstance(unit, Region):
+            unit.in_depth, mixing, unit.ports = _wire(unit.name, terms_of[id(unit)], stages, connections, neuron=False)
+            unit.depth = unit.in_depth + (unit.last_step(graph) if unit.buffered else 0)
+            _refuse_region(graph, unit, T)
+            for v in unit.outputs:
+                stages[v].depth, stages[v].mixing = unit.depth, mixing + unit.added_latency
+        else:
+            neuron = unit.kind in ("lif", "reset_lif")
+            unit.depth, unit.mixing, unit.inputs = _wire(unit.name, terms_of[id(unit)], stages, connections, neuron)
+    # every stage output and region output is read back: the host recomputes the rest (e.g. the classifier) from them
+    recorded = stage_names + [v for r in regions for v in r.outputs]
+    spec = NetSpec(graph, T, source, stages, connections, host, recorded, regions={r.name: r for r in regions})
 
     from .resources import estimate_memory, format_bytes
 

@@ -14,8 +14,13 @@ Synapses are counted twice: ``synapses`` is the unrolled count (one per source-d
 what a Dense / Sparse connection stores), ``weights`` what is stored when a convolution's shared
 kernel is counted once (as lava-dl netx counts it); the cores use the unrolled count.
 
+Region processes (:class:`~.netspec.Region`: integer kernels, products, added constants, time
+mixing) are listed with what they run: they hold no neurons and use no neuromorphic cores; on a
+Loihi 2 system their host arithmetic runs on the embedded (Lakemont) cores or the host, and a
+buffering (time-mixing) region adds T − 1 steps of latency, which the report states.
+
 :func:`estimate_memory` prices the Lava CPU simulation of the network before it is built (one
-operating-system process per Lava process: stages, connections, delay relays, sinks).
+operating-system process per Lava process: stages, regions, connections, delay relays, sinks).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .netspec import Connection, ConvWeights, NetSpec
+from .netspec import Connection, ConvWeights, NetSpec, Region
 
 CORES_PER_CHIP = 128
 NEURONS_PER_CORE = 8192
@@ -39,6 +44,7 @@ MAPPING = {
     "and": "microcode neuron or LIF coincidence (custom process)",
     "addressed_acc": "embedded / host core: dynamic synaptic table (custom process)",
     "maxpool": "microcode neuron (graded max) / LIF OR for spikes (custom process)",
+    "region": "embedded / host cores: integer kernels in host arithmetic (custom process)",
 }
 
 
@@ -75,6 +81,8 @@ def resource_report(spec: NetSpec) -> list[StageResources]:
         outgoing.setdefault(c.src, []).append(c)
     rows = []
     for name, st in spec.stages.items():
+        if st.kind == "region_out":  # a value a region process sends (its row: below)
+            continue
         ins = incoming.get(name, [])
         syn = sum(c.weights.nnz for c in ins)
         fan_in = 0
@@ -89,7 +97,44 @@ def resource_report(spec: NetSpec) -> list[StageResources]:
         cores = 0 if st.kind == "source" else max(1, math.ceil(st.size / NEURONS_PER_CORE), math.ceil(syn / SYNAPSES_PER_CORE))
         rows.append(StageResources(name, st.kind, st.size, syn, fan_in, fan_out, cores, MAPPING.get(st.kind, st.kind),
                                    sum(_stored(c.weights) for c in ins)))
+    for r in spec.regions.values():
+        rows.append(_region_row(r, incoming.get(r.name, []), [c for v in r.outputs for c in outgoing.get(v, [])]))
     return rows
+
+
+def _region_row(r: Region, ins: list[Connection], outs: list[Connection]) -> StageResources:
+    """A region process: no neurons and no neuromorphic cores (host arithmetic); the synapses of
+    the connections into it, its fan-out the largest of its output values'."""
+    fan_in = max((int(np.max(_row_nnz(c.weights))) for c in ins if c.weights.shape[0]), default=0)
+    fan_out = max((int(np.max(_col_nnz(c.weights))) for c in outs if c.weights.shape[1]), default=0)
+    return StageResources(r.name, "region", 0, sum(c.weights.nnz for c in ins), fan_in, fan_out, 0, MAPPING["region"],
+                          sum(_stored(c.weights) for c in ins))
+
+
+def region_ops(spec: NetSpec, r: Region) -> str:
+    """What a region runs, by operation with counts (integer kernels by name)."""
+    ops: dict[str, int] = {}
+    for v in r.nodes:
+        n = spec.graph[v]
+        op = n.kernel.replace("_", " ") if n.op == "integer_kernel" else n.op
+        ops[op] = ops.get(op, 0) + 1
+    return ", ".join(f"{op} x{k}" if k > 1 else op for op, k in ops.items())
+
+
+def region_lines(spec: NetSpec) -> list[str]:
+    """The region processes: what they run, with which modules, and the latency time mixing adds."""
+    if not spec.regions:
+        return []
+    out = ["custom region processes (integer kernels in host arithmetic, intref's arithmetic; on Loihi 2 these "
+           "run on embedded cores, not on neuromorphic cores):"]
+    for r in spec.regions.values():
+        mods = list(dict.fromkeys(spec.graph[v].source for v in r.nodes if spec.graph[v].source))
+        timing = (f"buffers the T = {spec.T} steps of a sample (time mixing): +{r.added_latency} steps" if r.buffered
+                  else "per step: +0 steps")
+        out.append(f"  {r.name}: {region_ops(spec, r)}; {timing}; {len(r.inputs)} in / {len(r.outputs)} out values; "
+                   f"modules {', '.join(mods[:6])}{' ...' if len(mods) > 6 else ''}")
+    out.append(f"latency {spec.latency} steps, of which {spec.time_mixing_latency} added by time mixing")
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -145,15 +190,17 @@ def _connection_bytes(c: Connection) -> tuple[int, int]:
 def estimate_memory(spec: NetSpec) -> MemoryEstimate:
     """The memory of running ``spec`` in Lava's CPU simulator, from its description alone:
 
-    * one process per stage (source, neuron layers, custom stages), per connection, per delay
+    * one process per stage (source, neuron layers, custom stages), per region, per connection, per delay
       relay (one per producer and delay) and per sink (one per recorded stage), each
       :data:`PROCESS_BYTES`;
+    * region working values (:func:`_region_bytes`);
     * connection weights, :data:`COPIES` times: Dense 4 bytes per matrix entry, Sparse 8 per
       stored synapse, a convolution its kernel and gather vectors;
     * buffers: delay relays (delay + 1 vectors), convolution im2col buffers, neuron state
       (u, v, bias: 8 bytes each per neuron);
     * the host: :data:`HOST_BYTES` plus the network description's index maps."""
-    processes = len(spec.stages) + len(spec.connections) + len(spec.recorded)
+    region_outs = sum(st.kind == "region_out" for st in spec.stages.values())
+    processes = len(spec.stages) - region_outs + len(spec.regions) + len(spec.connections) + len(spec.recorded)
     weights = buffers = 0
     relays = set()
     for c in spec.connections:
@@ -162,6 +209,11 @@ def estimate_memory(spec: NetSpec) -> MemoryEstimate:
         buffers += bb
         if c.delay:
             relays.add((c.src, c.delay))
+    for r in spec.regions.values():
+        buffers += _region_bytes(spec, r)
+        for item in r.ports:
+            if isinstance(item, tuple) and item[4]:
+                relays.add((item[2], item[4]))
     for st in spec.stages.values():
         buffers += 3 * 8 * st.size
         for item in st.inputs:
@@ -175,6 +227,16 @@ def estimate_memory(spec: NetSpec) -> MemoryEstimate:
     host = HOST_BYTES + sum(8 * (len(c.weights.pre) if c.weights.pre is not None else 0)
                             for c in spec.connections if isinstance(c.weights, ConvWeights))
     return MemoryEstimate(processes, processes * PROCESS_BYTES, weights, buffers, host)
+
+
+def _region_bytes(spec: NetSpec, r: Region) -> int:
+    """A region's working values: every node's value (int64, T steps when buffered), twice (the
+    kernels' temporaries), plus its nodes' weights and constants in the host and the worker."""
+    steps = spec.T if r.buffered else 1
+    values = sum(spec.graph.types[v].numel for v in [*r.inputs, *r.nodes]) * 8 * steps
+    params = sum(np.asarray(a).nbytes for v in r.nodes for a in (getattr(spec.graph[v], "weight", None),
+                                                                  getattr(spec.graph[v], "constant", None)) if a is not None)
+    return 2 * values + COPIES * params
 
 
 def format_bytes(n: float) -> str:
@@ -238,6 +300,7 @@ def report_lines(spec: NetSpec) -> list[str]:
         out.append(f"fits on one Loihi 2 chip ({total} of {CORES_PER_CHIP} cores, lower bound)")
     if spec.memory is not None:
         out.append(f"Lava CPU simulation: about {format_bytes(spec.memory.total)} ({spec.memory.summary()})")
+    out.extend(region_lines(spec))
     host = [n for n in spec.host_nodes if spec.graph[n].op not in ("output", "dequantize")]
     if host:
         out.append(f"host tail (after the network, on the host): {', '.join(host)}")

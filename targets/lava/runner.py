@@ -60,6 +60,28 @@ def _source_data(spec: NetSpec, x) -> tuple[np.ndarray, int]:
     return data, B
 
 
+def _region_process(cls, spec: NetSpec, r):
+    """The IntRegion process of region ``r``: its nodes, the types they read, its ports."""
+    graph = spec.graph
+    gathers = {item[1]: item for item in r.ports if isinstance(item, tuple)}
+    in_sizes = [spec.stages[gathers[k][2]].size if k in gathers else graph.types[v].numel for k, v in enumerate(r.inputs)]
+    types = {v: graph.types[v] for v in [*r.inputs, *r.nodes]}
+    return cls(nodes=[graph[v] for v in r.nodes], types=types, T=spec.T, in_depth=r.in_depth, buffered=r.buffered,
+               last_step=r.added_latency,
+               inputs=r.inputs, gathers=[gathers[k][3] if k in gathers else None for k in range(len(r.inputs))],
+               in_sizes=in_sizes, outputs=r.outputs, name=r.name)
+
+
+def _region_overflows(spec: NetSpec, procs: dict) -> dict[str, int]:
+    """Per region output value, the steps in which it left int32 (each region counts them in its
+    ``overflow`` Var: an exception inside a Lava process model would stall the run)."""
+    found = {}
+    for r in spec.regions.values():
+        counts = procs[r.name].overflow.get()
+        found.update({v: int(counts[j]) for j, v in enumerate(r.outputs) if counts[j]})
+    return found
+
+
 def build_network(spec: NetSpec, data: np.ndarray, steps: int, workdir: Path):
     """Instantiate the Lava processes; returns (processes by stage, sinks {stage: (path, size)})."""
     ensure_lava()
@@ -69,7 +91,16 @@ def build_network(spec: NetSpec, data: np.ndarray, steps: int, workdir: Path):
     from lava.proc.sparse.process import Sparse
     from lava.utils.weightutils import SignMode
 
-    from .procs.process import AddressedAccumulation, ConvConnection, DelayRelay, IntMaxPool, MemmapSink, ResetLIF, SpikeAnd
+    from .procs.process import (
+        AddressedAccumulation,
+        ConvConnection,
+        DelayRelay,
+        IntMaxPool,
+        IntRegion,
+        MemmapSink,
+        ResetLIF,
+        SpikeAnd,
+    )
 
     sign = {"mixed": SignMode.MIXED, "exc": SignMode.EXCITATORY, "inh": SignMode.INHIBITORY}
     graph = spec.graph
@@ -80,6 +111,8 @@ def build_network(spec: NetSpec, data: np.ndarray, steps: int, workdir: Path):
 
     for name, st in spec.stages.items():
         n = st.node
+        if st.kind == "region_out":  # sent by its region's process (below)
+            continue
         if st.kind == "source":
             p = RingBuffer(data=data)
             procs[name], out_port[name] = p, p.s_out
@@ -125,6 +158,12 @@ def build_network(spec: NetSpec, data: np.ndarray, steps: int, workdir: Path):
         else:  # pragma: no cover
             raise SpikecError(f"lava: unknown stage kind {st.kind}")
 
+    for r in spec.regions.values():
+        p = _region_process(IntRegion, spec, r)
+        procs[r.name], in_ports[r.name] = p, [getattr(p, f"in_{k}") for k in range(len(r.inputs))]
+        for j, v in enumerate(r.outputs):
+            out_port[v] = getattr(p, f"out_{j}")
+
     # connections and gathers; latency differences are balanced by delay relays on the producer side
     # (one per producer and delay: Lava's DelaySparse rebuilds its per-delay matrices every step)
     relays: dict[tuple[str, int], object] = {}
@@ -139,8 +178,9 @@ def build_network(spec: NetSpec, data: np.ndarray, steps: int, workdir: Path):
             relays[key] = relay
         return relays[key].a_out
 
-    for name, st in spec.stages.items():
-        for item in st.inputs:
+    units = [(name, st.inputs) for name, st in spec.stages.items()] + [(r.name, r.ports) for r in spec.regions.values()]
+    for name, items in units:
+        for item in items:
             if isinstance(item, Connection):
                 c = item
                 w = c.weights
@@ -208,10 +248,14 @@ def run_lava(spec: NetSpec, x, progress: bool = False, chunk: Optional[int] = No
                 done += n
                 if bar:
                     bar.update(task, completed=done)
+            overflows = _region_overflows(spec, procs)  # read before stop()
         finally:
             if bar:
                 bar.stop()
             runner.stop()
+        if overflows:
+            raise SpikecError("lava: region values leave the int32 of Lava's ports (Lava differs from intref there): "
+                              + ", ".join(f"{v} ({n} steps)" for v, n in overflows.items()))
         t_run = time.perf_counter() - t1
         values = {}
         graph = spec.graph

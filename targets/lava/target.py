@@ -33,9 +33,11 @@ class LavaTarget(IntrefTarget):
         spec = build_netspec(compiled.quantized, max_memory=limit)  # checks that the network can be built and fits
         resources = report_lines(spec)
         lines = ["Loihi 2 resources:"] + ["  " + ln for ln in resources]
+        regions = {r.name: {"nodes": r.nodes, "buffered": r.buffered, "added_latency": r.added_latency}
+                   for r in spec.regions.values()}
         meta = {"source": source or {}, "report": list(compiled.lines) + resources,
-                "extra": {"lava": {"latency": spec.latency, "T": spec.T, "resources": resources,
-                                   "run_config": RUN_CONFIG}}}
+                "extra": {"lava": {"latency": spec.latency, "time_mixing_latency": spec.time_mixing_latency, "T": spec.T,
+                                   "regions": regions, "resources": resources, "run_config": RUN_CONFIG}}}
         return Artifact(self, compiled.quantized, compiled.quantized, meta=meta, lines=lines, cache={"netspec": spec})
 
     def run(self, artifact: Artifact, x, *, progress: bool = False) -> RunOutput:

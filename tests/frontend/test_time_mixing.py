@@ -84,10 +84,11 @@ def test_onnx_runs_time_mixing_bit_for_bit_as_intref():
     assert np.array_equal(np.asarray(onnx.run(x)), np.asarray(intref.run(x)))
 
 
-def test_lava_refuses_time_mixing():
-    with pytest.raises(UnsupportedError, match=r"lava: lava does not run these operations yet: "
-                                               r"time mixing \(the time axis moved into the features\)"):
-        spikec.compile(_model(), "lava", input_shape=(2, 4, 4), time_steps=6)
+def test_lava_runs_time_mixing_bit_for_bit_as_intref():
+    """Lava buffers the T steps in a region process (tests/targets/lava/test_regions.py): the same integers."""
+    x = np.random.default_rng(2).random((6, 4, 2, 4, 4), dtype=np.float32)
+    lava, intref = (spikec.compile(_model(), t, input_shape=(2, 4, 4), time_steps=6) for t in ("lava", "intref"))
+    assert np.array_equal(np.asarray(lava.run(x)), np.asarray(intref.run(x)))
 
 
 class TokensFirst(nn.Module):
@@ -190,15 +191,16 @@ class BatchFirst(nn.Module):
         return self.l1(self.fc(self.l0(x.transpose(0, 1) * 2)))
 
 
-def test_batch_first_sequences_and_the_refusals_of_time_mixing_and_3d_convs():
+def test_batch_first_sequences_on_lava_and_the_nir_refusal_of_3d_convs():
     x = np.random.default_rng(0).random((8, 6, 4), dtype=np.float32)
     model = BatchFirst().eval()
     g = trace(model, (6, 4))
     assert [n.op for n in g.nodes].count("features_to_time") == 1
     onnx, intref = (spikec.compile(model, t, input_shape=(6, 4)) for t in ("onnx", "intref"))
     assert np.array_equal(np.asarray(onnx.run(x)), np.asarray(intref.run(x)))
-    with pytest.raises(UnsupportedError, match=r"lava: .*time mixing \(a feature axis made the time axis\) in module 'l0'"):
-        spikec.compile(model, "lava", input_shape=(6, 4))
+    lava = spikec.compile(model, "lava", input_shape=(6, 4))  # a region makes the time axis: no latency (a static input)
+    assert np.array_equal(np.asarray(lava.run(x)), np.asarray(intref.run(x)))
+    assert lava.meta["extra"]["lava"]["time_mixing_latency"] == 0
     with pytest.raises(UnsupportedError, match=r"nir: a 3-d convolution \(NIR has Conv1d and Conv2d\) at .*'conv'"):
         spikec.compile(PerStepConv3d().eval(), "nir", input_shape=(1, 2, 4, 4), time_steps=2)
 

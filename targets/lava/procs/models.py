@@ -18,11 +18,14 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from spikec import loihi  # numpy only (no torch in Lava's process-model workers)
 from spikec.ir.index_maps import conv_apply, linear_apply  # numpy only
+from spikec.targets.lava import region  # numpy at run time (intref's integer kernels on numpy arrays)
 from spikec.targets.lava.procs.process import (  # absolute: Lava loads this file by path
+    MAX_PORTS,
     AddressedAccumulation,
     ConvConnection,
     DelayRelay,
     IntMaxPool,
+    IntRegion,
     MemmapSink,
     ResetLIF,
     SpikeAnd,
@@ -194,3 +197,70 @@ class PyConvConnectionModel(PyLoihiProcessModel):
         else:
             acc = linear_apply(x, p["weight"])
         self.a_buf = loihi.floor_shift(_gather(p["post"], acc.reshape(-1)), p["weight_exp"])
+
+
+_INT32 = np.iinfo(np.int32)
+
+
+@implements(proc=IntRegion, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyIntRegionModel(PyLoihiProcessModel):
+    """:func:`spikec.targets.lava.region.evaluate` per step, or once per sample on the buffered T
+    steps (see :class:`IntRegion` for the timing).  Its ports ``in_k`` / ``out_k`` (int32) are set
+    below the class (Lava looks them up by name)."""
+
+    overflow: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=32)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.buffers = None
+        self.pending = None
+
+    def _received(self) -> dict[str, np.ndarray]:
+        """This step's input values [1, 1, *features] (a gather picks a value from its producer's vector)."""
+        p = self.proc_params
+        values = {}
+        for k, (value, gather) in enumerate(zip(p["inputs"], p["gathers"])):
+            x = getattr(self, f"in_{k}").recv()
+            if gather is not None:
+                x = x[gather]
+            values[value] = x.astype(np.int64).reshape(1, 1, *p["types"][value].features)
+        return values
+
+    def _buffered_outputs(self, values: dict, step: int) -> list[np.ndarray]:
+        """Keep step ``step``; at L = ``last_step`` run the region on the kept steps; send output step
+        (step − L) mod T."""
+        p = self.proc_params
+        T, types = p["T"], p["types"]
+        if self.buffers is None:
+            self.buffers = {v: np.zeros((T, *x.shape[1:]), np.int64) for v, x in values.items()}
+            self.pending = [np.zeros((T, 1, *types[v].features), np.int64) for v in p["outputs"]]
+        for v, x in values.items():
+            self.buffers[v][step] = x[0]
+        last = p["last_step"]
+        if step == last:
+            env = region.evaluate(p["nodes"], {v: b[:types[v].time] for v, b in self.buffers.items()},
+                                  region.Context(types, T, None))
+            self.pending = [env[v] for v in p["outputs"]]
+        return [out[(step - last) % T] for out in self.pending]
+
+    def run_spk(self):
+        p = self.proc_params
+        T = p["T"]
+        step = (self.time_step - 1 - p["in_depth"]) % T  # the sample step of the inputs arriving now
+        values = self._received()
+        if p["buffered"]:
+            outs = self._buffered_outputs(values, step)
+        else:
+            env = region.evaluate(p["nodes"], values, region.Context(p["types"], T, step))
+            outs = [env[v][0] for v in p["outputs"]]
+        for j, out in enumerate(outs):
+            if out.size and (out.max() > _INT32.max or out.min() < _INT32.min):
+                self.overflow[j] += 1  # the host refuses the run (an exception here would stall Lava)
+            getattr(self, f"out_{j}").send(out.reshape(-1).astype(np.int32))
+
+
+for _k in range(MAX_PORTS):  # the ports in_0 .. / out_0 .. of IntRegion
+    setattr(PyIntRegionModel, f"in_{_k}", LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=32))
+    setattr(PyIntRegionModel, f"out_{_k}", LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=32))

@@ -115,3 +115,34 @@ class ConvConnection(AbstractProcess):
                          dilation=tuple(dilation), groups=groups, pre=pre, post=post, graded=graded)
         self.s_in = InPort(shape=(size_in,))
         self.a_out = OutPort(shape=(size_out,))
+
+
+MAX_PORTS = 16  # input / output ports of an IntRegion (netspec.MAX_REGION_PORTS)
+
+
+class IntRegion(AbstractProcess):
+    """A region of quantized IR nodes that no stock process runs (integer layer norm, softmax,
+    sigmoid, GELU, ReLU, products of two values, added constants, concatenations, time mixing, and
+    the linear nodes between them), evaluated with intref's integer semantics
+    (:mod:`spikec.targets.lava.region`).  Input port k (``in_k``, int32) carries the value
+    ``inputs[k]`` (or the producer vector ``gathers[k]`` selects it from); output port j
+    (``out_j``, int32) the value ``outputs[j]``; ``overflow[j]`` counts the steps in which it
+    left int32 (the runner refuses the run then, naming the value).
+
+    Timing: inputs of a sample's step τ arrive at step ``i·T + τ + 1 + in_depth``.  Per step
+    (``buffered`` False) the outputs of step τ leave in the same step.  ``buffered`` (time
+    mixing): the T input steps are kept, the nodes run once when step T − 1 arrives, and output
+    step k leaves at input step T − 1 + k (T − 1 steps of latency).
+
+    Loihi 2: host-arithmetic (embedded x86 / Lakemont cores or the host), not neuromorphic cores."""
+
+    def __init__(self, *, nodes, types, T, in_depth, buffered, last_step, inputs, gathers, in_sizes, outputs, name=None):
+        super().__init__(shape=(1,), name=name, nodes=nodes, types=types, T=T, in_depth=in_depth, buffered=buffered,
+                         last_step=last_step, inputs=list(inputs), gathers=list(gathers), outputs=list(outputs))
+        if len(inputs) > MAX_PORTS or len(outputs) > MAX_PORTS:
+            raise ValueError(f"IntRegion {name}: at most {MAX_PORTS} inputs and outputs")
+        for k in range(MAX_PORTS):
+            setattr(self, f"in_{k}", InPort(shape=(in_sizes[k] if k < len(inputs) else 1,)))
+            size = int(np.prod(types[outputs[k]].features)) if k < len(outputs) else 1
+            setattr(self, f"out_{k}", OutPort(shape=(size,)))
+        self.overflow = Var(shape=(MAX_PORTS,), init=0)

@@ -318,8 +318,11 @@ def test_lava_folds_integer_multiples_and_negations_into_connections():
     assert all(r.target == 1.0 for r in rep.layers)
 
 
-def test_lava_refuses_a_multiple_of_a_floored_value():
+def test_lava_runs_a_multiple_of_a_floored_value_in_a_region():
+    """No folded connection holds it (Lava applies the exponent after the weights): a region process runs it."""
+    from spikec.targets.intref.executor import run_int
     from spikec.targets.lava import build_netspec
+    from spikec.targets.lava.runner import run_lava
 
     nodes = [ir.InputNode("x", (), features=(3,), time=2, layout="sequence"),
              ir.QuantizeInputNode("q", ("x",), scale=1 / 255),
@@ -327,8 +330,11 @@ def test_lava_refuses_a_multiple_of_a_floored_value():
              ir.ScaleNode("neg", ("syn",), "fc", factor=-1.0),
              ir.LoihiNeuronNode("n", ("neg",), "lif", dv=2048, vth=1),
              ir.DequantizeNode("dq", ("n",)), ir.OutputNode("o", ("dq",))]
-    with pytest.raises(UnsupportedError, match="already floored"):
-        build_netspec(ir.Graph(nodes).validate())
+    g = ir.Graph(nodes).validate()
+    spec = build_netspec(g)
+    assert [r.nodes for r in spec.regions.values()] == [["neg"]]
+    x = np.random.default_rng(0).random((2, 4, 3), dtype=np.float32)
+    assert torch.equal(run_lava(spec, x).values["n"], run_int(g, x, record=True).values["n"])
 
 
 # ---- what remains refused names the module -------------------------------------------------------------

@@ -14,7 +14,6 @@ from conftest import ROOT, first_samples
 
 from spikec import ir
 from spikec.compiler import compile_graph
-from spikec.errors import UnsupportedError
 from spikec.targets.intref.executor import run_int
 from spikec.targets.lava import build_netspec, report_lines, resource_report
 from spikec.targets.lava.runner import run_lava
@@ -83,18 +82,6 @@ def test_resource_report(zoo_models, monkeypatch):
     monkeypatch.setattr("spikec.targets.lava.resources.CORES_PER_CHIP", max(1, total // 3))  # a model too big for a chip
     text = "\n".join(report_lines(spec))
     assert "needs at least 3 Loihi 2 chips" in text or "needs at least 4 Loihi 2 chips" in text
-
-
-def test_floor_before_sum_is_refused():
-    nodes = [ir.InputNode("x", (), features=(4, 3), time=2, layout="sequence"),
-             ir.QuantizeInputNode("q", ("x",), scale=1 / 255),
-             ir.SynapseNode("syn", ("q",), "fc", layout="linear", weight=np.full((5, 3), 2, np.int32), weight_exp=-2),
-             ir.ReduceNode("sum", ("syn",), "fc", reduce="sum", axes=(0,)),
-             ir.LoihiNeuronNode("n", ("sum",), "lif", dv=2048, vth=1),
-             ir.DequantizeNode("dq", ("n",)), ir.OutputNode("o", ("dq",))]
-    g = ir.Graph(nodes).validate()
-    with pytest.raises(UnsupportedError, match="already floored"):
-        build_netspec(g)
 
 
 def test_compile_run_verify_lava_cli(tmp_path):

@@ -1,0 +1,192 @@
+"""Lava region processes: what is not spike-driven (integer kernels, products of two real values, added
+constants, concatenations, time mixing, 3-d convolutions) runs in custom processes with intref's
+integer semantics, bit for bit as intref in every stage, region output and the output; time mixing
+adds T − 1 steps of latency, reported; what remains refused is named with its module."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import first_samples
+from spikingjelly.activation_based import neuron
+from torch import nn
+from torch.nn import functional as F
+
+from spikec import ir
+from spikec.compiler import compile_graph
+from spikec.errors import UnsupportedError
+from spikec.frontend import trace
+from spikec.targets import get_target
+from spikec.targets.intref.executor import run_int
+from spikec.targets.lava import build_netspec, report_lines
+from spikec.targets.lava.region import Context, evaluate
+from spikec.targets.lava.runner import run_lava
+
+# the families whose non-spike-driven operations run in region processes (the README support table
+# lists them as lava: yes once conftest.LAVA_FAMILIES holds them)
+REGION_FAMILIES = ["staa_snn", "stformer"]
+
+
+class AllKernels(nn.Module):
+    """Every integer kernel (layer norm, GELU, sigmoid, softmax, ReLU), products of two real values
+    (a gate, attention matmuls) and a per-step position embedding before one LIF."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.gate, self.q, self.k = nn.Linear(16, 8), nn.Linear(16, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+        self.norm = nn.LayerNorm(8)
+        self.pos = nn.Parameter(torch.randn(4, 1, 8) * 0.5)
+        self.lif = neuron.LIFNode(step_mode="m")
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):  # [T, B, 1, 4, 4]
+        x = x.flatten(2)
+        u = F.gelu(self.norm(self.fc(x))) * torch.sigmoid(self.gate(x))
+        a = torch.softmax(self.q(u).unsqueeze(-1) @ self.k(u).unsqueeze(-2) / 8 ** 0.5, -1)
+        z = (a @ u.unsqueeze(-1)).squeeze(-1) + F.relu(u) + self.pos
+        return self.head(self.lif(z * 6))
+
+
+@pytest.fixture(scope="module")
+def all_kernels():
+    torch.manual_seed(0)
+    res = compile_graph(trace(AllKernels().eval(), (1, 4, 4), time_steps=4), get_target("lava"))
+    return res, np.random.default_rng(0).random((4, 8, 1, 4, 4), dtype=np.float32)
+
+
+def _lava_equals_intref(q: ir.Graph, x):
+    """Run Lava and intref; assert every recorded stage / region output and the output equal."""
+    spec = build_netspec(q)
+    ri = run_int(q, x, record=True)
+    lr = run_lava(spec, x)
+    assert set(lr.values) == set(spec.recorded)
+    for name, v in lr.values.items():
+        assert torch.equal(v, ri.values[name].to(v.dtype)), f"stage {name} differs"
+    assert torch.equal(lr.outputs[0], ri.outputs[0])
+    return spec, lr, ri
+
+
+@pytest.mark.parametrize("family", REGION_FAMILIES)
+def test_region_families_equal_intref_bit_for_bit(zoo_models, family):
+    _, x, g = zoo_models[family]
+    x = first_samples(x, g)
+    q = compile_graph(g, "lava", input_range=(0, 2)).quantized
+    spec, lr, _ = _lava_equals_intref(q, x)
+    assert 1 <= len(spec.regions) <= 2 and lr.steps == 8 * spec.T + spec.latency
+    assert any(float(lr.values[n].float().mean()) > 0 for n in spec.recorded if spec.stages[n].kind == "lif")
+    regions = list(spec.regions.values())
+    if family == "stformer":  # the temporal block (time to features .. 3-d convolutions .. back to time) is one buffering region
+        (r,) = regions
+        assert r.buffered and r.added_latency == spec.T - 1 == spec.time_mixing_latency
+        assert {"time_to_features", "features_to_time", "concat"} <= {q[v].op for v in r.nodes}
+        assert any(q[v].op == "synapse" and q[v].weight.ndim == 5 for v in r.nodes)
+    else:  # the global-context blocks: sigmoid, layer norm, ReLU, products, per-step constants; no latency
+        assert all(not r.buffered and r.added_latency == 0 for r in regions) and spec.time_mixing_latency == 0
+        kernels = {q[v].kernel for r in regions for v in r.nodes if q[v].op == "integer_kernel"}
+        assert kernels == {"sigmoid", "layer_norm", "relu"}
+
+
+def test_every_integer_kernel_and_product_runs_in_a_region(all_kernels):
+    res, x = all_kernels
+    spec, lr, _ = _lava_equals_intref(res.quantized, x)
+    (r,) = spec.regions.values()
+    ops = {res.quantized[v].kernel if res.quantized[v].op == "integer_kernel" else res.quantized[v].op for v in r.nodes}
+    assert {"layer_norm", "gelu", "sigmoid", "softmax", "relu", "mul", "matmul", "add_constant"} <= ops
+    assert not r.buffered and r.depth == r.in_depth == 0  # per step, in the step its inputs arrive
+    assert float(lr.values["lif"].float().mean()) > 0.05
+
+
+def _regions_against_intref(q: ir.Graph, x):
+    """Every region node evaluated with the region kernels (numpy) on intref's values of the region's
+    inputs: all T steps at once, and step by step for per-step regions; equal to intref's values."""
+    spec = build_netspec(q)
+    ri = run_int(q, x, record=True)
+    nodes = 0
+    for r in spec.regions.values():
+        ns = [q[v] for v in r.nodes]
+        inputs = {v: ri.values[v].numpy() for v in r.inputs}
+        env = evaluate(ns, inputs, Context(q.types, spec.T, None))
+        steps = [] if r.buffered else range(spec.T)
+        per_step = [evaluate(ns, {v: a[min(t, len(a) - 1):][:1] for v, a in inputs.items()}, Context(q.types, spec.T, t))
+                    for t in steps]
+        for v in r.nodes:
+            want = ri.values[v].numpy().astype(np.int64)
+            assert np.array_equal(env[v], want), v
+            if per_step:
+                assert np.array_equal(np.concatenate([e[v] for e in per_step])[:want.shape[0]], want), v
+            nodes += 1
+    return nodes
+
+
+def test_region_kernels_equal_intref_node_by_node(zoo_models, all_kernels):
+    res, x = all_kernels
+    assert _regions_against_intref(res.quantized, x) >= 20
+    for family in REGION_FAMILIES:
+        _, xf, g = zoo_models[family]
+        assert _regions_against_intref(compile_graph(g, "lava", input_range=(0, 2)).quantized, first_samples(xf, g, 4)) >= 20
+
+
+def test_time_mixing_latency_is_reported_in_the_report_and_the_artifact(zoo_models, tmp_path):
+    g = zoo_models["stformer"][2]
+    target = get_target("lava")
+    compiled = compile_graph(g, target, input_range=(0, 2))
+    art = target.emit(compiled)
+    spec = art.cache["netspec"]
+    text = "\n".join(report_lines(spec))
+    assert f"+{spec.T - 1} steps" in text and f"of which {spec.T - 1} added by time mixing" in text
+    assert "embedded cores, not on neuromorphic cores" in text and "time_to_features" in text
+    path = target.save(art, tmp_path / "net")
+    lava = json.loads((path / "manifest.json").read_text())["lava"]
+    assert lava["latency"] == spec.latency and lava["time_mixing_latency"] == spec.T - 1
+    (r,) = lava["regions"].values()
+    assert r["buffered"] and r["added_latency"] == spec.T - 1
+
+
+def test_floor_before_sum_runs_in_a_region():
+    """A synapse floored by its negative exponent and then summed has no folded Lava connection
+    (Lava floors after the sum): the synapse stays a Lava connection (floor per synapse output)
+    into a region that sums, bit for bit as intref."""
+    nodes = [ir.InputNode("x", (), features=(4, 3), time=2, layout="sequence"),
+             ir.QuantizeInputNode("q", ("x",), scale=1 / 255),
+             ir.SynapseNode("syn", ("q",), "fc", layout="linear", weight=np.full((5, 3), 3, np.int32), weight_exp=-2),
+             ir.ReduceNode("sum", ("syn",), "fc", reduce="sum", axes=(0,)),
+             ir.LoihiNeuronNode("n", ("sum",), "lif", dv=2048, vth=20),
+             ir.DequantizeNode("dq", ("n",)), ir.OutputNode("o", ("dq",))]
+    g = ir.Graph(nodes).validate()
+    spec, lr, _ = _lava_equals_intref(g, np.random.default_rng(0).random((2, 6, 4, 3), dtype=np.float32))
+    (r,) = spec.regions.values()
+    assert r.nodes == ["sum"] and r.outputs == ["sum"]
+    (c,) = [c for c in spec.connections if c.dst == r.name]
+    assert c.synapse == "syn" and c.exp == -2
+    assert float(lr.values["n"].float().mean()) > 0
+
+
+def test_a_time_mixed_value_leaving_its_region_is_refused_naming_it():
+    """A stage cannot read a one-step (time-mixed) value in a T-step network."""
+    nodes = [ir.InputNode("x", (), features=(3,), time=4, layout="sequence"),
+             ir.QuantizeInputNode("q", ("x",), scale=1 / 255),
+             ir.SynapseNode("syn", ("q",), "fc", layout="linear", weight=np.full((5, 3), 2, np.int32)),
+             ir.LoihiNeuronNode("n", ("syn",), "lif", dv=2048, vth=1),
+             ir.TimeToFeaturesNode("t2f", ("n",), "mix", axis=0),
+             ir.ReshapeNode("flat", ("t2f",), "mix", features=(20,)),
+             ir.SynapseNode("syn2", ("flat",), "fc2", layout="linear", weight=np.full((5, 20), 2, np.int32)),
+             ir.LoihiNeuronNode("n2", ("syn2",), "lif2", dv=2048, vth=1),
+             ir.DequantizeNode("dq", ("n2",)), ir.OutputNode("o", ("dq",))]
+    with pytest.raises(UnsupportedError, match=r"lava: the time-mixed value syn2 \(fc2, 1 step\) leaves its region"):
+        build_netspec(ir.Graph(nodes).validate())
+
+
+def test_a_region_value_beyond_int32_is_refused_after_the_run():
+    """Lava's ports carry int32: a region output outside it is counted in the process and the run
+    refused naming the value (intref, in int64, would differ from Lava there)."""
+    from spikec.errors import SpikecError
+
+    nodes = [ir.InputNode("x", (), features=(3,), time=2, layout="sequence"),
+             ir.QuantizeInputNode("q", ("x",), scale=1 / 255),
+             ir.AddConstantNode("c", ("q",), "pos", constant=np.full((1, 3), 1 << 40, np.int64)),
+             ir.LoihiNeuronNode("n", ("c",), "lif", dv=2048, vth=1),
+             ir.DequantizeNode("dq", ("n",)), ir.OutputNode("o", ("dq",))]
+    spec = build_netspec(ir.Graph(nodes).validate())
+    with pytest.raises(SpikecError, match=r"lava: region values leave the int32 of Lava's ports .*: c \(\d+ steps\)"):
+        run_lava(spec, np.random.default_rng(0).random((2, 2, 3), dtype=np.float32))
