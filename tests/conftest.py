@@ -60,7 +60,8 @@ def zoo_models():
 
 
 # families each target is verified on by the tests (the README support table must say exactly this)
-LAVA_FAMILIES = ["spikformer_digits", "sj_spikformer", "sj_sdt", "meta_spikformer", "neuron_variants"]
+LAVA_FAMILIES = ["spikformer_digits", "sj_spikformer", "sj_sdt", "meta_spikformer", "neuron_variants", "staa_snn",
+                 "stformer", "spikeformer"]
 INTREF_FAMILIES = ["sj_spikformer", "sj_sdt", "meta_spikformer", "neuron_variants", "spikformer_digits", "staa_snn",
                    "stformer", "spikeformer"]
 ONNX_FAMILIES = list(INTREF_FAMILIES)

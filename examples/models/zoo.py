@@ -160,9 +160,9 @@ FAMILIES["staa_snn"] = (staa_snn, (1, 8, 8))
 FAMILIES["stformer"] = (stformer, (1, 8, 8))
 FAMILIES["spikeformer"] = (spikeformer, (1, 8, 8))
 # the targets a family compiles to, where that is not every target (the README support table says so too):
-# the operations that are not spike-driven (STAA-SNN, Spikeformer) and time mixing (STFormer, Spikeformer)
-# run on intref and onnx so far; NIR writes STFormer's causal convolutions over time with Delay nodes
-FAMILY_TARGETS = {"staa_snn": ("intref", "onnx"), "stformer": ("intref", "onnx", "nir"), "spikeformer": ("intref", "onnx")}
+# NIR has no node for the operations that are not spike-driven (STAA-SNN, Spikeformer); STFormer's time mixing
+# is causal convolutions over time, which NIR writes with Delay nodes
+FAMILY_TARGETS = {"staa_snn": ("intref", "lava", "onnx"), "spikeformer": ("intref", "lava", "onnx")}
 SEQUENCE_INPUT = {"neuron_variants": 4}  # families that take [T, B, ...] input: their T
 # sizes for the example scripts and the NIR tests: attention of 16 tokens x 8 channels per head keeps
 # NIR's coincidence expansion (tokens^2 x head-dim^2 neurons per head) small
