@@ -51,7 +51,13 @@ are grouped into one process per connected set with the same number of stages be
 no region feeds a stage that feeds it back.  A region's inputs arrive like a custom stage's
 (gathers or connections, balanced); the region values that stages read are its outputs,
 ``"region_out"`` stages that connections start from (graded: ``num_message_bits`` 24, int32).
-What no region kernel runs, a time-mixed value leaving its region, or more than
+A region output is a T-step value (streamed one step per step) or a *one-step* value (time
+mixed into the features, e.g. a residual stream kept as ``b (n t) m`` across transformer blocks):
+the region sends it on each of the T output steps of its sample (held by the sender, as the source
+streams a one-step input), so another region reads it across stages exactly as intref broadcasts
+it (a buffering region keeps the copy of its sample's step 0, a per-step region each step's), and
+a connection folding it into a T-step input adds it at every step.  What no region kernel runs, a
+one-step value read by a stage that runs on one step, other step counts, or more than
 :data:`MAX_REGION_PORTS` ports is refused naming the node and its module.
 
 Timing: each connection adds one step.  Every stage's inputs are balanced to the same latency with
@@ -59,7 +65,10 @@ synaptic delays (``DelaySparse``) or, for direct inputs of custom processes, del
 network computes exactly the intref function, stage outputs shifted by the stage's depth.  A
 per-step region adds no step; a buffering region (time mixing: the output exists once all T steps
 of a sample have arrived) adds T − 1 (0 when its inputs are one-step values) (:attr:`Region.added_latency`, reported as
-:attr:`NetSpec.time_mixing_latency` in the latency).
+:attr:`NetSpec.time_mixing_latency` in the latency).  A one-step value sent to another region adds
+no step of its own: it is balanced like any other input (its copies arrive with the receiver's
+other inputs of the same sample steps), so a region reading it after a neuron stage evaluates as
+soon as its T-step inputs are in (e.g. two Spikeformer blocks: 2 · (T − 1) steps of time mixing).
 """
 
 from __future__ import annotations
@@ -530,7 +539,8 @@ class Region:
     keeps the T input steps of a sample, evaluates when step L = T − 1 arrives (L = 0 when all its
     inputs are one-step values: :meth:`last_step`), and sends output step k at input step L + k,
     i.e. during the next sample's steps 0 .. L − 1 (``depth = in_depth + L``: the time-mixing
-    latency, ``added_latency``)."""
+    latency, ``added_latency``).  A one-step output is sent on each of the T output steps (the
+    same value): a reader at any depth finds it with its sample's steps, no extra latency."""
 
     name: str
     nodes: list[str]
@@ -646,18 +656,25 @@ def group_regions(graph: ir.Graph, region_nodes: set[str], stage_set: set[str]) 
     return regions
 
 
-def _refuse_region(graph: ir.Graph, r: Region, T: int) -> None:
-    """The reasons a region cannot run (one line naming the node and its module)."""
+def _refuse_region(graph: ir.Graph, r: Region, T: int, readers: dict[str, list[str]]) -> None:
+    """The reasons a region cannot run (one line naming the node and its module).  ``readers``: per
+    value, the stages (not regions) whose inputs read it."""
     for v in r.nodes:
         n = graph[v]
         if not runs(n):
             raise UnsupportedError(f"lava: {n.op} {n.name} ({n.source}) has no Lava form (neither a stage, nor "
                                    "foldable into connections, nor run by a region process)")
     for v in r.outputs:
-        if graph.types[v].time != T:
-            n = graph[v]
-            raise UnsupportedError(f"lava: the time-mixed value {n.name} ({n.source}, {graph.types[v].time} step) leaves its "
-                                   f"region; only {T}-step values can be streamed to stages")
+        n, steps = graph[v], graph.types[v].time
+        if steps not in (1, T):
+            raise UnsupportedError(f"lava: the time-mixed value {n.name} ({n.source}, {steps} steps) leaves its region; "
+                                   f"only {T}-step and one-step values can be streamed")
+        short = [s for s in readers.get(v, []) if graph.types[s].time != T]
+        if steps != T and short:
+            s = graph[short[0]]
+            raise UnsupportedError(f"lava: the time-mixed value {n.name} ({n.source}, {steps} step) leaves its region "
+                                   f"into the stage {s.name} ({s.source}), which runs on {graph.types[s.name].time} step; "
+                                   f"stages run on the {T} steps of a sample")
     if len(r.ports) > MAX_REGION_PORTS or len(r.outputs) > MAX_REGION_PORTS:
         raise UnsupportedError(f"lava: region {r.name} needs {len(r.inputs)} inputs and {len(r.outputs)} outputs, "
                                f"more than the {MAX_REGION_PORTS} ports of a region process")
@@ -799,12 +816,16 @@ def build_netspec(graph: ir.Graph, max_memory: Optional[int] = None) -> NetSpec:
         for v in r.outputs:
             stages[v] = Stage(v, "region_out", graph[v], graph.types[v].numel, graded=True)
 
+    readers: dict[str, list[str]] = {}  # per value, the stages reading it (a one-step value must not feed a one-step stage)
+    for name in stage_names:
+        for tm in {tm.producer for terms in terms_of[id(stages[name])] for tm in terms}:
+            readers.setdefault(tm, []).append(name)
     connections: list[Connection] = []
     for unit in _unit_order(graph, [stages[n] for n in stage_names] + regions, unit_of):
         if isinstance(unit, Region):
             unit.in_depth, mixing, unit.ports = _wire(unit.name, terms_of[id(unit)], stages, connections, neuron=False)
             unit.depth = unit.in_depth + (unit.last_step(graph) if unit.buffered else 0)
-            _refuse_region(graph, unit, T)
+            _refuse_region(graph, unit, T, readers)
             for v in unit.outputs:
                 stages[v].depth, stages[v].mixing = unit.depth, mixing + unit.added_latency
         else:

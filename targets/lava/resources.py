@@ -131,7 +131,9 @@ def region_lines(spec: NetSpec) -> list[str]:
         mods = list(dict.fromkeys(spec.graph[v].source for v in r.nodes if spec.graph[v].source))
         timing = (f"buffers the T = {spec.T} steps of a sample (time mixing): +{r.added_latency} steps" if r.buffered
                   else "per step: +0 steps")
-        out.append(f"  {r.name}: {region_ops(spec, r)}; {timing}; {len(r.inputs)} in / {len(r.outputs)} out values; "
+        held = sum(spec.graph.types[v].time == 1 < spec.T for v in r.outputs)
+        sends = f" ({held} one-step, sent on each of the T output steps)" if held else ""
+        out.append(f"  {r.name}: {region_ops(spec, r)}; {timing}; {len(r.inputs)} in / {len(r.outputs)} out values{sends}; "
                    f"modules {', '.join(mods[:6])}{' ...' if len(mods) > 6 else ''}")
     out.append(f"latency {spec.latency} steps, of which {spec.time_mixing_latency} added by time mixing")
     return out

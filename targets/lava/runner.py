@@ -261,9 +261,9 @@ def run_lava(spec: NetSpec, x, progress: bool = False, chunk: Optional[int] = No
         graph = spec.graph
         for name, (path, size) in sinks.items():
             mm = np.array(np.memmap(path, dtype=np.int32, mode="r", shape=(steps, size)))
-            d = spec.stages[name].depth
-            rows = (np.arange(B)[:, None] * spec.T + np.arange(spec.T)[None, :] + d)  # [B, T]
-            v = mm[rows.T.reshape(-1)].reshape(spec.T, B, *graph.types[name].features)
+            d, t = spec.stages[name].depth, graph.types[name].time  # a one-step region output: its first output step
+            rows = (np.arange(B)[:, None] * spec.T + np.arange(t)[None, :] + d)  # [B, t]
+            v = mm[rows.T.reshape(-1)].reshape(t, B, *graph.types[name].features)
             binary = not spec.stages[name].graded  # spike trains: uint8, as intref holds them
             values[name] = torch.from_numpy(v.astype(np.uint8 if binary else np.int64))
     finally:

@@ -230,7 +230,7 @@ class PyIntRegionModel(PyLoihiProcessModel):
 
     def _buffered_outputs(self, values: dict, step: int) -> list[np.ndarray]:
         """Keep step ``step``; at L = ``last_step`` run the region on the kept steps; send output step
-        (step − L) mod T."""
+        (step − L) mod T (a one-step output: its one step, on each of the T output steps)."""
         p = self.proc_params
         T, types = p["T"], p["types"]
         if self.buffers is None:
@@ -243,7 +243,7 @@ class PyIntRegionModel(PyLoihiProcessModel):
             env = region.evaluate(p["nodes"], {v: b[:types[v].time] for v, b in self.buffers.items()},
                                   region.Context(types, T, None))
             self.pending = [env[v] for v in p["outputs"]]
-        return [out[(step - last) % T] for out in self.pending]
+        return [out[(step - last) % T % out.shape[0]] for out in self.pending]
 
     def run_spk(self):
         p = self.proc_params

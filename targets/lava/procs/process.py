@@ -132,7 +132,10 @@ class IntRegion(AbstractProcess):
     Timing: inputs of a sample's step τ arrive at step ``i·T + τ + 1 + in_depth``.  Per step
     (``buffered`` False) the outputs of step τ leave in the same step.  ``buffered`` (time
     mixing): the T input steps are kept, the nodes run once when step T − 1 arrives, and output
-    step k leaves at input step T − 1 + k (T − 1 steps of latency).
+    step k leaves at input step T − 1 + k (T − 1 steps of latency).  A one-step output (time mixed
+    into the features) is sent on each of the T output steps, as a one-step input is streamed (the
+    sender holds it): a buffered receiver uses the step its sample's step 0 brings, a per-step one
+    every step's copy, so both evaluate it as intref broadcasts a one-step value.
 
     Loihi 2: host-arithmetic (embedded x86 / Lakemont cores or the host), not neuromorphic cores."""
 

@@ -162,8 +162,93 @@ def test_floor_before_sum_runs_in_a_region():
     assert float(lr.values["n"].float().mean()) > 0
 
 
+def _residual_blocks(T: int = 4) -> ir.Graph:
+    """Two blocks whose residual stream is a one-step value (time in the features, as the published
+    Spikeformer keeps ``b (n t) m``): block 0's region makes it, a neuron stage reads its time-major
+    form, and block 1's region adds the stage's output to it (reading the one-step value across the
+    stage); a step of it, repeated over time, also gates the stage's spikes."""
+    def w(o, i, seed):  # even: Lava's 8-bit mixed-sign weights
+        return np.random.default_rng(seed).integers(-3, 6, (o, i)).astype(np.int32) * 2
+
+    nodes = [ir.InputNode("x", (), features=(3,), time=T, layout="sequence"),
+             ir.QuantizeInputNode("q", ("x",), scale=1 / 255),
+             ir.SynapseNode("syn", ("q",), "fc", layout="linear", weight=w(5, 3, 0)),
+             ir.LoihiNeuronNode("n", ("syn",), "lif", dv=2048, vth=1),
+             ir.TimeToFeaturesNode("t2f", ("n",), "block0", axis=0),
+             ir.AddConstantNode("r", ("t2f",), "block0.pos", constant=np.arange(5 * T).reshape(1, T, 5) % 7 - 2),
+             ir.FeaturesToTimeNode("f2t", ("r",), "block0", axis=0),
+             ir.SynapseNode("syn2", ("f2t",), "block0.fc", layout="linear", weight=w(5, 5, 1)),
+             ir.LoihiNeuronNode("n2", ("syn2",), "block0.lif", dv=2048, vth=1),
+             ir.TimeToFeaturesNode("t2f2", ("n2",), "block1", axis=0),
+             ir.AddNode("r2", ("t2f2", "r"), "block1"),
+             ir.FeaturesToTimeNode("f2t2", ("r2",), "block1", axis=0),
+             ir.SynapseNode("syn3", ("f2t2",), "block1.fc", layout="linear", weight=w(5, 5, 2)),
+             ir.SliceNode("r0", ("r",), "block1", axis=0, start=1, stop=2),
+             ir.ReshapeNode("r0f", ("r0",), "block1", features=(5,)),
+             ir.RepeatTimeNode("r0T", ("r0f",), "block1", time=T),
+             ir.MulNode("gate", ("n2", "r0T"), "block1.gate"),
+             ir.SynapseNode("syn4", ("gate",), "block1.fc2", layout="linear", weight=w(5, 5, 3)),
+             ir.AddNode("s34", ("syn3", "syn4"), "block1"),
+             ir.LoihiNeuronNode("n3", ("s34",), "block1.lif", dv=2048, vth=3),
+             ir.DequantizeNode("dq", ("n3",)), ir.OutputNode("o", ("dq",))]
+    return ir.Graph(nodes).validate()
+
+
+def test_a_one_step_value_crosses_a_stage_from_region_to_region():
+    """The one-step residual leaves block 0's region, is sent on each of the T output steps and read
+    by block 1's region after the neuron stage: bit for bit as intref (the one-step value too), no
+    latency of its own (each buffering region adds T − 1), stated in the report."""
+    g = _residual_blocks()
+    spec, lr, _ = _lava_equals_intref(g, np.random.default_rng(0).random((4, 3, 3), dtype=np.float32))
+    a, b = spec.regions.values()
+    assert g.types["r"].time == 1 and "r" in a.outputs and "r" in b.inputs and a.buffered and b.buffered
+    assert a.added_latency == b.added_latency == spec.T - 1 and spec.time_mixing_latency == 2 * (spec.T - 1)
+    assert spec.latency == 3 + 2 * (spec.T - 1) and lr.steps == 3 * spec.T + spec.latency
+    assert tuple(lr.values["r"].shape) == (1, 3, spec.T, 5)
+    assert all(float(lr.values[n].float().mean()) > 0.1 for n in ("n", "n2", "n3"))
+    assert "(1 one-step, sent on each of the T output steps)" in "\n".join(report_lines(spec))
+
+
+def test_published_residual_stream_runs_two_blocks_bit_for_bit():
+    """Loydian/Spikeformer's pattern (published_patterns.batch_time_spikeformer) with a second block
+    reading the one-step residual after the first block's MLP neuron."""
+    pytest.importorskip("einops")
+    from examples.models import published_patterns as pp
+
+    class TwoBlocks(pp.BatchTimeSpikeformer):
+        def __init__(self):
+            super().__init__()
+            dim = self.fc1.in_features
+            self.m_norm2, self.fc1b, self.fc2b = nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+            self.m_lif2 = pp.MultiStepParametricLIFNode(init_tau=2.0, detach_reset=True)
+
+        def forward(self, x):
+            from einops import rearrange
+
+            B, T = x.shape[:2]
+            x = self.tokens(rearrange(x, "b t c h w -> t b c h w"))
+            x = rearrange(rearrange(x, "t b c h w -> (b t) (h w) c") + self.pos, "(b t) n m -> (b n) t m", b=B, t=T)
+            x = rearrange(x + self.time, "(b n) t m -> b (n t) m", b=B, t=T)  # the residual stream: one step
+            for norm, fc1, lif, fc2 in ((self.m_norm, self.fc1, self.m_lif, self.fc2),
+                                        (self.m_norm2, self.fc1b, self.m_lif2, self.fc2b)):
+                res = fc2(lif(fc1(norm(rearrange(x, "b (n t) m -> t b n m", b=B, t=T)) * 4)))
+                x = x + rearrange(res, "t b n m -> b (n t) m")
+            x = self.norm(x)
+            return self.head((self.pool(x).softmax(dim=1).transpose(-1, -2) @ x).squeeze(-2))
+
+    torch.manual_seed(0)
+    m = pp.randomize_bn(TwoBlocks())
+    g = trace(m, m.sample_shape)
+    q = compile_graph(g, "lava", input_range=(0, 2)).quantized
+    spec, lr, _ = _lava_equals_intref(q, torch.rand(2, *m.sample_shape, generator=torch.Generator().manual_seed(0)).numpy())
+    held = [v for r in spec.regions.values() for v in r.outputs if q.types[v].time == 1]
+    assert held and any(v in r.inputs for r in spec.regions.values() for v in held)
+    assert spec.time_mixing_latency == 2 * (spec.T - 1)
+    assert all(float(lr.values[n].float().mean()) > 0.02 for n in ("m_lif", "m_lif2"))
+
+
 def test_a_time_mixed_value_leaving_its_region_is_refused_naming_it():
-    """A stage cannot read a one-step (time-mixed) value in a T-step network."""
+    """A stage cannot read a one-step (time-mixed) value in a T-step network: it would run on one step."""
     nodes = [ir.InputNode("x", (), features=(3,), time=4, layout="sequence"),
              ir.QuantizeInputNode("q", ("x",), scale=1 / 255),
              ir.SynapseNode("syn", ("q",), "fc", layout="linear", weight=np.full((5, 3), 2, np.int32)),
@@ -173,7 +258,8 @@ def test_a_time_mixed_value_leaving_its_region_is_refused_naming_it():
              ir.SynapseNode("syn2", ("flat",), "fc2", layout="linear", weight=np.full((5, 20), 2, np.int32)),
              ir.LoihiNeuronNode("n2", ("syn2",), "lif2", dv=2048, vth=1),
              ir.DequantizeNode("dq", ("n2",)), ir.OutputNode("o", ("dq",))]
-    with pytest.raises(UnsupportedError, match=r"lava: the time-mixed value syn2 \(fc2, 1 step\) leaves its region"):
+    with pytest.raises(UnsupportedError, match=r"lava: the time-mixed value syn2 \(fc2, 1 step\) leaves its region "
+                       r"into the stage n2 \(lif2\), which runs on 1 step"):
         build_netspec(ir.Graph(nodes).validate())
 
 
