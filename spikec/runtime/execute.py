@@ -4,14 +4,14 @@ A run is: the input brought to ``[T, B, *features]`` (:func:`input_to_values`), 
 graph order computed by its kernel from its inputs' values, then the outputs brought to the source
 model's layout (:func:`to_output_layout`).  What an executor adds is only its kernel table (node type
 -> ``kernel(node, *inputs) -> value``), looked up by exact node type.  Without ``record`` a value is
-freed as soon as its last user has run (outputs are kept), so memory peaks at the widest cut of the
-graph rather than its size.  The value layout helpers the kernels share live here too.
+freed as soon as its last user has run (outputs and ``keep`` values are kept), so memory peaks at the
+widest cut of the graph rather than its size.  The value layout helpers the kernels share live here too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Collection, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ MembraneKernel = Callable[..., tuple[torch.Tensor, Any]]  # kernel(node, *inputs
 @dataclass
 class Execution:
     outputs: list[torch.Tensor]  # graph outputs, source-model layout, in graph output order
-    values: dict[str, torch.Tensor] = field(default_factory=dict)  # node -> [T, B, *f] (if recorded)
+    values: dict[str, torch.Tensor] = field(default_factory=dict)  # node -> [T, B, *f] (recorded or kept)
     membranes: dict[str, Any] = field(default_factory=dict)  # neuron node -> membrane (if recorded)
     taught: dict[str, torch.Tensor] = field(default_factory=dict)  # teacher-forced node -> its own computed value
 
@@ -98,11 +98,13 @@ def execute(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], kernels: Mappin
             overrides: Optional[Mapping[str, torch.Tensor]] = None,
             teacher: Optional[Mapping[str, torch.Tensor]] = None,
             check: Optional[Callable[[ir.Node, torch.Tensor], None]] = None,
-            executor: str = "the executor") -> Execution:
+            executor: str = "the executor", keep: Collection[str] = ()) -> Execution:
     """Run ``graph`` on ``x`` (as the source model takes it) with ``kernels``.
 
     ``record`` keeps every node's value and runs the node types in ``neurons`` with their membrane
     kernels instead (``{type: kernel(node, *inputs) -> (value, membrane)}``), keeping the membranes.
+    ``keep`` names the nodes whose values alone are kept (in ``Execution.values``) without ``record``:
+    every other value is still freed after its last user (e.g. the neuron layers' spikes of a run).
     ``overrides`` replaces the values of the named nodes (nothing is computed for them); everything
     downstream is computed from them.  ``teacher`` forces values too, but after computing them:
     each named node is computed as usual from its (possibly forced) inputs, its computed value is kept
@@ -118,6 +120,7 @@ def execute(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], kernels: Mappin
     inp, xs = input_to_values(graph, x)
     env: dict[str, torch.Tensor] = {inp.name: xs}
     membranes: dict[str, Any] = {}
+    keep = frozenset(keep)
     users_left = {n.name: len(graph.users(n.name)) for n in graph.nodes}
     with torch.no_grad():
         for n in graph.nodes:
@@ -143,10 +146,11 @@ def execute(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], kernels: Mappin
             if not record:
                 for i in set(n.inputs):  # users are counted once per distinct user (x * x, cat([s, s]))
                     users_left[i] -= 1
-                    if users_left[i] == 0 and not isinstance(graph[i], ir.OutputNode):
+                    if users_left[i] == 0 and not isinstance(graph[i], ir.OutputNode) and i not in keep:
                         env.pop(i, None)
     outs = [to_output_layout(o, env[o.name]) for o in graph.outputs]
-    return Execution(outs, env if record else {}, membranes, taught)
+    values = env if record else {k: env[k] for k in keep if k in env}
+    return Execution(outs, values, membranes, taught)
 
 
 def _taught_value(n: ir.Node, forced, computed: torch.Tensor) -> torch.Tensor:

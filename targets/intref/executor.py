@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Union
+from typing import Callable, Collection, Optional, Union
 
 import numpy as np
 import torch
@@ -261,8 +261,13 @@ def _check_integer_value(n: ir.Node, value: torch.Tensor) -> None:
 
 def run_int(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], record: bool = False,
             overrides: Optional[dict[str, torch.Tensor]] = None,
-            teacher: Optional[dict[str, torch.Tensor]] = None) -> IntRunResult:
+            teacher: Optional[dict[str, torch.Tensor]] = None, *, keep: Collection[str] = (),
+            membranes: bool = True) -> IntRunResult:
     """Execute a quantized graph on float input ``x`` (quantized by the graph's input node).
+
+    ``record`` keeps every node's value and, with ``membranes``, every neuron layer's (v, u) traces;
+    without it only the values of the nodes named in ``keep`` outlive their last user (a run's memory
+    is then its widest cut plus those values, not the whole graph's).
 
     ``overrides`` replaces the values of the named nodes (e.g. stage outputs read back from Lava):
     everything downstream is computed from them.  ``teacher`` (e.g. the float model's spikes of
@@ -280,8 +285,8 @@ def run_int(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], record: bool = 
         return spikes, (v, u)
 
     run = execute(graph, x, {**INT_KERNELS, ir.LoihiNeuronNode: neuron}, record=record,
-                  neurons={ir.LoihiNeuronNode: neuron_with_membrane}, overrides=overrides, teacher=teacher,
-                  check=_check_integer_value, executor="the integer executor")
+                  neurons={ir.LoihiNeuronNode: neuron_with_membrane} if membranes else None, overrides=overrides,
+                  teacher=teacher, check=_check_integer_value, executor="the integer executor", keep=keep)
     scales = []
     for o in graph.outputs:
         src = graph.producer(o.inputs[0])
