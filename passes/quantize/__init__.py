@@ -26,8 +26,12 @@ Neurons (decay_input=False form, produced by merge_scale_into_threshold) become 
     dv = round(4096·d)   vth = floor((θ/Δv − 1) / 64)   bias = X0/Δv as 13-bit mantissa << exp (0..7)
 
 where X0 is the constant part of the input current (the synapse biases carried through the
-domain's sums and reshapes).  Spiking at v ≥ 64·vth + 1 represents θ from below within 64·Δv, so a
-float membrane exactly on the threshold (frequent for integer counts) still fires.
+domain's sums and reshapes) minus μ, the mean error the floors of negative weight exponents leave in
+the current (:func:`.neurons.floor_compensation`: −s/2 output units per floored synapse output for
+uniform remainders, carried like the biases), so that the current error is zero-mean rather than
+systematically low; every target reads the same integer bias.  Spiking at v ≥ 64·vth + 1
+represents θ from below within 64·Δv, so a float membrane exactly on the threshold (frequent for
+integer counts) still fires.
 
 Weights (per synapse): w_lava = w·Δin / (Δout·2^e), rounded, with the exponent e (of the smallest
 that fits every weight and the two below it) that gives the least squared error (rounding plus
@@ -81,9 +85,9 @@ from ..base import NameSource, PassReport, PassResult, where
 from .bounds import CALIB_PERCENTILE, Calibration, measured_bounds, worst_case_bounds
 from .domains import A_BITS, DOMAIN_OPS, OUT_BITS, V_BITS, Domains, Scales, describe, integer_multiple, signed_factor
 from .kernels import GELU_TANH_GAP, KERNEL_OPS, LABELS, PRODUCT_OPS, REAL_BITS, integer_kernel, kernel_report
-from .neurons import constant_input, quantize_neuron
+from .neurons import constant_input, floor_compensation, quantize_neuron
 from .report import NeuronReport, QuantReport, SynapseReport
-from .weights import quantize_synapse, quantize_weights
+from .weights import expected_floor_error, quantize_synapse, quantize_weights
 
 NAME = "quantize"
 
@@ -143,6 +147,7 @@ def quantize(graph: ir.Graph, calib: Optional[torch.Tensor] = None, input_range:
     # ---- emission ------------------------------------------------------------------------------------
     out_nodes: list[ir.Node] = []
     qname: dict[str, str] = {}  # float value -> integer value
+    floors: dict[str, np.ndarray] = {}  # synapse -> mean floor error of its output per channel (real units)
 
     def as_units(v: str, target: float, consumer: ir.Node) -> str:
         """Integer value of ``v`` expressed in units ``target``: Δ_v / target = m·2^k (m odd, the
@@ -177,6 +182,8 @@ def quantize(graph: ir.Graph, calib: Optional[torch.Tensor] = None, input_range:
             qname[n.name] = q.name
         elif isinstance(n, (ir.ConvNode, ir.LinearNode)):
             s, srep = quantize_synapse(graph, n, qname[n.inputs[0]], scales, report)
+            if s.weight_exp < 0:
+                floors[n.name] = expected_floor_error(s.weight, s.weight_exp) * srep.delta_out
             out_nodes.append(s)
             qname[n.name] = s.name
             qrep.synapses.append(srep)
@@ -185,7 +192,13 @@ def quantize(graph: ir.Graph, calib: Optional[torch.Tensor] = None, input_range:
             key, da = scales.neuron_key(n)
             a = as_units(x, da, n)
             vb = next(vb for m, _, _, vb in scales.needs[key] if m is n)
-            q, nrep = quantize_neuron(n, a, da, x0[n.name], bound.get(x, 0.0), vb, report)
+            mu = floor_compensation(graph, dom, x, floors)  # the floors' mean current error: the bias adds it back
+            q, nrep = quantize_neuron(n, a, da, x0[n.name] - mu, bound.get(x, 0.0), vb, report)
+            if np.any(mu):
+                nrep.floor_compensation = -mu
+                theta = abs(float(n.v_threshold)) or 1.0
+                report.did(where(n), f"bias adds back the mean floor error of its synapses' negative exponents "
+                                     f"(up to {float(np.max(-mu)) / theta:.3g} θ)")
             if cal is not None:
                 nrep.calib_values = int(cal.currents[n.name].numel()) if n.name in cal.currents else 0
                 nrep.calib_beyond, nrep.calib_wrapped, nrep.calib_saturated = cal.saturation(n.name, da)

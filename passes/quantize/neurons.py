@@ -25,10 +25,12 @@ from .domains import DOMAIN_OPS, Domains, describe
 from .report import NeuronReport
 
 
-def constant_input(graph: ir.Graph, dom: Domains, value: str, explicit=frozenset()) -> np.ndarray:
-    """The constant part X0 of a neuron's input ``value``: the synapse biases and pad values carried
-    through the domain's sums, reshapes and pools (one value per feature; refused if it varies over
-    time), except those of the synapses and pads in ``explicit``, which stay in the integer graph."""
+def _carried(graph: ir.Graph, dom: Domains, value: str, synapse_constant, pad_values, strict: bool) -> torch.Tensor:
+    """A per-synapse constant (``synapse_constant(node)``: per output channel, or None) carried
+    through the domain's sums, reshapes, pools and scalings to ``value``, as the float model
+    computes it, [T, 1, *features] float64; pads add their value where ``pad_values(pad)``, else 0.
+    ``strict``: refuse a max pool over a constant that varies inside a channel (the max of the
+    constant is then not the constant of the max)."""
     types = graph.types
     memo: dict[str, torch.Tensor] = {}
 
@@ -39,8 +41,9 @@ def constant_input(graph: ir.Graph, dom: Domains, value: str, explicit=frozenset
         tv = types[v]
         if isinstance(n, (ir.ConvNode, ir.LinearNode)):
             out = torch.zeros((tv.time, 1, *tv.features), dtype=torch.float64)
-            if n.bias is not None and n.name not in explicit:
-                b = torch.from_numpy(n.bias.astype(np.float64))
+            c = synapse_constant(n)
+            if c is not None:
+                b = torch.from_numpy(np.asarray(c, dtype=np.float64))
                 out = out + (b.reshape(-1, *([1] * (len(tv.features) - 1))) if isinstance(n, ir.ConvNode) else b)
         elif v in dom and isinstance(n, ir.AddConstantNode):  # its constant stays an explicit integer addend
             out = ev(n.inputs[0]) if n.inputs[0] in dom else torch.zeros((tv.time, 1, *tv.features), dtype=torch.float64)
@@ -48,25 +51,61 @@ def constant_input(graph: ir.Graph, dom: Domains, value: str, explicit=frozenset
             if isinstance(n, ir.MaxPoolNode):
                 inner = ev(n.inputs[0])
                 per_channel = inner.flatten(3) if inner.dim() > 3 else inner
-                if inner.dim() > 3 and not torch.allclose(per_channel, per_channel[..., :1].expand_as(per_channel)):
+                if strict and inner.dim() > 3 and not torch.allclose(per_channel, per_channel[..., :1].expand_as(per_channel)):
                     raise UnsupportedError(f"quantize: max pool {where(n)} over a bias that varies inside a channel")
                 out = FLOAT_KERNELS[type(n)](n, inner.float()).double()
             else:
                 ins = [ev(i).float() if types[i].kind is ir.Kind.REAL else torch.zeros((types[i].time, 1, *types[i].features))
                        for i in n.inputs]
-                op = n.replace(value=0.0) if isinstance(n, ir.PadNode) and n.name in explicit else n
+                op = n.replace(value=0.0) if isinstance(n, ir.PadNode) and not pad_values(n) else n
                 out = FLOAT_KERNELS[type(n)](op, *ins).double()
         else:
             out = torch.zeros((tv.time, 1, *tv.features), dtype=torch.float64)
         memo[v] = out
         return out
 
-    x0 = ev(value)
+    return ev(value)
+
+
+def constant_input(graph: ir.Graph, dom: Domains, value: str, explicit=frozenset()) -> np.ndarray:
+    """The constant part X0 of a neuron's input ``value``: the synapse biases and pad values carried
+    through the domain's sums, reshapes and pools (one value per feature; refused if it varies over
+    time), except those of the synapses and pads in ``explicit``, which stay in the integer graph."""
+    x0 = _carried(graph, dom, value, lambda n: n.bias if n.bias is not None and n.name not in explicit else None,
+                  lambda p: p.name not in explicit, strict=True)
     if x0.shape[0] > 1 and not torch.allclose(x0, x0[:1].expand_as(x0)):
         raise UnsupportedError(f"quantize: the constant input of {describe(graph.users(value)[0], graph)} (its synapse "
                                "biases and pad values) varies over time, which a Loihi bias cannot; add a per-step "
                                "constant instead, or keep the time axis out of that layer's features")
     return x0[0, 0].numpy()
+
+
+def floor_compensation(graph: ir.Graph, dom: Domains, value: str, floors: dict[str, np.ndarray]) -> np.ndarray:
+    """The expected error of a neuron's input current ``value`` (real units, per feature, <= 0) from
+    the floors of the synapses with negative weight exponents in its domain: ``floors[synapse]`` is
+    that synapse's mean floor error per output channel (:func:`.weights.expected_floor_error` times
+    Δout), carried like the biases (:func:`constant_input`) through the domain's sums, reshapes,
+    pools and positive scalings to the neuron (a sum over N positions adds N of them; a pad adds
+    none).  The neuron's bias adds its negation back (:func:`quantize_neuron`): the current error
+    becomes zero-mean where the remainders are uniform.
+
+    Algebra.  A floored synapse output is ``q = ⌊acc / 2^k⌋ = acc / 2^k − r / 2^k`` with r the
+    remainder in [0, 2^k); in real units its error is ``−(r / 2^k)·Δout`` in ``[−s·Δout, 0]``, of
+    mean ``−(s/2)·Δout`` when r is uniform over its values (the assumption).  The domain's operations
+    between the synapses and the neuron are linear with non-negative coefficients (sums, reshapes,
+    slices, pads, sum / average pools, positive scalings: the quantizer holds the exponent at 0
+    where a negation or a feature sum follows the synapse) or a max pool (monotone: the max of
+    floored values is the floor of the max, one remainder again), so the current's floor error is
+    the carried sum of the synapses' errors, of mean ``μ`` = this function's value.  The bias
+    ``(X0 − μ)/Δv`` then makes ``E[X̂ − X] = 0`` up to the bias rounding.  Where the constant varies
+    over the steps (a per-step domain), the mean over the steps is taken; a max pool over channels
+    whose floor means vary inside a window takes their max (approximate, not refused: it is a
+    mean, not a bound)."""
+    if not floors:
+        shape = graph.types[value].features
+        return np.zeros(shape)
+    mu = _carried(graph, dom, value, lambda n: floors.get(n.name), lambda p: False, strict=False)
+    return mu.mean(dim=0)[0].numpy()
 
 
 def quantize_neuron(n, a: str, da: float, x0: np.ndarray, xb: float, vb: float,

@@ -36,6 +36,9 @@ class NeuronReport:
     bias_error: float = 0.0  # max |constant input − (bias_mant << bias_exp)·Δv| (real units): rounding + saturation
     membrane_bound: float = 0.0  # the bound on |V| the scales were chosen for (worst-case, or measured × margin)
     input_bound: float = 0.0  # the bound on |X| (real units) the scales were chosen for
+    # the mean floor error of the input current that the bias adds back (real units, >= 0, per feature or
+    # a scalar 0.0; .neurons.floor_compensation): part of the constant the bias realises (bias_error)
+    floor_compensation: object = 0.0
     # calibrated bounds only (--calib): measured on the calibration data in the float model
     calib_values: int = 0  # input currents measured (elements over positions, steps, samples)
     calib_beyond: int = 0  # of them above the calibrated bound (the percentile)

@@ -6,7 +6,9 @@
 clipping, :func:`spikec.loihi.min_weight_exp`) with the least squared error, since a finer step
 may pay for clipping a few outliers.
 
-A negative exponent floors: the integer synapse computes ``⌊Σ w·x / 2^−e⌋`` once.  Lava floors per
+A negative exponent floors: the integer synapse computes ``⌊Σ w·x / 2^−e⌋`` once, an error in
+``[−s, 0]`` units of Δout (:func:`floor_span`), of mean ``−s/2`` for uniform remainders, which the
+neurons it feeds take back in their bias (:func:`expected_floor_error`, :mod:`.neurons`).  Lava floors per
 connection, after everything folded into it, so the exponent is held at 0 (exact on every target,
 fewer mantissa bits) where Lava would fold something across that floor: a feature sum or a negation
 after the synapse (:func:`folded_before_floor`), or a sum before it, whose terms (each with its
@@ -51,6 +53,32 @@ def quantize_weights(w: np.ndarray, factor: float, bits: int = loihi.WEIGHT_BITS
     rms = float(np.sqrt(np.mean(scaled ** 2))) or 1.0
     err = float(np.sqrt(np.mean((q - scaled) ** 2))) / rms
     return q.astype(np.int32), int(e), mode, clipped, err
+
+
+def floor_span(mantissas: np.ndarray, exp: int) -> np.ndarray:
+    """Per output channel (axis 0 of ``mantissas``), the width s of the floor error of the synapse
+    output ``⌊acc / 2^k⌋`` (k = −exp > 0), in units of Δout: the input integers x are integers, so
+    ``acc = Σ w·x`` is a multiple of 2^g, g the trailing zero bits all the channel's mantissas share
+    (g >= 1 for MIXED, whose mantissas are even); the remainder ``acc mod 2^k`` is then one of
+    0, 2^g, ..., 2^k − 2^g and ``⌊acc / 2^k⌋ − acc / 2^k ∈ [−s, 0]`` with ``s = 1 − 2^(g − k)``
+    (0 when g >= k: exact).  All 0 for exp >= 0 (a left shift: exact)."""
+    m = np.abs(np.asarray(mantissas, dtype=np.int64)).reshape(np.shape(mantissas)[0], -1)
+    k = -int(exp)
+    if k <= 0:
+        return np.zeros(m.shape[0])
+    bits = np.bitwise_or.reduce(m, axis=1) if m.shape[1] else np.zeros(m.shape[0], np.int64)
+    low = bits & -bits  # the lowest set bit: 2^g (0 for an all-zero channel)
+    g = np.where(low > 0, np.log2(np.maximum(low, 1)), k)
+    return 1.0 - 2.0 ** (np.minimum(g, k) - k)
+
+
+def expected_floor_error(mantissas: np.ndarray, exp: int) -> np.ndarray:
+    """Per output channel, the mean floor error of the synapse output in units of Δout:
+    ``−s/2`` (:func:`floor_span`), *assuming the remainder acc mod 2^k is uniform over the multiples
+    of 2^g below 2^k* (the mean of r / 2^k over r = 0, 2^g, ..., 2^k − 2^g is (1 − 2^(g − k)) / 2).
+    That holds for sums of many terms of varied integers; it overstates the mean error of outputs
+    whose sum is often exactly 0 (e.g. a small receptive field over rarely spiking inputs)."""
+    return -0.5 * floor_span(mantissas, exp)
 
 
 def folded_before_floor(graph: ir.Graph, value: str) -> bool:

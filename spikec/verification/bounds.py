@@ -48,14 +48,23 @@ graph from the layers upstream (whose spikes are forced, error 0) to the neuron 
 * model input: ε = max(Δx/2, the rounding / clipping actually seen on the data), |x̂| ≤ x_max;
 * synapse (conv / linear, integer weights w_q, exponent e, scales Δin / Δout of the quantization
   report; effective real weights w_q·2^e·Δout/Δin): per output channel o
-  ``ε_o = Σ_j |w_o,j − w_q,o,j·2^e·Δout/Δin|·(M_in + ε_in) + Σ_j |w_o,j|·ε_in`` (+ Δout when
-  e < 0: the shifted sum is floored; + ½Δout for a bias kept in the synapse; + the float32 dot
-  product error n·2^−24·Σ|w|·M_in), M_in being the worst-case bound of the input (spikes 1, counts
-  their bound, the analog input its range);
+  ``ε_o = Σ_j |w_o,j − w_q,o,j·2^e·Δout/Δin|·(M_in + ε_in) + Σ_j |w_o,j|·ε_in`` (+ ½Δout for a
+  bias kept in the synapse; + the float32 dot product error n·2^−24·Σ|w|·M_in), M_in being the
+  worst-case bound of the input (spikes 1, counts their bound, the analog input its range); when
+  e < 0 the shifted sum is floored, a one-sided error in ``[−S_o, 0]``, ``S_o = s_o·Δout``
+  (``s_o = 1 − 2^(g−k)`` < 1, :func:`spikec.passes.quantize.weights.floor_span`), kept apart from
+  ε (below);
 * sums, reshapes, slices, pads, pools, scalings between a synapse and the neuron: the same
   operation applied to the error bounds (sums add, max pools take the max, scales multiply);
   an operand the quantizer shifted right into coarser units (a ShiftNode with negative shift,
   or the neuron's own input shift) adds < Δ_target;
+* floors (negative weight exponents, right shifts) are carried apart, as the width S of a one-sided
+  error in ``[−S, 0]``, through the operations that keep its sign (sums add, pads add 0, max pools
+  and data movement take each part as they take ε, sum / average pools and positive scalings scale
+  it); a negation, a product or a kernel merges S into ε.  The quantizer adds the floors' mean
+  C = the carried (s/2)·Δout back in the neuron's bias (NeuronReport.floor_compensation), so the
+  current error lies in ``[−ε − S + C, ε + C]``: the neuron's current term is ``ε + max(S − C, C)``,
+  ε + S/2 where C = S/2 (symmetric ±half the floors' width instead of one-sided S);
 * spikes, ANDs and spike-count products: exact (error 0);
 * products of two real values (a·b, a @ b over k terms): k·(M_a·ε_b + M_b·ε_a + ε_a·ε_b), plus one
   output unit for the floor of their rescaling;
@@ -88,7 +97,9 @@ Assumptions (each one checked elsewhere or stated in the report):
   and every verdict, is the one of the whole data;
 * ε_f32 = 4·2^−24·(V_max + X_max) per step covers the float32 arithmetic of the float neuron;
 * the bias error ε_b = max |c − b̂| is the quantizer's (NeuronReport.bias_error: rounding and
-  saturation of the 13-bit mantissa);
+  saturation of the 13-bit mantissa), c including the floors' mean C the bias adds back, which is
+  the quantizer's account too (NeuronReport.floor_compensation; any C keeps the bound valid, since
+  the floors' own error lies in [−S, 0] whatever C is);
 * soft reset: ρ is charged at every step (at most one spike per step).
 """
 
@@ -151,8 +162,11 @@ def _per_channel(values: np.ndarray, n, features) -> torch.Tensor:
     return torch.broadcast_to(v, tuple(features)).reshape(1, 1, *features).clone()
 
 
-def _synapse_error(n, syn: ir.SynapseNode, rep, e_in: torch.Tensor, m_in: float, features) -> tuple[torch.Tensor, dict]:
-    """ε of a synapse output (module docstring), per output channel."""
+def _synapse_error(n, syn: ir.SynapseNode, rep, e_in: torch.Tensor, m_in: float, features) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(ε, S, contributions) of a synapse output (module docstring), per output channel: ε the
+    symmetric part, S the width of its floor (error in [−S, 0]) for a negative exponent."""
+    from spikec.passes.quantize.weights import floor_span
+
     w = n.weight.astype(np.float64)
     factor = rep.delta_in / rep.delta_out
     mant, _ = loihi.weight_mantissas(w * factor / 2.0 ** syn.weight_exp, syn.sign_mode)  # the rounding rule
@@ -165,14 +179,14 @@ def _synapse_error(n, syn: ir.SynapseNode, rep, e_in: torch.Tensor, m_in: float,
     fan_in = int(np.prod(w.shape[1:]))
     bias = np.abs(n.bias.astype(np.float64)) if n.bias is not None else 0.0
     f32 = 1.01 * fan_in * F32_UNIT * (wabs * m_in + bias)
-    floor = rep.delta_out if syn.weight_exp < 0 else 0.0
+    floor = floor_span(mant, syn.weight_exp) * rep.delta_out  # the shifted sum is floored (exp < 0)
     kept_bias = 0.0
     if syn.bias is not None and n.bias is not None:
         kept_bias = np.abs(n.bias.astype(np.float64) - syn.bias.astype(np.float64) * rep.delta_out)
-    eps = dw * (m_in + ein) + wabs * ein + f32 + floor + kept_bias
+    eps = dw * (m_in + ein) + wabs * ein + f32 + kept_bias + np.zeros_like(dw)
     terms = {"weights": float(np.max(dw * (m_in + ein))), "input error": float(np.max(wabs * ein)),
-             "floor": float(floor), "float32": float(np.max(f32)), "off-rule weights": off}
-    return _per_channel(eps, n, features), terms
+             "floor": float(np.max(floor)), "float32": float(np.max(f32)), "off-rule weights": off}
+    return _per_channel(eps, n, features), _per_channel(floor, n, features), terms
 
 
 def _shift_floor(delta_in: Optional[float], delta_target: Optional[float]) -> float:
@@ -193,7 +207,20 @@ def current_errors(optimized: ir.Graph, quantized: ir.Graph, quant, input_error:
         dict[str, torch.Tensor], dict[str, dict], dict[str, set[str]]]:
     """ε of every value of the optimised float graph under teacher forcing (neuron outputs exact),
     as float64 tensors [1, 1, *features]; the contributions of each synapse (by name); and the
-    synapses upstream of each value (back to the nearest neurons)."""
+    synapses upstream of each value (back to the nearest neurons).  ε bounds |error|: the
+    symmetric part plus the floors' width (:func:`split_errors`)."""
+    sym, floor, terms, upstream = split_errors(optimized, quantized, quant, input_error)
+    return {k: sym[k] + floor[k] for k in sym}, terms, upstream
+
+
+def split_errors(optimized: ir.Graph, quantized: ir.Graph, quant, input_error: Optional[float] = None) -> tuple[
+        dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, dict], dict[str, set[str]]]:
+    """:func:`current_errors` with each value's error in two parts, ``(ε, S, contributions, upstream)``:
+    the error lies in ``[−ε − S, ε]``, ε symmetric, S the floors (negative weight exponents, right
+    shifts into coarser units: one-sided, <= 0) carried through the operations that keep their sign:
+    sums, data movement, pads (0 on the padded positions), max pools (max(x_i + e_i) − max(x_i)
+    lies within [min e_i, max e_i]: both parts by their max), sum / average pools and positive
+    scalings.  Every other operation (a negation, products, kernels) merges S into ε."""
     from spikec.passes.quantize.bounds import worst_case_bounds
     from spikec.runtime.float_interpreter import FLOAT_KERNELS, pad_with_values
 
@@ -204,7 +231,8 @@ def current_errors(optimized: ir.Graph, quantized: ir.Graph, quant, input_error:
     qin = next((n for n in quantized.nodes if isinstance(n, ir.QuantizeInputNode)), None)
     x_max = max(abs(b) for b in qin.bounds) * qin.scale if qin is not None else 0.0
     m = worst_case_bounds(optimized, x_max)
-    err: dict[str, torch.Tensor] = {}
+    err: dict[str, torch.Tensor] = {}  # ε: the symmetric part
+    flo: dict[str, torch.Tensor] = {}  # S: the one-sided floors, error in [−S, 0]
     terms: dict[str, dict] = {}
     synapse_derived: set[str] = set()  # the quantizer's scale domains: synapse outputs and what domain ops make of them
     upstream: dict[str, set[str]] = {}  # value -> the synapses whose errors reach it (up to the neurons)
@@ -212,8 +240,10 @@ def current_errors(optimized: ir.Graph, quantized: ir.Graph, quant, input_error:
                   ir.RepeatTimeNode, ir.ConcatNode, ir.TimeToFeaturesNode, ir.FeaturesToTimeNode, ir.DelayNode)
     for n in optimized.nodes:
         f = types[n.name].features
-        ins = [err[i] for i in n.inputs]
+        ins = [err[i] + flo[i] for i in n.inputs]  # the whole |error| of each input
+        syms, floors = [err[i] for i in n.inputs], [flo[i] for i in n.inputs]
         upstream[n.name] = set().union(*(upstream[i] for i in n.inputs)) if n.inputs else set()
+        flo[n.name] = _zeros(f)  # (merged into ε unless the branch keeps it apart)
         if isinstance(n, ir.InputNode):
             e = 0.5 * qin.scale if qin is not None else 0.0
             err[n.name] = _full(f, max(e, input_error or 0.0))
@@ -227,7 +257,7 @@ def current_errors(optimized: ir.Graph, quantized: ir.Graph, quant, input_error:
             if not isinstance(syn, ir.SynapseNode) or n.name not in syn_reps:
                 err[n.name] = _full(f, np.inf)
                 continue
-            err[n.name], terms[n.name] = _synapse_error(n, syn, syn_reps[n.name], ins[0], m[n.inputs[0]], f)
+            err[n.name], flo[n.name], terms[n.name] = _synapse_error(n, syn, syn_reps[n.name], ins[0], m[n.inputs[0]], f)
         elif isinstance(n, (ir.AddressedAccumulationNode, ir.MatMulNode, ir.MulNode)):
             k = types[n.inputs[0]].features[-1] if not isinstance(n, ir.MulNode) else 1
             ea, eb = (float(e.max()) for e in ins)
@@ -238,7 +268,8 @@ def current_errors(optimized: ir.Graph, quantized: ir.Graph, quant, input_error:
             target = scales.get(n.name)
             c = n.alpha * n.constant.astype(np.float64)
             rounding = float(np.abs(c - np.round(c / target) * target).max()) if target else np.inf
-            err[n.name] = ins[0] + _shift_floor(scales.get(n.inputs[0]), target) + rounding
+            err[n.name] = syms[0] + rounding
+            flo[n.name] = floors[0] + _shift_floor(scales.get(n.inputs[0]), target)
         elif isinstance(n, (ir.LayerNormNode, ir.SoftmaxNode, ir.ActivationNode)):
             krep = kernels.get(n.name)
             lipschitz = KERNEL_LIPSCHITZ.get(krep.kernel) if krep is not None else None
@@ -248,14 +279,19 @@ def current_errors(optimized: ir.Graph, quantized: ir.Graph, quant, input_error:
                 shifted_in = krep.scale_in if krep.scale_in > scales.get(n.inputs[0], krep.scale_in) * (1 + 1e-12) else 0.0
                 err[n.name] = _full(f, lipschitz * (float(ins[0].max()) + shifted_in) + krep.error_bound)
         elif isinstance(n, (ir.ReduceNode, ir.AvgPoolNode, ir.ScaleNode)):  # scale-changing: operands not shifted
-            out = FLOAT_KERNELS[type(n)](n, ins[0]).abs()  # a negative scale flips an error's sign, not its size
-            if isinstance(n, ir.ReduceNode) and n.over_time and n.reduce == "sum":
-                out = out * types[n.inputs[0]].time  # the per-step errors add over the T steps
-            err[n.name] = out
+            def scaled(e, n=n):
+                out = FLOAT_KERNELS[type(n)](n, e).abs()  # a negative scale flips an error's sign, not its size
+                if isinstance(n, ir.ReduceNode) and n.over_time and n.reduce == "sum":
+                    out = out * types[n.inputs[0]].time  # the per-step errors add over the T steps
+                return out
+            if isinstance(n, ir.ScaleNode) and np.any(np.asarray(n.factor, dtype=np.float64) < 0):
+                err[n.name] = scaled(ins[0])  # a negation: the floors' side flips, merged into ε
+            else:
+                err[n.name], flo[n.name] = scaled(syms[0]), scaled(floors[0])
         elif isinstance(n, domain_ops):
             target = scales.get(n.name)
             real = types[n.name].kind is ir.Kind.REAL
-            shifted = [e + _shift_floor(scales.get(i), target) if real else e for e, i in zip(ins, n.inputs)]
+            shifted = [e + _shift_floor(scales.get(i), target) if real else e for e, i in zip(floors, n.inputs)]
             if isinstance(n, ir.PadNode):
                 v = np.asarray(n.value, dtype=np.float64)
                 q_value = getattr(quantized[n.name], "value", 0.0) if n.name in quantized else 0.0
@@ -266,26 +302,32 @@ def current_errors(optimized: ir.Graph, quantized: ir.Graph, quant, input_error:
                 else:
                     pad_err = np.abs(v - np.round(v / target) * target)
                 pad_err = pad_err if np.ndim(pad_err) else float(pad_err)
-                err[n.name] = pad_with_values(shifted[0][0], n.pads, pad_err)[None]
+                err[n.name] = pad_with_values(syms[0][0], n.pads, pad_err)[None]
+                flo[n.name] = pad_with_values(shifted[0][0], n.pads, 0.0)[None]
             elif isinstance(n, (ir.RepeatTimeNode, ir.DelayNode)):  # per-feature bounds hold at every step
-                err[n.name] = shifted[0]
+                err[n.name], flo[n.name] = syms[0], shifted[0]
             elif isinstance(n, (ir.TimeToFeaturesNode, ir.FeaturesToTimeNode)):  # per-feature bounds are per-step
-                err[n.name] = _full(f, float(shifted[0].max()))
-            else:
-                err[n.name] = FLOAT_KERNELS[type(n)](n, *shifted)
+                err[n.name], flo[n.name] = _full(f, float(syms[0].max())), _full(f, float(shifted[0].max()))
+            else:  # sums add both parts; a max pool takes each part's max (its error within [min e_i, max e_i])
+                err[n.name], flo[n.name] = FLOAT_KERNELS[type(n)](n, *syms), FLOAT_KERNELS[type(n)](n, *shifted)
         elif isinstance(n, ir.OutputNode):
-            err[n.name] = ins[0]
+            err[n.name], flo[n.name] = syms[0], floors[0]
         else:  # no error model for this operation (the quantizer refuses it): exact inputs only
             err[n.name] = _zeros(f) if not any(bool(e.any()) for e in ins) else _full(f, np.inf)
         if isinstance(n, (ir.ReduceNode, ir.AvgPoolNode, ir.ScaleNode) + domain_ops) and \
                 any(i in synapse_derived for i in n.inputs):
             synapse_derived.add(n.name)
-    return err, terms, upstream
+    return err, flo, terms, upstream
 
 
 def neuron_bound(n: ir.NeuronNode, q: ir.LoihiNeuronNode, rep, eps_x: np.ndarray, delta_x: Optional[float], time: int,
-                 observed_h: Optional[float] = None, upstream: Sequence[str] = ()) -> LayerBound:
-    """The bound of one layer (module docstring) from its current error ``eps_x`` (per feature).
+                 observed_h: Optional[float] = None, upstream: Sequence[str] = (),
+                 floor_x: Optional[np.ndarray] = None) -> LayerBound:
+    """The bound of one layer (module docstring) from its current error ``eps_x`` (per feature):
+    the symmetric part, with ``floor_x`` the floors' one-sided part (:func:`split_errors`; None: 0).
+    The bias adds back the floors' mean C (``rep.floor_compensation``), so the current error lies in
+    ``[−ε − S + C, ε + C]``: ``|X − X̂| <= ε + max(S − C, C)`` (ε + S when nothing is added back;
+    ε + S/2 for C = S/2, the floors' mean for uniform remainders).
 
     The neuron parameters are the quantizer's rounding rules applied to the float neuron at the
     reported scale Δv (:func:`spikec.loihi.vth_at_most`, :func:`~spikec.loihi.decay_to_dv`, du = 4095,
@@ -306,10 +348,15 @@ def neuron_bound(n: ir.NeuronNode, q: ir.LoihiNeuronNode, rep, eps_x: np.ndarray
                             ("reset", reset, q.reset), ("reset_value", rv, q.reset_value), ("v_init", v_init, q.v_init)):
         if rule != got:
             deviations.append(f"{n.name}: {name} {got} where the quantization rule gives {rule}")
-    eps_x = np.asarray(eps_x, dtype=np.float64) + _shift_floor(delta_x, da)
+    floor_x = (np.zeros(np.shape(eps_x)) if floor_x is None else np.asarray(floor_x, dtype=np.float64)) \
+        + _shift_floor(delta_x, da)
+    comp = np.asarray(getattr(rep, "floor_compensation", 0.0), dtype=np.float64)
+    floor_x = np.maximum(floor_x - comp, comp)  # the floors' error in [−S + C, C]
+    eps_x = np.asarray(eps_x, dtype=np.float64) + floor_x
     v_max = max(rep.membrane_bound, (observed_h + abs(theta)) if observed_h is not None else 0.0)
     lam_hat = loihi.v_decay_factor(dv) / loihi.DECAY_UNITY
     terms = {"current": float(np.max(eps_x)) if eps_x.size else 0.0,
+             "floors": float(np.max(floor_x)) if floor_x.size else 0.0,
              "decay": abs(d - dv / loihi.DECAY_UNITY) * v_max,
              "bias": rep.bias_error,
              "trunc0": dvv if dv != 0 else 0.0,
@@ -346,7 +393,7 @@ def layer_bounds(optimized: ir.Graph, quantized: ir.Graph, quant, x=None,
     run (the membrane bound used is never below it)."""
     if input_error is None and x is not None:
         input_error = input_rounding_error(quantized, x)
-    err, syn_terms, upstream = current_errors(optimized, quantized, quant, input_error)
+    err, flo, syn_terms, upstream = split_errors(optimized, quantized, quant, input_error)
     reps = {r.name: r for r in quant.neurons}
     types = optimized.types
     out = {}
@@ -355,11 +402,11 @@ def layer_bounds(optimized: ir.Graph, quantized: ir.Graph, quant, x=None,
             continue
         n = optimized[q.name]
         x_in = n.inputs[0]
-        eps = err[x_in][0, 0].numpy()
+        eps, floor = err[x_in][0, 0].numpy(), flo[x_in][0, 0].numpy()
         obs = (observed or {}).get(q.name)
         off = [f"{s}: {syn_terms[s]['off-rule weights']} weights differ from the rounding rule"
                for s in sorted(upstream[x_in]) if syn_terms.get(s, {}).get("off-rule weights")]
-        out[q.name] = neuron_bound(n, q, reps[q.name], eps, quant.scales.get(x_in), types[x_in].time, obs, off)
+        out[q.name] = neuron_bound(n, q, reps[q.name], eps, quant.scales.get(x_in), types[x_in].time, obs, off, floor)
     return out
 
 
