@@ -7,7 +7,7 @@ import torch
 
 from ... import ir
 from .. import layouts
-from .base import Act, Poison, handles, op_name
+from .base import Poison, handles, op_name
 
 
 @handles("aten.full_like", "aten.zeros_like", "aten.full", "aten.zeros", "aten.new_zeros", "aten.new_full")
