@@ -664,6 +664,10 @@ def _refuse_region(graph: ir.Graph, r: Region, T: int, readers: dict[str, list[s
         if not runs(n):
             raise UnsupportedError(f"lava: {n.op} {n.name} ({n.source}) has no Lava form (neither a stage, nor "
                                    "foldable into connections, nor run by a region process)")
+        if isinstance(n, ir.ReduceNode) and n.reduce != "sum" or \
+                isinstance(n, ir.AvgPoolNode) and (n.divisor_override != 1 or n.ceil_mode):
+            raise UnsupportedError(f"lava: {n.op} {n.name} ({n.source}) in a region is not an integer sum (a region "
+                                   "process sums integers only)")
     for v in r.outputs:
         n, steps = graph[v], graph.types[v].time
         if steps not in (1, T):
@@ -675,7 +679,7 @@ def _refuse_region(graph: ir.Graph, r: Region, T: int, readers: dict[str, list[s
             raise UnsupportedError(f"lava: the time-mixed value {n.name} ({n.source}, {steps} step) leaves its region "
                                    f"into the stage {s.name} ({s.source}), which runs on {graph.types[s.name].time} step; "
                                    f"stages run on the {T} steps of a sample")
-    if len(r.ports) > MAX_REGION_PORTS or len(r.outputs) > MAX_REGION_PORTS:
+    if len(r.inputs) > MAX_REGION_PORTS or len(r.outputs) > MAX_REGION_PORTS:  # connections into one port add
         raise UnsupportedError(f"lava: region {r.name} needs {len(r.inputs)} inputs and {len(r.outputs)} outputs, "
                                f"more than the {MAX_REGION_PORTS} ports of a region process")
 

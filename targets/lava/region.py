@@ -116,10 +116,12 @@ def _sum_pool(n: ir.AvgPoolNode, x: np.ndarray, ctx: Context) -> np.ndarray:
 
 
 def _pad(n: ir.PadNode, x: np.ndarray, ctx: Context) -> np.ndarray:
-    """Padding of the spatial axes with ``value`` (a scalar or one per channel)."""
-    if any(p < 0 for lo_hi in n.pads for p in lo_hi):
-        raise ValueError(f"padding '{n.name}' crops (negative pads)")
-    widths = [(0, 0)] * (x.ndim - len(n.pads)) + [tuple(p) for p in n.pads]
+    """Padding of the spatial axes with ``value`` (a scalar or one per channel); a negative pad crops
+    (``torch.nn.functional.pad``, as intref)."""
+    lead = x.ndim - len(n.pads)
+    x = x[(slice(None),) * lead + tuple(slice(max(-lo, 0), x.shape[lead + i] - max(-hi, 0))
+                                        for i, (lo, hi) in enumerate(n.pads))]
+    widths = [(0, 0)] * lead + [(max(lo, 0), max(hi, 0)) for lo, hi in n.pads]
     out = np.pad(x, widths)
     if isinstance(n.value, np.ndarray) or n.value != 0:
         v = np.broadcast_to(np.asarray(n.value, np.int64), (x.shape[2],)).reshape(1, 1, -1, *([1] * (x.ndim - 3)))

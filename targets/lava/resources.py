@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spikec import ir
+
 from .netspec import Connection, ConvWeights, NetSpec, Region
 
 CORES_PER_CHIP = 128
@@ -98,17 +100,24 @@ def resource_report(spec: NetSpec) -> list[StageResources]:
         rows.append(StageResources(name, st.kind, st.size, syn, fan_in, fan_out, cores, MAPPING.get(st.kind, st.kind),
                                    sum(_stored(c.weights) for c in ins)))
     for r in spec.regions.values():
-        rows.append(_region_row(r, incoming.get(r.name, []), [c for v in r.outputs for c in outgoing.get(v, [])]))
+        rows.append(_region_row(r, incoming.get(r.name, []), [c for v in r.outputs for c in outgoing.get(v, [])],
+                                spec.graph))
     return rows
 
 
-def _region_row(r: Region, ins: list[Connection], outs: list[Connection]) -> StageResources:
+def _region_row(r: Region, ins: list[Connection], outs: list[Connection], graph) -> StageResources:
     """A region process: no neurons and no neuromorphic cores (host arithmetic); the synapses of
-    the connections into it, its fan-out the largest of its output values'."""
+    the connections into it, its fan-out the largest of its output values'.  Its stored weights
+    include those of the synapses it computes itself (:func:`region_weights`)."""
     fan_in = max((int(np.max(_row_nnz(c.weights))) for c in ins if c.weights.shape[0]), default=0)
     fan_out = max((int(np.max(_col_nnz(c.weights))) for c in outs if c.weights.shape[1]), default=0)
     return StageResources(r.name, "region", 0, sum(c.weights.nnz for c in ins), fan_in, fan_out, 0, MAPPING["region"],
-                          sum(_stored(c.weights) for c in ins))
+                          sum(_stored(c.weights) for c in ins) + region_weights(graph, r))
+
+
+def region_weights(graph, r: Region) -> int:
+    """The weights of the synapses a region computes in host arithmetic (a kernel counted once)."""
+    return sum(int(np.size(graph[v].weight)) for v in r.nodes if isinstance(graph[v], ir.SynapseNode))
 
 
 def region_ops(spec: NetSpec, r: Region) -> str:
@@ -133,8 +142,11 @@ def region_lines(spec: NetSpec) -> list[str]:
                   else "per step: +0 steps")
         held = sum(spec.graph.types[v].time == 1 < spec.T for v in r.outputs)
         sends = f" ({held} one-step, sent on each of the T output steps)" if held else ""
-        out.append(f"  {r.name}: {region_ops(spec, r)}; {timing}; {len(r.inputs)} in / {len(r.outputs)} out values{sends}; "
-                   f"modules {', '.join(mods[:6])}{' ...' if len(mods) > 6 else ''}")
+        inner = region_weights(spec.graph, r)
+        weights = f"; {inner:,} synapse weights computed in the region" if inner else ""
+        where = f"; modules {', '.join(mods[:6])}{' ...' if len(mods) > 6 else ''}" if mods else "; the top-level forward"
+        out.append(f"  {r.name}: {region_ops(spec, r)}; {timing}; {len(r.inputs)} in / {len(r.outputs)} out values{sends}"
+                   f"{weights}{where}")
     out.append(f"latency {spec.latency} steps, of which {spec.time_mixing_latency} added by time mixing")
     return out
 

@@ -276,3 +276,62 @@ def test_a_region_value_beyond_int32_is_refused_after_the_run():
     spec = build_netspec(ir.Graph(nodes).validate())
     with pytest.raises(SpikecError, match=r"lava: region values leave the int32 of Lava's ports .*: c \(\d+ steps\)"):
         run_lava(spec, np.random.default_rng(0).random((2, 2, 3), dtype=np.float32))
+
+
+# ---- regressions from the review of the region processes ----------------------------------------------
+class CropInRegion(nn.Module):
+    """A negative padding (a crop) between a sigmoid and a product: inside a region."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(2, 2, 3, padding=1)
+        self.l1, self.l2 = neuron.LIFNode(step_mode="m"), neuron.LIFNode(step_mode="m")
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):  # [T, B, 2, 6]
+        u = torch.sigmoid(self.conv(self.l1(x * 3).flatten(0, 1))).unflatten(0, (x.shape[0], -1))
+        p = F.pad(u, (-1, -1))
+        return self.head(self.l2(p * p * 4).flatten(2))
+
+
+def test_a_crop_in_a_region_runs_as_intref():
+    torch.manual_seed(0)
+    q = compile_graph(trace(CropInRegion().eval(), (2, 6), time_steps=2), "lava", input_range=(0, 2)).quantized
+    spec, _, _ = _lava_equals_intref(q, np.random.default_rng(0).random((2, 3, 2, 6), dtype=np.float32))
+    assert any("pad" in r.nodes for r in spec.regions.values())
+
+
+def test_a_region_input_folded_from_many_stages_is_one_port():
+    """17 neuron layers summed into one region input: 17 connections into one port, not 17 ports."""
+    w = np.full((3, 3), 2, np.int32)
+    nodes = [ir.InputNode("x", (), features=(3,), time=2, layout="sequence"),
+             ir.QuantizeInputNode("q", ("x",), scale=1 / 255)]
+    for k in range(17):
+        nodes += [ir.SynapseNode(f"s{k}", ("q",), f"fc{k}", layout="linear", weight=w),
+                  ir.LoihiNeuronNode(f"n{k}", (f"s{k}",), f"lif{k}", dv=2048, vth=1),
+                  ir.SynapseNode(f"t{k}", (f"n{k}",), f"g{k}", layout="linear", weight=w)]
+    prev = "t0"
+    for k in range(1, 17):
+        nodes.append(ir.AddNode(f"a{k}", (prev, f"t{k}"), "sum"))
+        prev = f"a{k}"
+    nodes += [ir.AddConstantNode("c", (prev,), "pos", constant=np.arange(6).reshape(2, 3)),
+              ir.LoihiNeuronNode("out", ("c",), "lif", dv=2048, vth=1), ir.DequantizeNode("dq", ("out",)),
+              ir.OutputNode("o", ("dq",))]
+    spec, _, _ = _lava_equals_intref(ir.Graph(nodes).validate(), np.random.default_rng(0).random((2, 2, 3), dtype=np.float32))
+    (r,) = spec.regions.values()
+    assert len(r.inputs) == 1 and len(r.ports) == 17
+
+
+def test_the_report_counts_the_weights_a_region_computes(zoo_models):
+    _, _, g = zoo_models["staa_snn"]
+    spec = build_netspec(compile_graph(g, "lava", input_range=(0, 2)).quantized)
+    lines = report_lines(spec)
+    for r in spec.regions.values():
+        inner = sum(int(np.size(spec.graph[v].weight)) for v in r.nodes if isinstance(spec.graph[v], ir.SynapseNode))
+        if inner:
+            assert any(ln.strip().startswith(f"{r.name}:") and f"{inner:,} synapse weights computed in the region" in ln
+                       for ln in lines)
+    total = next(ln for ln in lines if ln.startswith("total:"))
+    inner_all = sum(int(np.size(spec.graph[v].weight)) for r in spec.regions.values() for v in r.nodes
+                    if isinstance(spec.graph[v], ir.SynapseNode))
+    assert inner_all > 0 and int(total.split("(")[1].split(" weights stored")[0]) >= inner_all
