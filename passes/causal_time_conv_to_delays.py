@@ -53,7 +53,7 @@ from spikec.ir import (
     TimeToFeaturesNode,
 )
 
-from .base import PassReport, PassResult, substitute, where
+from .base import NameSource, PassReport, PassResult, substitute, where
 
 NAME = "causal_time_conv_to_delays"
 
@@ -74,23 +74,15 @@ class _NotPerStep(Exception):
 
 
 class _Rewriter:
-    def __init__(self, graph: Graph, taken: set[str]):
+    def __init__(self, graph: Graph, names: NameSource):
         self.graph = graph
         self.types = graph.types
-        self.taken = taken  # node names in use (the graph's and the new ones)
+        self.names = names  # shared by the regions: new names never collide
         self.new: list[Node] = []
         self.delays: dict[tuple[str, int], str] = {}
 
-    def name(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.taken:
-            k += 1
-            name = f"{base}_{k}"
-        self.taken.add(name)
-        return name
-
     def emit(self, cls, base: str, inputs, source: str, **attrs) -> str:
-        node = cls(name=self.name(base), inputs=tuple(inputs), source=source, **attrs)
+        node = cls(name=self.names(base), inputs=tuple(inputs), source=source, **attrs)
         self.new.append(node)
         return node.name
 
@@ -217,7 +209,7 @@ def _region(graph: Graph, start: TimeToFeaturesNode) -> tuple[list[Node], list[F
 
 def causal_time_conv_to_delays(graph: Graph) -> PassResult:
     report = PassReport(NAME)
-    taken = {n.name for n in graph.nodes}
+    names = NameSource(graph)
     insert: dict[str, list[Node]] = {}  # start -> the nodes replacing its region
     mapping: dict[str, str] = {}
     drop: set[str] = set()
@@ -227,7 +219,7 @@ def causal_time_conv_to_delays(graph: Graph) -> PassResult:
             continue
         try:
             nodes, ends = _region(graph, start)
-            rw = _Rewriter(graph, set(taken))
+            rw = _Rewriter(graph, names)
             steps = {start.name: _Step(start.inputs[0], start.axis)}
             for n in nodes:
                 ins = [steps[i] for i in n.inputs]
@@ -241,7 +233,6 @@ def causal_time_conv_to_delays(graph: Graph) -> PassResult:
         except _NotPerStep as e:
             report.skip(where(start), str(e))
             continue
-        taken |= rw.taken
         claimed |= {start.name, *(n.name for n in nodes)}
         insert[start.name] = rw.new
         drop |= {start.name, *(n.name for n in nodes)}
