@@ -519,7 +519,7 @@ def _check_8bit(data: np.ndarray, what: str) -> str:
 # added constants, concatenations, time mixing, 3-d convolutions (over time), sums over time
 REGION_SEEDS = (ir.IntegerKernelNode, ir.MulNode, ir.MatMulNode, ir.AddConstantNode, ir.ConcatNode,
                 ir.TimeToFeaturesNode, ir.FeaturesToTimeNode)
-MAX_REGION_PORTS = 16  # input and output ports of one region process (procs.process.IntRegion)
+MAX_REGION_PORTS = 64  # input and output ports of one region process (procs.process.IntRegion)
 
 
 def _seeds_region(n: ir.Node) -> bool:

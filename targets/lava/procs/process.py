@@ -117,7 +117,7 @@ class ConvConnection(AbstractProcess):
         self.a_out = OutPort(shape=(size_out,))
 
 
-MAX_PORTS = 16  # input / output ports of an IntRegion (netspec.MAX_REGION_PORTS)
+MAX_PORTS = 64  # input / output ports of an IntRegion (netspec.MAX_REGION_PORTS)
 
 
 class IntRegion(AbstractProcess):

@@ -335,3 +335,28 @@ def test_the_report_counts_the_weights_a_region_computes(zoo_models):
     inner_all = sum(int(np.size(spec.graph[v].weight)) for r in spec.regions.values() for v in r.nodes
                     if isinstance(spec.graph[v], ir.SynapseNode))
     assert inner_all > 0 and int(total.split("(")[1].split(" weights stored")[0]) >= inner_all
+
+
+def test_a_region_with_many_readers_has_a_port_each():
+    """A value read by 20 neuron layers through synapses of its own (as every block of a deep model reads
+    the residual stream): 20 region outputs, one port each (the published Spikeformer-7 needs 19)."""
+    w = np.full((3, 3), 2, np.int32)
+    nodes = [ir.InputNode("x", (), features=(3,), time=2, layout="sequence"),
+             ir.QuantizeInputNode("q", ("x",), scale=1 / 255),
+             ir.SynapseNode("s", ("q",), "fc", layout="linear", weight=w),
+             ir.LoihiNeuronNode("n", ("s",), "lif", dv=2048, vth=1),
+             ir.SynapseNode("t", ("n",), "g", layout="linear", weight=w),
+             ir.AddConstantNode("c", ("t",), "pos", constant=np.arange(6).reshape(2, 3))]
+    outs = []
+    for k in range(20):
+        nodes += [ir.SynapseNode(f"r{k}", ("c",), f"read{k}", layout="linear", weight=w * (k % 3 + 1)),
+                  ir.LoihiNeuronNode(f"m{k}", (f"r{k}",), f"lif{k}", dv=2048, vth=1 + k)]
+        outs.append(f"m{k}")
+    total = outs[0]
+    for k, o in enumerate(outs[1:], 1):
+        nodes.append(ir.AddNode(f"sum{k}", (total, o), "sum"))
+        total = f"sum{k}"
+    nodes += [ir.DequantizeNode("dq", (total,)), ir.OutputNode("o", ("dq",))]
+    spec, _, _ = _lava_equals_intref(ir.Graph(nodes).validate(), np.random.default_rng(0).random((2, 2, 3), dtype=np.float32))
+    (r,) = spec.regions.values()
+    assert len(r.outputs) == 20
