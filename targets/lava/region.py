@@ -177,10 +177,24 @@ def runs(n: ir.Node) -> bool:
     return type(n) in KERNELS
 
 
-def evaluate(nodes: list[ir.Node], values: dict[str, np.ndarray], ctx: Context) -> dict[str, np.ndarray]:
+def evaluate(nodes: list[ir.Node], values: dict[str, np.ndarray], ctx: Context,
+             keep: Optional[set] = None) -> dict[str, np.ndarray]:
     """Every node of ``nodes`` (a region, in graph order) from ``values`` (its input values,
-    ``[t, 1, *features]``); returns ``values`` extended by the nodes' values (int64)."""
+    ``[t, 1, *features]``); returns ``values`` extended by the nodes' values (int64).  With ``keep``
+    (the region's outputs), a value is dropped after its last reader in the region and only the
+    ``keep`` values come back: the working set is the widest cut of the region
+    (:func:`~.resources.region_working_bytes`), not all its values."""
     env = {k: _i64(v) for k, v in values.items()}
+    left: dict[str, int] = {}
+    if keep is not None:
+        for n in nodes:
+            for i in n.inputs:
+                left[i] = left.get(i, 0) + 1
     for n in nodes:
         env[n.name] = _i64(KERNELS[type(n)](n, *[env[i] for i in n.inputs], ctx))
-    return env
+        if keep is not None:
+            for i in n.inputs:
+                left[i] -= 1
+                if not left[i] and i not in keep:
+                    env.pop(i, None)
+    return env if keep is None else {v: env[v] for v in keep}

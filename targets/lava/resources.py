@@ -244,13 +244,38 @@ def estimate_memory(spec: NetSpec) -> MemoryEstimate:
 
 
 def _region_bytes(spec: NetSpec, r: Region) -> int:
-    """A region's working values: every node's value (int64, T steps when buffered), twice (the
-    kernels' temporaries), plus its nodes' weights and constants in the host and the worker."""
-    steps = spec.T if r.buffered else 1
-    values = sum(spec.graph.types[v].numel for v in [*r.inputs, *r.nodes]) * 8 * steps
+    """A region's memory: its working values (:func:`region_working_bytes`), twice (the kernels'
+    temporaries), plus its nodes' weights and constants in the host and the worker."""
     params = sum(np.asarray(a).nbytes for v in r.nodes for a in (getattr(spec.graph[v], "weight", None),
                                                                   getattr(spec.graph[v], "constant", None)) if a is not None)
-    return 2 * values + COPIES * params
+    return 2 * region_working_bytes(spec, r) + COPIES * params
+
+
+def region_working_bytes(spec: NetSpec, r: Region) -> int:
+    """The widest cut of a region's evaluation (:func:`~.region.evaluate` drops a value after its last
+    reader): its inputs (kept for the whole evaluation: a buffered region's T steps of a T-step input,
+    one step of a one-step one) plus the node values alive together, int64, with the steps each holds
+    (a buffered region's values hold their own time steps; a per-step region's one)."""
+    types = spec.graph.types
+
+    def size(v):
+        return types[v].numel * 8 * (types[v].time if r.buffered else 1)
+
+    left: dict[str, int] = {}
+    for v in r.nodes:
+        for i in spec.graph[v].inputs:
+            left[i] = left.get(i, 0) + 1
+    live = sum(size(v) for v in r.inputs)
+    peak = live
+    outputs = set(r.outputs)
+    for v in r.nodes:
+        live += size(v)
+        peak = max(peak, live)
+        for i in spec.graph[v].inputs:
+            left[i] -= 1
+            if not left[i] and i not in outputs and i not in r.inputs:
+                live -= size(i)
+    return peak
 
 
 def format_bytes(n: float) -> str:

@@ -241,7 +241,7 @@ class PyIntRegionModel(PyLoihiProcessModel):
         last = p["last_step"]
         if step == last:
             env = region.evaluate(p["nodes"], {v: b[:types[v].time] for v, b in self.buffers.items()},
-                                  region.Context(types, T, None))
+                                  region.Context(types, T, None), keep=set(p["outputs"]))
             self.pending = [env[v] for v in p["outputs"]]
         return [out[(step - last) % T % out.shape[0]] for out in self.pending]
 
@@ -253,7 +253,7 @@ class PyIntRegionModel(PyLoihiProcessModel):
         if p["buffered"]:
             outs = self._buffered_outputs(values, step)
         else:
-            env = region.evaluate(p["nodes"], values, region.Context(p["types"], T, step))
+            env = region.evaluate(p["nodes"], values, region.Context(p["types"], T, step), keep=set(p["outputs"]))
             outs = [env[v][0] for v in p["outputs"]]
         for j, out in enumerate(outs):
             if out.size and (out.max() > _INT32.max or out.min() < _INT32.min):

@@ -360,3 +360,22 @@ def test_a_region_with_many_readers_has_a_port_each():
     spec, _, _ = _lava_equals_intref(ir.Graph(nodes).validate(), np.random.default_rng(0).random((2, 2, 3), dtype=np.float32))
     (r,) = spec.regions.values()
     assert len(r.outputs) == 20
+
+
+def test_a_region_keeps_only_its_widest_cut(zoo_models):
+    """evaluate(keep=outputs) drops each value after its last reader and returns the outputs only, equal
+    to the full evaluation; the memory estimate counts that widest cut, each value with its own steps."""
+    from spikec.targets.lava.resources import region_working_bytes
+
+    _, x, g = zoo_models["stformer"]
+    q = compile_graph(g, "lava", input_range=(0, 2)).quantized
+    spec = build_netspec(q)
+    ri = run_int(q, first_samples(x, g, 1), record=True)
+    (r,) = [r for r in spec.regions.values() if r.buffered]
+    values = {v: ri.values[v].numpy() for v in r.inputs}
+    ctx = Context(q.types, spec.T, None)
+    full = evaluate([q[v] for v in r.nodes], values, ctx)
+    kept = evaluate([q[v] for v in r.nodes], values, ctx, keep=set(r.outputs))
+    assert set(kept) == set(r.outputs) and all(np.array_equal(kept[v], full[v]) for v in r.outputs)
+    everything = sum(q.types[v].numel * 8 * q.types[v].time for v in [*r.inputs, *r.nodes])
+    assert 0 < region_working_bytes(spec, r) < everything
