@@ -63,7 +63,9 @@ def feature_axis(c, a: Act, dim: int) -> Axis:
 def need_feature_axis(c, a: Act, dim: int, what: str) -> int:
     ax = feature_axis(c, a, dim)
     if isinstance(ax, str):
-        raise c.unsupported(f"{what} along the {axis_name(c, a, ax)} axis")
+        why = (" (a feature axis the code merged into the batch in front of it, which spikec reads as time)"
+               if ax == TIME and a.time_from_feature else "")
+        raise c.unsupported(f"{what} along the {axis_name(c, a, ax)} axis{why}")
     return ax
 
 
@@ -166,8 +168,9 @@ def reshape(c, a: Act, shape: tuple) -> Act:
     """The layout of ``a`` reshaped (row-major) to the tensor ``shape``, and the IR reshape of its
     features; refused when the reshape would mix the batch axis with others."""
     found = _reshaped_layout(c, a, shape)
+    from_feature = False
     if found is None and can_be_time(c, a):  # [T, B, ...] -> [T*B, ...]: the front feature is time
-        a = features_into_time(c, a)
+        a, from_feature = features_into_time(c, a), True
         found = _reshaped_layout(c, a, shape)
     if found is None:
         raise c.unsupported(f"a tensor of shape {_shape_str(c, shape)} that mixes the batch axis with other axes (from "
@@ -177,7 +180,8 @@ def reshape(c, a: Act, shape: tuple) -> Act:
     v = a.value
     if feats != c.t(a).features:
         v = c.emit(ir.ReshapeNode, [a.value], features=feats)
-    return Act(v, layout, batch_at=batch_at, batch_with=batch_with)
+    return Act(v, layout, batch_at=batch_at, batch_with=batch_with,
+               time_from_feature=(from_feature or a.time_from_feature) and c.t(a).time > 1)
 
 
 def _reshaped_layout(c, a: Act, shape: tuple):

@@ -167,3 +167,21 @@ def test_a_one_feature_value_is_not_made_time():
     with pytest.raises(UnsupportedError, match=r"a model output on a tensor whose axis 1 is the batch axis \(expected "
                                                r"the batch axis first\)"):
         trace(Transposed(), (4,))
+
+
+class QkvMergedIntoBatch(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 12)
+
+    def forward(self, x):  # [B, N, D] -> [3, B, N, D] -> [3*B, N, D]: the q / k / v axis merged into the batch
+        B, N, D = x.shape
+        qkv = self.lin(x).reshape(B, N, 3, D).permute(2, 0, 1, 3)
+        q, k, v = qkv.reshape(3 * B, N, D).softmax(-1).reshape(3, B, N, D).unbind(0)
+        return (q @ k.transpose(-1, -2)) @ v
+
+
+def test_a_feature_merged_into_the_batch_from_the_front_is_read_as_time_and_said_so():
+    with pytest.raises(UnsupportedError, match=r"an unbind along the time axis \(a feature axis the code merged into the "
+                                               r"batch in front of it, which spikec reads as time\)"):
+        trace(QkvMergedIntoBatch(), (5, 4))

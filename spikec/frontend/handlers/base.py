@@ -29,6 +29,7 @@ class Act:
     layout: str
     batch_at: int = 0
     batch_with: int = 0
+    time_from_feature: bool = False  # the time axis was a feature axis the code merged into the batch
 
     def __post_init__(self):
         if self.layout not in ("split", "merged") or (self.layout == "split" and self.batch_at):
@@ -36,7 +37,7 @@ class Act:
 
     def like(self, value: str) -> "Act":
         """The same layout for another value of the same features (an elementwise result)."""
-        return Act(value, self.layout, self.batch_at, self.batch_with)
+        return Act(value, self.layout, self.batch_at, self.batch_with, self.time_from_feature)
 
 
 @dataclass(frozen=True)
