@@ -173,7 +173,7 @@ def reshape(c, a: Act, shape: tuple) -> Act:
         a, from_feature = features_into_time(c, a), True
         found = _reshaped_layout(c, a, shape)
     if found is None:
-        raise c.unsupported(f"a tensor of shape {_shape_str(c, shape)} that mixes the batch axis with other axes (from "
+        raise c.unsupported(f"a tensor of shape {shape_str(c, shape)} that mixes the batch axis with other axes (from "
                             f"{_describe(c, a)}; the batch axis merges only with time in front of it and with "
                             "feature axes behind it)")
     layout, batch_at, feats, batch_with = found
@@ -217,7 +217,7 @@ def _symbolic(d) -> bool:
     return isinstance(d, torch.SymInt)
 
 
-def _shape_str(c, shape) -> str:
+def shape_str(c, shape) -> str:
     """A traced shape with the batch symbol written B (``[2*B, 4, 4]``)."""
     def dim(d):
         k = c.coef(d) if _symbolic(d) else None
@@ -226,7 +226,7 @@ def _shape_str(c, shape) -> str:
 
 
 def _describe(c, a: Act) -> str:
-    names = {TIME: "T", BATCH: "B"}
+    """The tensor's axes as the code sees them (``[T=4, B*16, 8]``)."""
     t = c.t(a)
     dims = []
     for ax in torch_axes(c, a):
@@ -238,7 +238,7 @@ def _describe(c, a: Act) -> str:
             dims.append(f"T={t.time}")
         else:
             dims.append(str(t.features[ax]))
-    return "[" + ", ".join(names.get(d, d) for d in dims) + "]"
+    return "[" + ", ".join(dims) + "]"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -262,7 +262,7 @@ class _Converter:
         pairs = zip(out, vals) if isinstance(out, tuple) and isinstance(vals, (tuple, list)) else [(out, vals)]
         for a, v in pairs:
             if isinstance(a, Act) and isinstance(v, torch.Tensor) and len(layouts.torch_axes(self, a)) != v.dim():
-                raise self.unsupported(f"{op_name(node)} giving a tensor of shape {layouts._shape_str(self, v.shape)} "
+                raise self.unsupported(f"{op_name(node)} giving a tensor of shape {layouts.shape_str(self, v.shape)} "
                                        f"that spikec's layout tracking reads with {len(layouts.torch_axes(self, a))} "
                                        "axes (please report this model)")
 
