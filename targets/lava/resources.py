@@ -161,6 +161,11 @@ def region_lines(spec: NetSpec) -> list[str]:
 PROCESS_BYTES = 12 << 20
 HOST_BYTES = 512 << 20
 COPIES = 3  # a process's arrays live in the host's Process object, the worker's model and one temporary
+# messages a Lava channel holds between two processes (the runner's compile_config; Lava's default is
+# 64): a channel is that many message buffers of shared memory, 256 MB at Lava's default for a vector of
+# a million values; the processes step in lockstep, so a few are enough
+CHANNEL_SLOTS = 4
+MESSAGE_BYTES = 8  # per value of a message (float64 / int64 payloads; int32 ones take half)
 
 
 @dataclass
@@ -211,7 +216,7 @@ def estimate_memory(spec: NetSpec) -> MemoryEstimate:
     * connection weights, :data:`COPIES` times: Dense 4 bytes per matrix entry, Sparse 8 per
       stored synapse, a convolution its kernel and gather vectors;
     * buffers: delay relays (delay + 1 vectors), convolution im2col buffers, neuron state
-      (u, v, bias: 8 bytes each per neuron);
+      (u, v, bias: 8 bytes each per neuron), the channels between processes (:func:`channel_bytes`);
     * the host: :data:`HOST_BYTES` plus the network description's index maps."""
     region_outs = sum(st.kind == "region_out" for st in spec.stages.values())
     processes = len(spec.stages) - region_outs + len(spec.regions) + len(spec.connections) + len(spec.recorded)
@@ -238,9 +243,24 @@ def estimate_memory(spec: NetSpec) -> MemoryEstimate:
     for src, d in relays:
         buffers += 2 * 4 * (d + 1) * spec.stages[src].size
     processes += len(relays)
+    buffers += channel_bytes(spec, relays)
     host = HOST_BYTES + sum(8 * (len(c.weights.pre) if c.weights.pre is not None else 0)
                             for c in spec.connections if isinstance(c.weights, ConvWeights))
     return MemoryEstimate(processes, processes * PROCESS_BYTES, weights, buffers, host)
+
+
+def channel_bytes(spec: NetSpec, relays) -> int:
+    """The shared memory of the channels between Lava processes: :data:`CHANNEL_SLOTS` messages each,
+    one channel per port-to-port link: into and out of every connection, into every region input (a
+    gather receives its producer's whole vector) and out of every region output, every stage to its
+    read-out sink, through every delay relay."""
+    values = sum(c.weights.shape[0] + c.weights.shape[1] for c in spec.connections)
+    values += sum(spec.stages[s].size for s in spec.recorded if s in spec.stages)
+    values += sum(2 * spec.stages[src].size for src, _ in relays)
+    for r in spec.regions.values():
+        values += sum(spec.graph.types[v].numel for v in r.outputs)
+        values += sum(spec.stages[item[2]].size for item in r.ports if isinstance(item, tuple) and item[2] in spec.stages)
+    return CHANNEL_SLOTS * MESSAGE_BYTES * values
 
 
 def _region_bytes(spec: NetSpec, r: Region) -> int:

@@ -26,6 +26,7 @@ from spikec.runtime.execute import input_to_values
 
 from ..intref.executor import quantize_input, run_int
 from .netspec import Connection, ConvWeights, NetSpec
+from .resources import CHANNEL_SLOTS
 
 
 @dataclass
@@ -244,7 +245,8 @@ def run_lava(spec: NetSpec, x, progress: bool = False, chunk: Optional[int] = No
         try:
             while done < steps:
                 n = min(chunk, steps - done)
-                runner.run(condition=RunSteps(num_steps=n), run_cfg=cfg)
+                runner.run(condition=RunSteps(num_steps=n), run_cfg=cfg,
+                           compile_config={"pypy_channel_size": CHANNEL_SLOTS})
                 done += n
                 if bar:
                     bar.update(task, completed=done)
