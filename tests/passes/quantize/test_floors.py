@@ -90,3 +90,56 @@ def test_the_bound_charges_half_the_floor_once_compensated():
     syn = next(n for n in res.quantized.nodes if isinstance(n, ir.SynapseNode))
     half = 0.5 * float(np.max(floor_span(syn.weight, syn.weight_exp))) * srep.delta_out
     assert np.isclose(b.terms["floors"], half, rtol=1e-9)
+
+
+class Difference(nn.Module):
+    """l2 reads fa(s) − fb(s): a floored term added and one subtracted (negations hold exponent 0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.f1, self.l1 = nn.Linear(64, 1024), neuron.IFNode(v_threshold=0.3, step_mode="m")
+        self.fa, self.fb = nn.Linear(1024, 16, bias=False), nn.Linear(1024, 16, bias=False)
+        self.l2 = neuron.IFNode(v_threshold=0.5, step_mode="m")
+
+    def forward(self, x):
+        y = self.l1(self.f1(x))
+        return self.l2(self.fa(y) - self.fb(y))
+
+
+class NegatedPool(nn.Module):
+    """l2 reads −maxpool(ca(s)): a floored term through a max pool, then negated."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.l1 = nn.Conv2d(3, 64, 3, padding=1), neuron.IFNode(v_threshold=0.5, step_mode="m")
+        self.ca, self.pool = nn.Conv2d(64, 16, 3, padding=1, bias=False), nn.MaxPool2d(2)
+        self.l2 = neuron.IFNode(v_threshold=0.5, step_mode="m")
+
+    def forward(self, x):  # [B, 3, 16, 16]
+        x = x.unsqueeze(0).repeat(4, 1, 1, 1, 1)
+        y = self.l1(self.c1(x.flatten(0, 1)).unflatten(0, (4, -1)))
+        p = self.pool(self.ca(y.flatten(0, 1))).unflatten(0, (4, -1))
+        return self.l2(0.5 - p)
+
+
+def _compensation_of(model, shape, time_steps, floored: str, sign: float):
+    from spikec.compiler import compile_graph
+    from spikec.frontend import trace
+
+    torch.manual_seed(0)
+    res = compile_graph(trace(model.eval(), shape, time_steps=time_steps), "intref", input_range=(0, 2))
+    syn = res.quantized[floored]
+    assert syn.weight_exp < 0  # the case under test
+    d_out = next(s for s in res.quant_report.synapses if s.name == floored).delta_out
+    comp = np.asarray(next(n for n in res.quant_report.neurons if n.name == "l2").floor_compensation)
+    want = sign * 0.5 * floor_span(syn.weight, syn.weight_exp) * d_out  # per channel
+    assert np.any(want != 0)
+    np.testing.assert_allclose(comp, want.reshape(want.shape + (1,) * (comp.ndim - 1)) * np.ones_like(comp), rtol=1e-9)
+
+
+def test_a_subtracted_sum_compensates_only_the_floored_term_it_adds():
+    _compensation_of(Difference(), (64,), 4, "fa", +1.0)
+
+
+def test_a_floor_through_a_max_pool_then_negated_is_compensated_with_its_sign():
+    _compensation_of(NegatedPool(), (3, 16, 16), None, "ca", -1.0)
