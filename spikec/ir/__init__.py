@@ -1,6 +1,6 @@
 """The spikec IR: typed dataflow graphs over time-stepped tensors ``[T, B, *features]``."""
 
-from .graph import Graph, dead_code_elimination, topological_order
+from .graph import Graph, dead_code_elimination, last_reads, topological_order
 from .nodes import (
     NODE_TYPES,
     ActivationNode,
@@ -50,5 +50,5 @@ __all__ = [
     "MaxPoolNode", "MulNode", "NeuronNode", "Node", "OutputNode", "PadNode", "PermuteNode", "QuantizeInputNode",
     "ReduceNode", "RepeatTimeNode", "ReshapeNode", "ScaleNode", "ShiftNode", "SliceNode", "SoftmaxNode",
     "SynapseNode", "TensorType", "TimeBehaviour", "TimeToFeaturesNode", "dead_code_elimination", "format_graph",
-    "graph_table", "load", "save", "topological_order",
+    "graph_table", "last_reads", "load", "save", "topological_order",
 ]

@@ -189,3 +189,18 @@ def dead_code_elimination(nodes: list[Node]) -> list[Node]:
         live.add(name)
         stack.extend(i for i in by_name[name].inputs if i in by_name)
     return [n for n in nodes if n.name in live]
+
+
+def last_reads(nodes: Iterable[Node]) -> dict[str, tuple[str, ...]]:
+    """Per node of ``nodes`` (in execution order), the values it is the last of them to read: once it
+    has run, those values are dead (what an executor frees to keep only the widest cut alive)."""
+    last: dict[str, str] = {}
+    order = []
+    for n in nodes:
+        order.append(n.name)
+        for i in n.inputs:
+            last[i] = n.name
+    out: dict[str, list[str]] = {name: [] for name in order}
+    for value, reader in last.items():
+        out[reader].append(value)
+    return {name: tuple(values) for name, values in out.items()}

@@ -121,7 +121,7 @@ def execute(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], kernels: Mappin
     env: dict[str, torch.Tensor] = {inp.name: xs}
     membranes: dict[str, Any] = {}
     keep = frozenset(keep)
-    users_left = {n.name: len(graph.users(n.name)) for n in graph.nodes}
+    dead_after = ir.last_reads(graph.nodes)
     with torch.no_grad():
         for n in graph.nodes:
             if isinstance(n, ir.InputNode):
@@ -144,9 +144,8 @@ def execute(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], kernels: Mappin
                 value = _taught_value(n, teacher[n.name], value)
             env[n.name] = value
             if not record:
-                for i in set(n.inputs):  # users are counted once per distinct user (x * x, cat([s, s]))
-                    users_left[i] -= 1
-                    if users_left[i] == 0 and not isinstance(graph[i], ir.OutputNode) and i not in keep:
+                for i in dead_after[n.name]:
+                    if not isinstance(graph[i], ir.OutputNode) and i not in keep:
                         env.pop(i, None)
     outs = [to_output_layout(o, env[o.name]) for o in graph.outputs]
     values = env if record else {k: env[k] for k in keep if k in env}

@@ -185,16 +185,10 @@ def evaluate(nodes: list[ir.Node], values: dict[str, np.ndarray], ctx: Context,
     ``keep`` values come back: the working set is the widest cut of the region
     (:func:`~.resources.region_working_bytes`), not all its values."""
     env = {k: _i64(v) for k, v in values.items()}
-    left: dict[str, int] = {}
-    if keep is not None:
-        for n in nodes:
-            for i in n.inputs:
-                left[i] = left.get(i, 0) + 1
+    dead_after = ir.last_reads(nodes) if keep is not None else {}
     for n in nodes:
         env[n.name] = _i64(KERNELS[type(n)](n, *[env[i] for i in n.inputs], ctx))
-        if keep is not None:
-            for i in n.inputs:
-                left[i] -= 1
-                if not left[i] and i not in keep:
-                    env.pop(i, None)
+        for i in dead_after.get(n.name, ()):
+            if i not in keep:
+                env.pop(i)
     return env if keep is None else {v: env[v] for v in keep}

@@ -281,20 +281,14 @@ def region_working_bytes(spec: NetSpec, r: Region) -> int:
     def size(v):
         return types[v].numel * 8 * (types[v].time if r.buffered else 1)
 
-    left: dict[str, int] = {}
-    for v in r.nodes:
-        for i in spec.graph[v].inputs:
-            left[i] = left.get(i, 0) + 1
     live = sum(size(v) for v in r.inputs)
     peak = live
-    outputs = set(r.outputs)
+    kept = {*r.outputs, *r.inputs}
+    dead_after = ir.last_reads([spec.graph[v] for v in r.nodes])
     for v in r.nodes:
         live += size(v)
         peak = max(peak, live)
-        for i in spec.graph[v].inputs:
-            left[i] -= 1
-            if not left[i] and i not in outputs and i not in r.inputs:
-                live -= size(i)
+        live -= sum(size(i) for i in dead_after[v] if i not in kept)
     return peak
 
 

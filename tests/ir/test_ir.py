@@ -154,3 +154,12 @@ def test_failed_save_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         serialize.save(small_graph(), tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_last_reads_names_each_value_at_its_last_reader():
+    """x read by a and c, a by b and c: after c both are dead; b and c die at their reader d."""
+    nodes = [ir.InputNode("x", (), features=(2,)), ir.ScaleNode("a", ("x",), factor=2.0),
+             ir.ScaleNode("b", ("a",), factor=2.0), ir.AddNode("c", ("a", "x")), ir.AddNode("d", ("b", "c")),
+             ir.OutputNode("o", ("d",))]
+    dead = {k: set(v) for k, v in ir.last_reads(nodes).items()}
+    assert dead == {"x": set(), "a": set(), "b": set(), "c": {"a", "x"}, "d": {"b", "c"}, "o": {"d"}}
