@@ -246,27 +246,3 @@ def for_artifact(path) -> Target:
             return t
     raise SpikecError(f"{path}: not a spikec artifact (targets: {', '.join(names())}: an intref / lava "
                       "directory, a .onnx or a .nir file)")
-
-
-def refuse_intref_only_ops(graph, target: str, runs: Sequence[str] = ()) -> None:
-    """Refuse, naming the ops and their modules, a quantized graph with operations only intref runs so
-    far: the integer kernels of the operations that are not spike-driven (layer norm, softmax, sigmoid,
-    GELU, ReLU), products of two real values, added constants, time mixing, concatenations and 3-d
-    convolutions; ``runs``: the kinds of these (as named here, by prefix) that ``target`` runs."""
-    from spikec import ir
-    from spikec.errors import UnsupportedError
-
-    found = {}
-    for n in graph.nodes:
-        what = (n.kernel.replace("_", " ") if isinstance(n, ir.IntegerKernelNode)
-                else f"{n.op} of two real values" if isinstance(n, (ir.MulNode, ir.MatMulNode))
-                else "an added constant (bias / position embedding)" if isinstance(n, ir.AddConstantNode)
-                else "time mixing (the time axis moved into the features)" if isinstance(n, ir.TimeToFeaturesNode)
-                else "time mixing (a feature axis made the time axis)" if isinstance(n, ir.FeaturesToTimeNode)
-                else "a concatenation" if isinstance(n, ir.ConcatNode)
-                else "a 3-d convolution" if isinstance(n, ir.SynapseNode) and n.weight.ndim == 5 else None)
-        if what and not what.startswith(tuple(runs)):
-            found.setdefault(what, []).append(f"module '{n.source}'" if n.source else "the top-level forward")
-    if found:
-        ops = "; ".join(f"{w} in {', '.join(dict.fromkeys(mods))}" for w, mods in found.items())
-        raise UnsupportedError(f"{target}: {target} does not run these operations yet: {ops}; intref and onnx run them")

@@ -19,16 +19,16 @@ neuron, reshapes, permutes, slices, token sums, sum pools, zero padding, power-o
 integer multiples) and is *folded* into connections: every stage input is a sum of terms ``M · producer`` with an integer
 matrix ``M`` and one weight exponent, each term one Lava connection (or, for a pure index selection
 into a custom process, a gather inside the process).  A term whose weights leave Lava's 8-bit range
-after folding, or whose floor shift (negative exponent) would be followed by a sum, is refused with
-the node named.
+after folding, or whose floor shift (negative exponent) would be followed by a sum, has no folded
+form: it runs in a region process (below).
 
 An integer multiple ``c·x`` (the quantizer's negations and scale alignments) is a factor of the
 terms through it, folded into their weights: its sign into the weights, a power of two
 ``2^b`` into the exponent (``(W·2^b·s) << e = (W·s) << (e + b)``), other magnitudes as one
 connection per set bit ``b`` of |c| (``c·W·s = Σ_b (±W·s) << b``, each keeping the 8-bit
 mantissas) when no floor follows, else into the mantissas (``c·W``, 8-bit checked).  A multiple of a
-value already floored by a negative exponent has no folded form (Lava floors after the weights) and
-is refused.
+value already floored by a negative exponent has no folded form (Lava floors after the weights): it
+runs in a region process.
 
 ``M`` is never unrolled when it holds a weight-shared map: a term through a synapse is kept
 factored, ``M = post · K · pre``, with ``K`` the synapse's kernel (a convolution, or a linear map
@@ -93,15 +93,9 @@ from spikec.ir.index_maps import (
     op_matrix,
 )
 
-from ..base import refuse_intref_only_ops
 from ..intref.executor import integer_factor
 from ..intref.kernels import lava_effective_weights
 from .region import mixes_time, runs
-
-# the operations that only intref ran at first (targets.base.refuse_intref_only_ops) that Lava runs
-# in region processes (by their refusal names' prefixes): all of them
-LAVA_RUNS = ("layer norm", "softmax", "sigmoid", "gelu", "relu", "mul of two", "matmul of two", "an added constant",
-             "time mixing", "a concatenation", "a 3-d convolution")
 
 STAGE_TYPES = (ir.LoihiNeuronNode, ir.AndNode, ir.AddressedAccumulationNode, ir.MaxPoolNode)
 _FOLDABLE = (ir.SynapseNode, ir.AddNode, ir.ReshapeNode, ir.PermuteNode, ir.SliceNode, ir.ReduceNode,
@@ -784,7 +778,6 @@ def build_netspec(graph: ir.Graph, max_memory: Optional[int] = None) -> NetSpec:
     ``NetSpec.memory``) before any term is unrolled; above ``max_memory`` bytes the build is
     refused with the estimate."""
     graph.validate()
-    refuse_intref_only_ops(graph, "lava", runs=LAVA_RUNS)
     qin = [n for n in graph.nodes if isinstance(n, ir.QuantizeInputNode)]
     if len(qin) != 1:
         raise UnsupportedError("lava: expected one quantized input")

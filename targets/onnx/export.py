@@ -52,7 +52,6 @@ import numpy as np
 
 from spikec import __version__, ir, loihi
 from spikec.errors import UnsupportedError
-from spikec.targets.base import refuse_intref_only_ops
 from spikec.targets.intref.executor import integer_factor
 
 from .kernels import emit as emit_kernel
@@ -336,11 +335,6 @@ def _gib(nbytes: int) -> str:
     return f"{nbytes / 2 ** 30:.2f} GiB" if nbytes >= 2 ** 24 else f"{nbytes / 2 ** 20:.2f} MiB"
 
 
-# of the operations only intref ran at first (targets.base.refuse_intref_only_ops), what ONNX runs too
-ONNX_RUNS = ("time mixing", "a concatenation", "a 3-d convolution", "an added constant", "mul of two real values",
-             "matmul of two real values", "relu", "sigmoid", "softmax", "gelu", "layer norm")
-
-
 def export_onnx(graph: ir.Graph):
     """Build an ``onnx.ModelProto`` of a quantized graph (see module docstring); a model that would not
     fit protobuf's 2 GiB is refused first, with its estimated size (:class:`UnsupportedError`)."""
@@ -348,7 +342,6 @@ def export_onnx(graph: ir.Graph):
     from google.protobuf.message import EncodeError
     from onnx import TensorProto, helper
 
-    refuse_intref_only_ops(graph, "onnx", runs=ONNX_RUNS)
     ranges = value_ranges(graph)
     size, biggest = estimate_bytes(graph, ranges)
     if size > PROTOBUF_LIMIT:
