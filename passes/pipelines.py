@@ -40,15 +40,19 @@ PASSES: dict[str, Callable[[Graph], PassResult]] = {
 _FLOAT = ["cleanup", "fold_batchnorm", "merge_repconv", "merge_scale_into_threshold",
           "spike_matmul_to_addressed_accumulation", "cleanup"]
 
+# integer targets: sums over positions get synapses (and fixed-point scales) of their own; every reader
+# of a real-valued linear value (a neuron's input current, a max pool of reals) its own copy of the
+# synapses and sums behind it (its own scale and weight exponents); a synapse over a sum of spike trains
+# one copy per train (Lava reads each through a connection of its own, which floors its part for a
+# negative weight exponent: the integer model floors each part too, and the exponent is free)
+_INTEGER = _FLOAT[:-1] + ["fold_sums_into_synapses", "copy_linear_inputs_per_consumer", "cleanup",
+                          "distribute_over_spike_sums"]
+
 PIPELINES: dict[str, list[str]] = {
     # the reference float pipeline: every exact rewrite
     "float": _FLOAT + ["distribute_over_spike_sums"],
-    # integer targets: sums over positions get synapses (and fixed-point scales) of their own, and
-    # every reader of a real-valued linear value (a neuron's input current, a max pool of reals) its
-    # own copy of the synapses and sums behind it (its own scale and weight exponents)
-    "intref": _FLOAT[:-1] + ["fold_sums_into_synapses", "copy_linear_inputs_per_consumer", "cleanup"],
-    "lava": _FLOAT[:-1] + ["fold_sums_into_synapses", "copy_linear_inputs_per_consumer", "cleanup",
-                           "distribute_over_spike_sums"],
+    "intref": _INTEGER,
+    "lava": _INTEGER,
     # NIR has no node for time mixing, but Delay: causal convolutions over time become delayed taps
     "nir": _FLOAT[:2] + ["causal_time_conv_to_delays"] + _FLOAT[2:] + ["distribute_over_spike_sums"],
 }

@@ -51,6 +51,10 @@ DOMAIN_OPS = (ir.AddNode, ir.ReshapeNode, ir.PermuteNode, ir.SliceNode, ir.Reduc
               ir.DelayNode)
 V_BITS = loihi.STATE_BITS - 2  # |v| <= 2^22: half of the 24-bit state range
 A_BITS = V_BITS - loihi.CURRENT_SHIFT  # |a| <= 2^16: u = a << 6 within 2^22
+# a neuron whose threshold the half range would realise more than this far off (relative; it is
+# represented from below in steps of 64 membrane units = one current unit) gets the state's full
+# range instead where its bounds fit there: |v| <= 2^23 − 1 saturates, |u| < 2^23 does not wrap
+THRESHOLD_TOLERANCE = 0.01
 OUT_BITS = 30  # host-side outputs: int32 with headroom
 # the largest odd denominator a ratio of two scales may have to count as a ratio of integers: pool
 # windows, token counts, 255 / 127 input levels; a float close to a ratio with a larger denominator
@@ -111,6 +115,19 @@ def as_fraction(x: float) -> Optional[tuple[int, int]]:
         return None
     r *= Fraction(2) ** e
     return r.numerator, r.denominator
+
+
+def threshold_error(consumers, delta: float) -> float:
+    """The largest relative error of the thresholds of ``consumers`` ((neuron, ratio, ...) of a
+    domain) as Loihi realises them at the domain's Δ: the first spiking membrane
+    ``(64·vth + 1)·Δv``, Δv = Δ·ratio / 64, against θ (:mod:`.neurons`)."""
+    worst = 0.0
+    for n, r, *_ in consumers:
+        theta = float(n.v_threshold)
+        if theta > 0:
+            dv = delta * r / float(1 << loihi.CURRENT_SHIFT)
+            worst = max(worst, (theta - loihi.first_spiking_v(loihi.vth_at_most(theta / dv)) * dv) / theta)
+    return worst
 
 
 def common_unit(a: float, b: float) -> Optional[float]:
@@ -357,14 +374,15 @@ class Scales:
         if key in self.delta_root:
             return self.delta_root[key]
         cons, kcons = self.needs.get(key, []), self.kernel_needs.get(key, [])
-        lower = 0.0
+        lower = lower_full = 0.0  # the smallest Δ with the half state range, and with the full one
         for n, r, xb, vb in cons:
             x0 = self._x0[n.name]
             bmax = float(np.abs(x0).max()) if x0.size else 0.0
             unit = float(1 << loihi.CURRENT_SHIFT)  # Δv = Δa / 64
-            da_min = max(xb / 2 ** A_BITS, unit * vb / 2 ** V_BITS,
-                         unit * bmax / (loihi.BIAS_MANT_MAX * 2 ** loihi.BIAS_EXP_MAX), 1e-30)
-            lower = max(lower, da_min / r)
+            bias_min = unit * bmax / (loihi.BIAS_MANT_MAX * 2 ** loihi.BIAS_EXP_MAX)
+            lower = max(lower, max(xb / 2 ** A_BITS, unit * vb / 2 ** V_BITS, bias_min, 1e-30) / r)
+            full = max(xb / (2 ** (A_BITS + 1) - 1), unit * vb / (2 ** (V_BITS + 1) - 1), bias_min, 1e-30)
+            lower_full = max(lower_full, full / r)
         for _, r, xb in kcons:
             lower = max(lower, input_budget(xb) / r)
         if isinstance(key, tuple):  # a neuron reading a value of fixed scale: a power-of-two multiple of it
@@ -375,8 +393,11 @@ class Scales:
             members = [u for u in self.dom.parent if self.dom.find(u)[0] == key]
             peak = max((self.bound.get(u, 0.0) / self.dom.find(u)[1] for u in members), default=1.0)
             lower = max(peak, 1e-30) / 2 ** OUT_BITS
-        self.delta_root[key] = base * pow2_ceil(lower / base)
-        return self.delta_root[key]
+        delta = base * pow2_ceil(lower / base)
+        if cons and delta / 2 >= lower_full * (1 - 1e-12) and threshold_error(cons, delta) > THRESHOLD_TOLERANCE:
+            delta /= 2  # the full state range, for a threshold within tolerance (or closer to it)
+        self.delta_root[key] = delta
+        return delta
 
     def delta(self, v: str) -> float:
         if v in self.fixed:

@@ -66,7 +66,7 @@ def test_pipeline_reports_and_options(zoo_models):
     with pytest.raises(SpikecError, match="unknown pass"):
         run_pipeline(g, "float", skip=["nope"])
     with pytest.raises(SpikecError, match="not in the pipeline"):
-        run_pipeline(g, "intref", dump_after="distribute_over_spike_sums")
+        run_pipeline(g, "intref", dump_after="causal_time_conv_to_delays")
     assert set(PIPELINES["float"]) <= set(PASSES)
 
 

@@ -105,7 +105,8 @@ def test_perturbed_threshold_gives_unexplained_flips_in_that_layer_only(digits, 
 def test_perturbed_weight_gives_unexplained_flips(digits, digits_compiled):
     _, x, _ = digits
     g = digits_compiled.quantized
-    (name,) = _synapses_upstream(g, g["block.0.mlp.fc1_lif"].inputs[0])  # the synapse feeding fc1_lif
+    # one of the synapses feeding fc1_lif (one copy per spike train of the residual sum it reads)
+    name = sorted(_synapses_upstream(g, g["block.0.mlp.fc1_lif"].inputs[0]))[0]
     syn = g[name]
     w = syn.weight.copy()
     flat = np.unravel_index(int(np.argmin(w)), w.shape)  # the most negative weight ...
