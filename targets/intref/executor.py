@@ -27,6 +27,7 @@ from spikec.runtime.execute import align_features, execute, merge_time, repeat_t
 from spikec.runtime.float_interpreter import FLOAT_KERNELS, constant_addend
 
 from . import kernels as K
+from .fusion import fuse_exact_synapse_copies
 
 
 @dataclass
@@ -79,6 +80,18 @@ def _i64(a) -> torch.Tensor:
 
 
 _PREPARED: "weakref.WeakKeyDictionary[ir.Node, object]" = weakref.WeakKeyDictionary()
+
+
+_FUSED: "weakref.WeakKeyDictionary[ir.Graph, dict]" = weakref.WeakKeyDictionary()
+
+
+def _fused(graph: ir.Graph, keep: frozenset) -> ir.Graph:
+    """:func:`.fusion.fuse_exact_synapse_copies` of ``graph``, made once per graph object and ``keep``
+    (its nodes keep their prepared weights from run to run)."""
+    per_graph = _FUSED.setdefault(graph, {})
+    if keep not in per_graph:
+        per_graph[keep] = fuse_exact_synapse_copies(graph, keep)
+    return per_graph[keep]
 
 
 def _prepared(n: ir.Node, build: Callable[[ir.Node], object]):
@@ -275,6 +288,8 @@ def run_int(graph: ir.Graph, x: Union[torch.Tensor, np.ndarray], record: bool = 
     ``result.taught`` (with ``record``, its membranes in ``result.membranes``) and feeds its users
     the teacher's value: every layer's local integer behaviour, free of upstream cascades."""
     check_integer_graph(graph)
+    if not record and teacher is None and overrides is None:  # only the outputs and ``keep`` are seen
+        graph = _fused(graph, frozenset(keep))
     overflows: dict[str, int] = {}
 
     def neuron(n: ir.LoihiNeuronNode, *ins: torch.Tensor) -> torch.Tensor:
