@@ -62,6 +62,9 @@ DIGITS_TRAIN = 1437  # scikit-learn digits 0..1436 train, 1437..1796 held out (t
 DATASETS = {
     "digits": "scikit-learn's 8x8 digits, held-out split, [B, 1, 8, 8] in 0..1",
     "digits32": "the same held-out digits upsampled to 32x32 (each pixel a 4x4 block) on 3 equal channels, [B, 3, 32, 32]",
+    "digits_shifted": "the 360 held-out digits at each of the 9 one-pixel shifts (dy, dx in -1..1, vacated pixels 0: "
+                      "the range of the trained examples' own shifts), 3240 images, [B, 1, 8, 8]",
+    "digits32_shifted": "digits_shifted upsampled as digits32 (shifts of one 8x8 pixel: 4 pixels), [B, 3, 32, 32]",
     "events": "synthetic event streams (spikec.synthetic_events): ten motion programs that only the order of the steps "
               "tells apart, 1000 held out, [T=8, B, 2, 16, 16] (--time-steps 8)",
 }
@@ -83,6 +86,21 @@ def digits(split: str = "test", size: int = 8) -> tuple[np.ndarray, np.ndarray]:
     return x, d.target[part].astype(np.int64)
 
 
+SHIFTS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))  # digits_shifted, in 8x8 pixels
+
+
+def shifted(x, dy: int, dx: int):
+    """Images ``x`` (numpy or torch, ``[..., H, W]``) moved by ``dy`` rows and ``dx`` columns, the
+    vacated pixels 0 (not rolled around)."""
+    out = x.clone() if hasattr(x, "clone") else x.copy()
+    out[...] = 0
+    H, W = x.shape[-2:]
+    rows = (slice(0, H - dy), slice(dy, H)) if dy >= 0 else (slice(-dy, H), slice(0, H + dy))
+    cols = (slice(0, W - dx), slice(dx, W)) if dx >= 0 else (slice(-dx, W), slice(0, W + dx))
+    out[..., rows[1], cols[1]] = x[..., rows[0], cols[0]]
+    return out
+
+
 def load_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
     """A bundled dataset's held-out split (inputs, labels); see :data:`DATASETS`."""
     if name not in DATASETS:
@@ -91,4 +109,10 @@ def load_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
         from .synthetic_events import HELD_OUT, events
 
         return events("test", layout="TN", **HELD_OUT)
-    return digits("test", 32 if name == "digits32" else 8)
+    size = 32 if name.startswith("digits32") else 8
+    x, y = digits("test", size)
+    if name.endswith("_shifted"):
+        pixel = size // 8
+        x = np.concatenate([shifted(x, dy * pixel, dx * pixel) for dy, dx in SHIFTS])
+        y = np.tile(y, len(SHIFTS))
+    return x, y

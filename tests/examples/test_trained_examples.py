@@ -1,9 +1,9 @@
 """The README's table of trained examples, kept true: every example of ``examples/train.py`` has a
 committed checkpoint (<= 2 MB) and a row, and its held-out float and integer accuracies and top-1
-agreement are what the row states.
+agreement are what the row states (digits: the 360 held-out images at 9 shifts, 3240).
 
 The bars below are today's measured level, not issue 13's goal (integer within 0.5 points of
-float): the rows differ by 2-4 of 360 images.  They catch a fidelity regression."""
+float, met by 8 of the 11): they catch a fidelity regression."""
 
 from __future__ import annotations
 
@@ -16,10 +16,8 @@ from examples.train import EXAMPLES, ROOT, accuracies, table_row
 from spikec.cli import main as spikec_cli
 
 HEADER, ROWS = readme_table("trained-table")
-MAX_GAP = 4.5 / 360  # |float - integer| accuracy: at most 4 of the 360 held-out images
-MIN_AGREEMENT = 0.92  # float and integer predict the same class
-# issue 14's bar for the families with integer kernels and time mixing: within 1 point
-KERNEL_FAMILIES, KERNEL_GAP = ("staa_snn", "stformer", "spikeformer"), 0.01
+MAX_GAP = 0.01  # |float - integer| accuracy within 1 point (issue 14's bar for the families it added)
+MIN_AGREEMENT = 0.91  # float and integer predict the same class
 
 
 def _name(row: dict) -> str:
@@ -42,8 +40,6 @@ def test_row_states_the_measured_accuracies(row):
         f"README row of {name} is stale: python examples/train.py table"
     acc_float, acc_int, agreement, _ = measured
     assert abs(acc_float - acc_int) <= MAX_GAP, f"{name}: integer {acc_int:.2%} vs float {acc_float:.2%}"
-    if EXAMPLES[name].factory in KERNEL_FAMILIES:
-        assert abs(acc_float - acc_int) <= KERNEL_GAP, f"{name}: integer {acc_int:.2%} vs float {acc_float:.2%}"
     assert agreement >= MIN_AGREEMENT, f"{name}: top-1 agreement {agreement:.2%}"
 
 
