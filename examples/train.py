@@ -69,8 +69,9 @@ class Example:
     @property
     def held_out(self) -> str:
         """The spikec.data dataset the README's accuracies are measured on: the digits examples' 360
-        held-out images at the 9 one-pixel shifts of their training (3240: one image is 0.03 points,
-        where a 0.5-point bar on 360 images would allow a single net image); the events' 1000."""
+        held-out images at the 9 shifts by one 8x8 pixel, within the range of their training's shifts
+        (3240: one image is 0.03 points, where a 0.5-point bar on 360 images would allow a single net
+        image); the events' 1000."""
         return f"{self.dataset}_shifted" if self.dataset.startswith("digits") else self.dataset
 
     @property

@@ -63,7 +63,7 @@ DATASETS = {
     "digits": "scikit-learn's 8x8 digits, held-out split, [B, 1, 8, 8] in 0..1",
     "digits32": "the same held-out digits upsampled to 32x32 (each pixel a 4x4 block) on 3 equal channels, [B, 3, 32, 32]",
     "digits_shifted": "the 360 held-out digits at each of the 9 one-pixel shifts (dy, dx in -1..1, vacated pixels 0: "
-                      "the range of the trained examples' own shifts), 3240 images, [B, 1, 8, 8]",
+                      "within the range of the trained examples' own random shifts), 3240 images, [B, 1, 8, 8]",
     "digits32_shifted": "digits_shifted upsampled as digits32 (shifts of one 8x8 pixel: 4 pixels), [B, 3, 32, 32]",
     "events": "synthetic event streams (spikec.synthetic_events): ten motion programs that only the order of the steps "
               "tells apart, 1000 held out, [T=8, B, 2, 16, 16] (--time-steps 8)",

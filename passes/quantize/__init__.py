@@ -41,7 +41,8 @@ sign mode EXC [0, 255] if all w ≥ 0, INH [−255, 0] if all w ≤ 0, else MIXE
 The output current is (Σ w_lava·in) << e (>> −e, floor, for e < 0).
 
 Scales Δa are powers of two chosen from bounds on |X| and |V| so that |a| ≤ 2^16 and |v| ≤ 2^22
-(half of Lava's 24-bit range) and the biases fit the 13-bit mantissa with exponent ≤ 7.  Bounds are
+(half of Lava's 24-bit range; the full range, with an eighth to spare, where a threshold needs the finer
+scale and the bounds are worst-case: :mod:`.domains`) and the biases fit the 13-bit mantissa with exponent ≤ 7.  Bounds are
 worst-case (interval arithmetic over the weights, input range and T) unless calibration data is
 given, in which case each layer's 99.99th percentile of the measured |X| and |H| is used
 (:data:`~.bounds.CALIB_PERCENTILE`; tighter, finer Δ).  Currents beyond it stay exact up to the
@@ -83,7 +84,7 @@ from spikec.errors import UnsupportedError
 
 from ..base import NameSource, PassReport, PassResult, where
 from .bounds import CALIB_PERCENTILE, Calibration, measured_bounds, worst_case_bounds
-from .domains import A_BITS, DOMAIN_OPS, OUT_BITS, V_BITS, Domains, Scales, describe, integer_multiple, signed_factor
+from .domains import A_BITS, DOMAIN_OPS, OUT_BITS, V_BITS, Domains, Scales, describe, integer_multiple, signed_factor, threshold_error
 from .kernels import GELU_TANH_GAP, KERNEL_OPS, LABELS, PRODUCT_OPS, REAL_BITS, integer_kernel, kernel_report
 from .neurons import constant_input, floor_compensation, quantize_neuron
 from .report import NeuronReport, QuantReport, SynapseReport
@@ -137,7 +138,7 @@ def quantize(graph: ir.Graph, calib: Optional[torch.Tensor] = None, input_range:
     else:
         bound, membrane_bound = worst_case_bounds(graph, input_max), {}
 
-    scales = Scales(graph, x_scale, bound, membrane_bound)
+    scales = Scales(graph, x_scale, bound, membrane_bound, worst_case=calib is None)
     dom = scales.dom
     explicit = scales.explicit_constants()
     x0 = {name: constant_input(graph, dom, x, explicit) for name, x in scales.neuron_in.items()}
@@ -194,6 +195,10 @@ def quantize(graph: ir.Graph, calib: Optional[torch.Tensor] = None, input_range:
             vb = next(vb for m, _, _, vb in scales.needs[key] if m is n)
             mu = floor_compensation(graph, dom, x, floors)  # the floors' mean current error: the bias adds it back
             q, nrep = quantize_neuron(n, a, da, x0[n.name] - mu, bound.get(x, 0.0), vb, report)
+            if key in scales.full_range:
+                report.did(where(n), "the full 24-bit state range (worst-case bounds with an eighth to spare), for a "
+                                     "threshold within 1 %: the half range's scale realised it "
+                                     f"{100 * threshold_error(scales.needs[key], 2 * scales.root_delta(key)):.2g} % off")
             if np.any(mu):
                 nrep.floor_compensation = -mu
                 theta = abs(float(n.v_threshold)) or 1.0

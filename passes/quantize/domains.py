@@ -22,7 +22,9 @@ into it (:meth:`Scales.unit`), so that each of them enters by an integer multipl
 (:func:`integer_multiple`: Δ_exact / Δ = m·2^k, m odd).  The power of two is the smallest that keeps
 every neuron the domain feeds within the headroom: |a| <= 2^16 (so u = a << 6 stays within 2^22),
 |v| <= 2^22 (half of the 24-bit state) and the biases within ``4095 << 7``; domains that only reach
-host outputs get 30 bits.
+host outputs get 30 bits.  With worst-case bounds, a domain whose neurons' thresholds that scale
+realises more than 1 % off gets half of it where the bounds fit the full state range
+(:data:`THRESHOLD_TOLERANCE`).
 
 Exactness: negations, integer multiples and left shifts are exact integer operations (int64 in
 intref and ONNX; Lava folds them into connection weights and exponents); an exact value entering a
@@ -52,9 +54,13 @@ DOMAIN_OPS = (ir.AddNode, ir.ReshapeNode, ir.PermuteNode, ir.SliceNode, ir.Reduc
 V_BITS = loihi.STATE_BITS - 2  # |v| <= 2^22: half of the 24-bit state range
 A_BITS = V_BITS - loihi.CURRENT_SHIFT  # |a| <= 2^16: u = a << 6 within 2^22
 # a neuron whose threshold the half range would realise more than this far off (relative; it is
-# represented from below in steps of 64 membrane units = one current unit) gets the state's full
-# range instead where its bounds fit there: |v| <= 2^23 − 1 saturates, |u| < 2^23 does not wrap
+# represented from below in steps of 64 membrane units = one current unit) gets twice as fine a scale
+# where its worst-case bounds fit the state's full range with FULL_RANGE_MARGIN to spare (v saturates
+# beyond 2^23 − 1, u wraps at 2^23; the margin covers weight rounding and floors, which the bounds of
+# the float model do not), and only with worst-case bounds: calibrated ones are percentiles, which
+# the half range's headroom protects
 THRESHOLD_TOLERANCE = 0.01
+FULL_RANGE_MARGIN = 1 / 8
 OUT_BITS = 30  # host-side outputs: int32 with headroom
 # the largest odd denominator a ratio of two scales may have to count as a ratio of integers: pool
 # windows, token counts, 255 / 127 input levels; a float close to a ratio with a larger denominator
@@ -275,8 +281,11 @@ class Scales:
     scale follows from its inputs' scales, and a domain's Δ from its unit, which may come from such a
     value added into it."""
 
-    def __init__(self, graph: ir.Graph, x_scale: float, bound: dict[str, float], membrane_bounds: dict[str, float]):
+    def __init__(self, graph: ir.Graph, x_scale: float, bound: dict[str, float], membrane_bounds: dict[str, float],
+                 worst_case: bool = True):
         self.graph = graph
+        self.worst_case = worst_case  # bounds are worst-case (not calibrated): the full state range may serve a threshold
+        self.full_range: set = set()  # the domain roots (or neuron keys) given it
         self.bound = bound
         self.fixed, self.dom, self.anchors = assign_domains(graph, x_scale)
         self.neuron_in: dict[str, str] = {}
@@ -381,10 +390,12 @@ class Scales:
             unit = float(1 << loihi.CURRENT_SHIFT)  # Δv = Δa / 64
             bias_min = unit * bmax / (loihi.BIAS_MANT_MAX * 2 ** loihi.BIAS_EXP_MAX)
             lower = max(lower, max(xb / 2 ** A_BITS, unit * vb / 2 ** V_BITS, bias_min, 1e-30) / r)
-            full = max(xb / (2 ** (A_BITS + 1) - 1), unit * vb / (2 ** (V_BITS + 1) - 1), bias_min, 1e-30)
+            spare = 1 + FULL_RANGE_MARGIN
+            full = max(spare * xb / 2 ** (A_BITS + 1), spare * unit * vb / 2 ** (V_BITS + 1), bias_min, 1e-30)
             lower_full = max(lower_full, full / r)
         for _, r, xb in kcons:
             lower = max(lower, input_budget(xb) / r)
+            lower_full = max(lower_full, input_budget(xb) / r)  # a materialised reader's budget has no spare range
         if isinstance(key, tuple):  # a neuron reading a value of fixed scale: a power-of-two multiple of it
             base = self.fixed_scale(self.neuron_in[key[1]])
         else:
@@ -394,8 +405,11 @@ class Scales:
             peak = max((self.bound.get(u, 0.0) / self.dom.find(u)[1] for u in members), default=1.0)
             lower = max(peak, 1e-30) / 2 ** OUT_BITS
         delta = base * pow2_ceil(lower / base)
-        if cons and delta / 2 >= lower_full * (1 - 1e-12) and threshold_error(cons, delta) > THRESHOLD_TOLERANCE:
-            delta /= 2  # the full state range, for a threshold within tolerance (or closer to it)
+        if (self.worst_case and cons and delta / 2 >= lower_full * (1 - 1e-12)
+                and threshold_error(cons, delta) > THRESHOLD_TOLERANCE
+                and threshold_error(cons, delta / 2) < threshold_error(cons, delta)):
+            delta /= 2  # the full state range, for a threshold closer to its value
+            self.full_range.add(key)
         self.delta_root[key] = delta
         return delta
 

@@ -9,7 +9,9 @@ floors, and the integers satisfy::
 
 so the executor may compute one synapse over the summed inputs (half the synaptic work for two trains;
 Spikformer's residual stream is two or three).  Bit for bit the same results: the fusion applies to a
-sum of two synapses with equal weights, exponent, sign mode and indexing, each read by that sum only.
+sum of two synapses with equal weights, exponent, sign mode and indexing over inputs of one type (no
+broadcast: a convolution of a broadcast value is not the broadcast of its convolution), each read by
+that sum only.
 Copies with a negative exponent (each floors its part), other weights or other layouts stay apart.
 """
 
@@ -46,6 +48,7 @@ def fuse_exact_synapse_copies(graph: ir.Graph, keep: Collection[str] = ()) -> ir
             for i in n.inputs:
                 users[i] = users.get(i, 0) + 1
         by_name = {n.name: n for n in graph.nodes}
+        types = graph.types
         fused: dict[str, list[ir.Node]] = {}
         gone: set[str] = set()
         for n in graph.nodes:
@@ -53,6 +56,7 @@ def fuse_exact_synapse_copies(graph: ir.Graph, keep: Collection[str] = ()) -> ir
                 continue
             a, b = (by_name.get(i) for i in n.inputs)
             if (a is None or b is None or a is b or not _fusable(a, b) or {a.name, b.name} & (gone | set(keep))
+                    or types[a.inputs[0]] != types[b.inputs[0]]  # a broadcast sum: W·y is not W·broadcast(y)
                     or users.get(a.name) != 1 or users.get(b.name) != 1):
                 continue
             add = ir.AddNode(f"{n.name}:inputs", (a.inputs[0], b.inputs[0]), n.source)

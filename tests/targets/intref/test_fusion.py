@@ -62,3 +62,20 @@ def test_trained_digits_copies_fuse_and_run_the_same(tmp_path):
     assert len(_synapses(f)) < len(_synapses(g))
     x = torch.rand(6, 1, 8, 8)
     assert torch.equal(run_int(g, x, record=True).outputs[0], run_int(g, x).outputs[0])
+
+
+def test_leaves_a_broadcast_sum_apart():
+    """conv(x) + conv(y) with y [2, 1, 1] broadcast over x's [2, 4, 4] is not conv(x + broadcast(y)): the
+    1x1 map sees only the kernel's centre tap."""
+    w = (np.random.default_rng(0).integers(-60, 60, (2, 2, 3, 3)) * 2).astype(np.int32)
+    conv = dict(layout="conv", weight=w, weight_exp=0, stride=(1, 1), padding=(1, 1), dilation=(1, 1))
+    nodes = [ir.InputNode("x", (), features=(2, 4, 4), time=2, layout="sequence"),
+             ir.QuantizeInputNode("q", ("x",), scale=1.0),
+             ir.LoihiNeuronNode("s1", ("q",), vth=0, du=4095, dv=0),
+             ir.MaxPoolNode("mp", ("s1",), kernel=(4, 4), stride=(4, 4), padding=(0, 0), dilation=(1, 1)),
+             ir.SynapseNode("w1", ("s1",), **conv), ir.SynapseNode("w2", ("mp",), **conv),
+             ir.AddNode("sum", ("w1", "w2")), ir.OutputNode("o", ("sum",))]
+    g = ir.Graph(nodes).validate()
+    assert _synapses(fuse_exact_synapse_copies(g)) == ["w1", "w2"]
+    x = torch.rand(2, 3, 2, 4, 4) * 4
+    assert torch.equal(run_int(g, x, record=True).outputs[0], run_int(g, x).outputs[0])
