@@ -86,7 +86,8 @@ Assumptions (each one checked elsewhere or stated in the report):
 
 * du = 4095 (the only value the quantizer emits, and the rule the bound assumes: the float model has
   no current state; another du shows as a deviation);
-* no saturation of v and no wrap of u (the quantization bounds keep |v| ≤ 2^22; ``overflows``
+* no saturation of v and no wrap of u (the quantization bounds keep |v| ≤ 2^22, or below 2^23 with
+  an eighth to spare where a threshold needs the full range; ``overflows``
   names layers whose currents leave that range) and the inputs lie within the compiled input
   range, or their measured clipping is passed in;
 * V_max: the membrane bound the scales were chosen for, or the largest float |H| + θ seen on the
