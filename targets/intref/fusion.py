@@ -11,7 +11,8 @@ so the executor may compute one synapse over the summed inputs (a Spikformer's r
 sum of 2k + 1 trains before block k: that many copies, one synapse's work when fused).  Bit for bit
 the same results: the fusion applies to a sum of two synapses with equal weights, exponent, sign mode
 and indexing over inputs of one type (no broadcast: a convolution of a broadcast value is not the
-broadcast of its convolution), each read by that sum only.  Copies with a negative exponent (each floors its part), other weights or other layouts stay apart.
+broadcast of its convolution), each read by that sum only.  Copies with a negative exponent (each
+floors its part), other weights or other layouts stay apart.
 """
 
 from __future__ import annotations
