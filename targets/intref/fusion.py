@@ -7,8 +7,8 @@ floors, and the integers satisfy::
 
     (W·a) << e  +  (W·b) << e  =  (W·(a + b)) << e          (+ the copies' biases, summed)
 
-so the executor may compute one synapse over the summed inputs (a Spikformer's residual stream is a
-sum of 2k + 1 trains before block k: that many copies, one synapse's work when fused).  Bit for bit
+so the executor may compute one synapse over the summed inputs (a Spikformer's residual stream grows
+by two trains a block: 9 copies before the fourth block's MLP, one synapse's work when fused).  Bit for bit
 the same results: the fusion applies to a sum of two synapses with equal weights, exponent, sign mode
 and indexing over inputs of one type (no broadcast: a convolution of a broadcast value is not the
 broadcast of its convolution), each read by that sum only.  Copies with a negative exponent (each
