@@ -42,22 +42,18 @@ def fuse_exact_synapse_copies(graph: ir.Graph, keep: Collection[str] = ()) -> ir
     """``graph`` with every ``Add(synapse(x), synapse(y))`` of two exactly fusable copies (module
     docstring) replaced by ``synapse(Add(x, y))`` under the sum's name, repeatedly (a sum of three
     trains fuses twice).  Values named in ``keep`` are not fused away."""
+    keep = set(keep)
     while True:
-        users: dict[str, int] = {}
-        for n in graph.nodes:
-            for i in n.inputs:
-                users[i] = users.get(i, 0) + 1
-        by_name = {n.name: n for n in graph.nodes}
         types = graph.types
         fused: dict[str, list[ir.Node]] = {}
         gone: set[str] = set()
         for n in graph.nodes:
-            if not isinstance(n, ir.AddNode) or len(n.inputs) != 2 or n.name in fused:
+            if not isinstance(n, ir.AddNode) or len(n.inputs) != 2:
                 continue
-            a, b = (by_name.get(i) for i in n.inputs)
-            if (a is None or b is None or a is b or not _fusable(a, b) or {a.name, b.name} & (gone | set(keep))
+            a, b = (graph.producer(i) for i in n.inputs)
+            if (a is b or not _fusable(a, b) or {a.name, b.name} & (gone | keep)
                     or types[a.inputs[0]] != types[b.inputs[0]]  # a broadcast sum: W·y is not W·broadcast(y)
-                    or users.get(a.name) != 1 or users.get(b.name) != 1):
+                    or len(graph.users(a.name)) != 1 or len(graph.users(b.name)) != 1):
                 continue
             add = ir.AddNode(f"{n.name}:inputs", (a.inputs[0], b.inputs[0]), n.source)
             fused[n.name] = [add, a.replace(name=n.name, inputs=(add.name,), bias=_bias(a, b))]

@@ -58,7 +58,7 @@ streams a one-step input), so another region reads it across stages exactly as i
 it (a buffering region keeps the copy of its sample's step 0, a per-step region each step's), and
 a connection folding it into a T-step input adds it at every step.  What no region kernel runs, a
 one-step value read by a stage that runs on one step, other step counts, or more than
-:data:`MAX_REGION_PORTS` ports is refused naming the node and its module.
+:data:`MAX_PORTS` ports is refused naming the node and its module.
 
 Timing: each connection adds one step.  Every stage's inputs are balanced to the same latency with
 synaptic delays (``DelaySparse``) or, for direct inputs of custom processes, delay relays; the
@@ -95,7 +95,7 @@ from spikec.ir.index_maps import (
 
 from ..intref.executor import integer_factor
 from ..intref.kernels import lava_effective_weights
-from .region import mixes_time, runs
+from .region import MAX_PORTS, mixes_time, runs
 
 STAGE_TYPES = (ir.LoihiNeuronNode, ir.AndNode, ir.AddressedAccumulationNode, ir.MaxPoolNode)
 _FOLDABLE = (ir.SynapseNode, ir.AddNode, ir.ReshapeNode, ir.PermuteNode, ir.SliceNode, ir.ReduceNode,
@@ -513,7 +513,6 @@ def _check_8bit(data: np.ndarray, what: str) -> str:
 # added constants, concatenations, time mixing, 3-d convolutions (over time), sums over time
 REGION_SEEDS = (ir.IntegerKernelNode, ir.MulNode, ir.MatMulNode, ir.AddConstantNode, ir.ConcatNode,
                 ir.TimeToFeaturesNode, ir.FeaturesToTimeNode)
-MAX_REGION_PORTS = 64  # input and output ports of one region process (procs.process.IntRegion)
 
 
 def _seeds_region(n: ir.Node) -> bool:
@@ -673,9 +672,9 @@ def _refuse_region(graph: ir.Graph, r: Region, T: int, readers: dict[str, list[s
             raise UnsupportedError(f"lava: the time-mixed value {n.name} ({n.source}, {steps} step) leaves its region "
                                    f"into the stage {s.name} ({s.source}), which runs on {graph.types[s.name].time} step; "
                                    f"stages run on the {T} steps of a sample")
-    if len(r.inputs) > MAX_REGION_PORTS or len(r.outputs) > MAX_REGION_PORTS:  # connections into one port add
+    if len(r.inputs) > MAX_PORTS or len(r.outputs) > MAX_PORTS:  # connections into one port add
         raise UnsupportedError(f"lava: region {r.name} needs {len(r.inputs)} inputs and {len(r.outputs)} outputs, "
-                               f"more than the {MAX_REGION_PORTS} ports of a region process")
+                               f"more than the {MAX_PORTS} ports of a region process")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -685,16 +684,7 @@ def _refuse_region(graph: ir.Graph, r: Region, T: int, readers: dict[str, list[s
 
 def _feeds_stage(graph: ir.Graph, stage_names: list[str], stage_set: set[str], source: str) -> set[str]:
     """Every node on a path into a stage (the rest, after the network, is the host tail)."""
-    feeds: set[str] = set()
-    for name in stage_names:
-        stack = list(graph[name].inputs)
-        while stack:
-            v = stack.pop()
-            if v in feeds or v in stage_set or v == source:
-                continue
-            feeds.add(v)
-            stack.extend(graph[v].inputs)
-    return feeds
+    return _closure(stage_names, lambda v: graph[v].inputs, lambda v: v in stage_set or v == source)
 
 
 def _stage(graph: ir.Graph, n: ir.Node) -> Stage:

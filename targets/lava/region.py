@@ -37,6 +37,7 @@ from spikec.ir.index_maps import conv_apply, linear_apply
 from ..intref.executor import integer_factor, integer_kernel
 
 TIME_MIXING = (ir.TimeToFeaturesNode, ir.FeaturesToTimeNode)
+MAX_PORTS = 64  # input and output ports of one region process (procs.process.IntRegion)
 
 
 def mixes_time(n: ir.Node) -> bool:

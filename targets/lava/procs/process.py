@@ -8,6 +8,7 @@ from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var
 
 from spikec import loihi  # numpy only
+from spikec.targets.lava.region import MAX_PORTS  # input / output ports of an IntRegion
 
 
 class ResetLIF(AbstractProcess):
@@ -117,7 +118,6 @@ class ConvConnection(AbstractProcess):
         self.a_out = OutPort(shape=(size_out,))
 
 
-MAX_PORTS = 64  # input / output ports of an IntRegion (netspec.MAX_REGION_PORTS)
 
 
 class IntRegion(AbstractProcess):
