@@ -120,9 +120,14 @@ def v_decay_factor(dv: int) -> int:
     return DECAY_UNITY - dv
 
 
-def floor_shift(x, k: int):
-    """``x << k`` for k >= 0, ``x >> −k`` (arithmetic: floor) otherwise: weight exponents, biases."""
-    return x << k if k >= 0 else x >> (-k)
+def floor_shift(x, k):
+    """``x << k`` for k >= 0, ``x >> −k`` (arithmetic: floor) otherwise: weight exponents, biases.
+    ``k`` may be an integer array (numpy ``x``), one exponent per element (channel exponents)."""
+    if np.ndim(k) == 0:
+        return x << k if k >= 0 else x >> (-k)
+    k = np.asarray(k, np.int64)
+    x = np.asarray(x, np.int64)
+    return np.where(k >= 0, x << np.maximum(k, 0), x >> np.maximum(-k, 0))
 
 
 def wrap_u(u):

@@ -12,11 +12,17 @@ class SynapseReport:
     name: str
     source: str
     sign_mode: str
-    weight_exp: int
+    weight_exp: int  # the lowest of its channels' exponents
     delta_in: float
     delta_out: float
     clipped: float  # fraction of weights clipped to the mantissa range
     rel_error: float  # rms weight rounding error / rms weight
+    max_exp: Optional[int] = None  # the highest channel exponent (None: one exponent for all channels)
+    connections: int = 1  # Loihi connections: one per distinct channel exponent
+
+    @property
+    def exponents(self) -> str:
+        return str(self.weight_exp) if self.max_exp is None else f"{self.weight_exp}..{self.max_exp}"
 
 
 @dataclass
@@ -71,9 +77,10 @@ class QuantReport:
         how = (f"calibrated ({self.percentile:g}th percentile of |current| per layer)" if self.calibrated
                else "worst-case")
         out = [f"input: 8-bit, scale {self.input_scale:.6g}; bounds: {how}"]
-        out.append(f"{'synapse':44s} {'mode':5s} {'exp':>4s} {'clip%':>6s} {'w err':>7s}")
+        out.append(f"{'synapse':44s} {'mode':5s} {'exp':>6s} {'conn':>4s} {'clip%':>6s} {'w err':>7s}")
         for s in self.synapses:
-            out.append(f"{s.name[:44]:44s} {s.sign_mode:5s} {s.weight_exp:4d} {100 * s.clipped:6.2f} {s.rel_error:7.4f}")
+            out.append(f"{s.name[:44]:44s} {s.sign_mode:5s} {s.exponents:>6s} {s.connections:4d} {100 * s.clipped:6.2f} "
+                       f"{s.rel_error:7.4f}")
         cal = f" {'>bound':>8s} {'sat':>6s}" if self.calibrated else ""
         out.append(f"{'neuron':44s} {'vth':>7s} {'dv':>5s} {'theta':>8s} {'theta_q':>9s} {'|v|/max':>8s} {'|u|/max':>8s}" + cal)
         for n in self.neurons:

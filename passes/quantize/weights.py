@@ -1,10 +1,14 @@
-"""Synapse weights: integer Lava mantissas and one exponent per synapse.
+"""Synapse weights: integer Lava mantissas and one exponent per output channel.
 
 ``w_lava = round(w·Δin / (Δout·2^e))`` on the sign mode's mantissa grid
 (:func:`spikec.loihi.weight_mantissas`: EXC [0, 255], INH [−255, 0], MIXED even values in
-[−254, 254]); the exponent is the one of {e_max, e_max − 1, e_max − 2} (e_max: the smallest with no
-clipping, :func:`spikec.loihi.min_weight_exp`) with the least squared error, since a finer step
-may pay for clipping a few outliers.
+[−254, 254]); each output channel's exponent is the one of {e_max, e_max − 1, e_max − 2} (e_max:
+the smallest with no clipping of that channel, :func:`spikec.loihi.min_weight_exp`) with the least
+squared error, since a finer step may pay for clipping a few outliers, and at most
+:data:`CHANNEL_EXP_SPREAD` below the synapse's highest.  Loihi has one exponent per connection, so
+the channels of each exponent are a connection of their own
+(:meth:`~spikec.ir.SynapseNode.channel_groups`): the price of a channel of small weights (a small
+batch-norm gain folded in) keeping its mantissa bits is one more connection into the same neurons.
 
 A negative exponent floors: the integer synapse computes ``⌊Σ w·x / 2^−e⌋`` once, an error in
 ``[−s, 0]`` units of Δout (:func:`floor_span`), of mean ``−s/2`` for uniform remainders, which the
@@ -29,18 +33,13 @@ from .kernels import MATERIALISED_OPS
 from .report import SynapseReport
 
 
-def quantize_weights(w: np.ndarray, factor: float, bits: int = loihi.WEIGHT_BITS, min_exp: Optional[int] = None):
-    """Integer Lava weights for real weights ``w`` scaled by ``factor`` (= Δin/Δout); returns
-    (mantissas int32, exponent, sign mode, fraction clipped, relative rms error).
-    ``min_exp`` bounds the exponent from below (0 where a sum or a negation follows the synapse, or
-    it reads a sum: a negative exponent floors each synapse output, and Lava can only floor after
-    what it folds into a connection, :func:`folded_before_floor`, :func:`summed_before`)."""
-    ws = w.astype(np.float64) * factor
-    mode = loihi.sign_mode(ws)
-    peak = float(np.abs(ws).max())
-    if peak == 0:
-        return np.zeros(w.shape, np.int32), 0, mode, 0.0, 0.0
-    e_max = loihi.min_weight_exp(peak, mode, bits)
+CHANNEL_EXP_SPREAD = 8  # a channel's exponent is at most this far below the synapse's highest one
+
+
+def _best_exponent(ws: np.ndarray, mode: str, bits: int, min_exp: Optional[int]):
+    """(mantissas, exponent, fraction clipped) of the real weights ``ws`` on one exponent: the one of
+    {e_max, e_max − 1, e_max − 2} (at least ``min_exp``) with the least squared error."""
+    e_max = loihi.min_weight_exp(float(np.abs(ws).max()), mode, bits)
     best = None
     candidates = [e for e in (e_max, e_max - 1, e_max - 2) if min_exp is None or e >= min_exp] or [min_exp]
     for e in candidates:
@@ -48,11 +47,41 @@ def quantize_weights(w: np.ndarray, factor: float, bits: int = loihi.WEIGHT_BITS
         q, clipped = loihi.weight_mantissas(scaled, mode, bits)
         sq_err = float(np.sum((q - scaled) ** 2) * 4.0 ** e)  # error in the same (unscaled) units
         if best is None or sq_err < best[0]:
-            best = (sq_err, q, e, clipped, scaled)
-    _, q, e, clipped, scaled = best
-    rms = float(np.sqrt(np.mean(scaled ** 2))) or 1.0
-    err = float(np.sqrt(np.mean((q - scaled) ** 2))) / rms
-    return q.astype(np.int32), int(e), mode, clipped, err
+            best = (sq_err, q, e, clipped)
+    return best[1], best[2], best[3]
+
+
+def quantize_weights(w: np.ndarray, factor: float, bits: int = loihi.WEIGHT_BITS, min_exp: Optional[int] = None):
+    """Integer Lava weights for real weights ``w`` scaled by ``factor`` (= Δin/Δout), one exponent
+    *per output channel* (axis 0; one sign mode for all, the mode of ``w``): the channels of each
+    exponent are a Loihi connection of their own (:meth:`~spikec.ir.SynapseNode.channel_groups`), so
+    a channel of small weights (e.g. a small batch-norm gain folded in) keeps its mantissa bits.  Returns
+    (weights int32 at the lowest exponent, that exponent, the sign mode of all of ``w``, fraction
+    clipped, relative rms error, per-channel exponents or None when they are all equal).
+    ``min_exp`` bounds every exponent from below (0 where a sum or a negation follows the synapse,
+    or it reads a sum: a negative exponent floors each synapse output, and Lava can only floor after
+    what it folds into a connection, :func:`folded_before_floor`, :func:`summed_before`)."""
+    ws = w.astype(np.float64) * factor
+    mode = loihi.sign_mode(ws)
+    if float(np.abs(ws).max(initial=0.0)) == 0:
+        return np.zeros(w.shape, np.int32), 0, mode, 0.0, 0.0, None
+    rows = ws.reshape(ws.shape[0], -1)
+    live = np.abs(rows).max(1) > 0
+    chosen = {c: _best_exponent(rows[c], mode, bits, min_exp) for c in np.nonzero(live)[0]}
+    lowest = max(e for _, e, _ in chosen.values()) - CHANNEL_EXP_SPREAD
+    for c, (_, e_c, _) in chosen.items():
+        if e_c < lowest:  # a nearly silent channel: the coarser exponent keeps the integers bounded
+            chosen[c] = _best_exponent(rows[c], mode, bits, lowest if min_exp is None else max(lowest, min_exp))
+    mants, exps = np.zeros_like(rows), np.zeros(len(rows), np.int64)
+    for c, (m, e_c, _) in chosen.items():
+        mants[c], exps[c] = m, e_c
+    clipped = sum(clip * rows.shape[1] for _, _, clip in chosen.values())
+    e = int(exps[live].min())
+    exps[~live] = e
+    err = float(np.sqrt(np.mean((mants * 2.0 ** exps[:, None] - rows) ** 2)) / np.sqrt(np.mean(rows ** 2)))
+    q = (mants * 2.0 ** (exps - e)[:, None]).reshape(w.shape)
+    return (q.astype(np.int32), e, mode, clipped / rows.size, err,
+            None if np.all(exps == e) else exps)
 
 
 def floor_span(mantissas: np.ndarray, exp: int) -> np.ndarray:
@@ -131,18 +160,21 @@ def quantize_synapse(graph: ir.Graph, n, q_input: str, scales: Scales, report: P
     materialised_input = n.inputs[0] in scales.dom  # a synapse-derived value, one integer at its scale: no per-term floors
     hold = ("a sum or a negation follows" if folded_before_floor(graph, n.name)
             else "it reads a sum" if not materialised_input and summed_before(graph, n.inputs[0]) else None)
-    w, e, mode, clipped, err = quantize_weights(n.weight, d_in / d_out, min_exp=0 if hold else None)
+    w, e, mode, clipped, err, channel_exp = quantize_weights(n.weight, d_in / d_out, min_exp=0 if hold else None)
     if hold and e == 0 and quantize_weights(n.weight, d_in / d_out)[1] < 0:
         report.skip(where(n), f"approximation: weight exponent held at 0 ({hold}: Lava would floor each part "
                               "apart for a negative exponent) -> fewer mantissa bits")
     bias = None
     if n.bias is not None and (not scales.feeds_neurons(n.name) or scales.materialised(n.name)):  # else: neurons' bias
         bias = np.round(n.bias.astype(np.float64) / d_out).astype(np.int64)
-    common = dict(weight=w, weight_exp=e, sign_mode=mode, bias=bias)
+    common = dict(weight=w, weight_exp=e, sign_mode=mode, bias=bias, channel_exp=channel_exp)
     if isinstance(n, ir.ConvNode):
         s = ir.SynapseNode(n.name, (q_input,), n.source, layout="conv", stride=n.stride,
                            padding=n.padding, dilation=n.dilation, groups=n.groups, **common)
     else:
         s = ir.SynapseNode(n.name, (q_input,), n.source, layout="linear", **common)
-    report.did(where(n), f"{mode} weights, exp {e}, rms rounding error {err:.2%}" + (f", {clipped:.2%} clipped" if clipped else ""))
-    return s, SynapseReport(n.name, n.source, mode, e, d_in, d_out, clipped, err)
+    groups = len(s.channel_groups())
+    exps = f"exp {e}" if channel_exp is None else f"exp {e}..{int(channel_exp.max())} per channel ({groups} connections)"
+    report.did(where(n), f"{mode} weights, {exps}, rms rounding error {err:.2%}" + (f", {clipped:.2%} clipped" if clipped else ""))
+    return s, SynapseReport(n.name, n.source, mode, e, d_in, d_out, clipped, err,
+                            None if channel_exp is None else int(channel_exp.max()), groups)

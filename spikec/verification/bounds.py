@@ -170,8 +170,10 @@ def _synapse_error(n, syn: ir.SynapseNode, rep, e_in: torch.Tensor, m_in: float,
 
     w = n.weight.astype(np.float64)
     factor = rep.delta_in / rep.delta_out
-    mant, _ = loihi.weight_mantissas(w * factor / 2.0 ** syn.weight_exp, syn.sign_mode)  # the rounding rule
-    w_eff = mant * 2.0 ** syn.weight_exp / factor
+    step = 2.0 ** syn.channel_exps().reshape(-1, *([1] * (w.ndim - 1)))  # each channel's exponent
+    mant, _ = loihi.weight_mantissas(w * factor / step, syn.sign_mode)  # the rounding rule
+    w_eff = mant * step / factor
+    mant = mant * step / 2.0 ** syn.weight_exp  # at the common exponent, as the synapse holds them
     off = int(np.sum(mant != syn.weight))
     axes = tuple(range(1, w.ndim))
     dw = np.abs(w - w_eff).sum(axis=axes)

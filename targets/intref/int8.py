@@ -8,8 +8,9 @@ bytes, and Loihi weights are 8-bit mantissas (Lava's MIXED sign mode keeps even 
     acc[o] = Σ_j x[j] · w8[o, j]          in int32 (u8 · s8 products)
     out[o] = float32(acc[o]) · x_scale · w_scale[o]
 
-With zero points 0, ``x_scale = 1`` and ``w_scale[o] = 2^k`` (a power of two: the product is exact)
-``out`` is the exact integer ``Σ x · w`` for ``w = w8 · 2^k`` when (:func:`usable`):
+With zero points 0, ``x_scale = 1`` and ``w_scale[o] = 2^k[o]`` (a power of two per output channel:
+the product is exact; a channel with a weight exponent of its own is a channel with its own k)
+``out`` is the exact integer ``Σ x · w`` for ``w[o] = w8[o] · 2^k[o]`` when (:func:`usable`):
 
 * every ``x`` is in [0, 255] and every ``w8`` in [−128, 127] (:func:`split`);
 * no pair of products overflows int16: CPUs without VNNI / AMX add u8 · s8 products in pairs with
@@ -34,31 +35,34 @@ _state = {"available": True}
 
 @dataclass
 class Int8Weights:
-    """``w = w8 · 2^k`` with ``w8`` int8 ``[out, ...]``; prepacked copies made on first use per layout."""
+    """``w[o] = w8[o] · 2^k[o]`` with ``w8`` int8 ``[out, ...]``; prepacked copies made on first use per layout."""
 
     w8: torch.Tensor
-    k: int
     peak: int  # max |w8|
-    scales: torch.Tensor  # 2^k per output channel (float32)
+    scales: torch.Tensor  # 2^k[o] per output channel (float32)
     zero_points: torch.Tensor  # 0 per output channel
     packed: dict = field(default_factory=dict)
 
 
 def split(w: torch.Tensor) -> Optional[Int8Weights]:
-    """``w`` (int64) as ``w8 · 2^k`` with ``w8`` in [−128, 127] and the smallest such k >= 0, or
-    None (an odd weight beyond int8, e.g. Lava's EXC mode up to 255)."""
+    """``w`` (int64) as ``w8[o] · 2^k[o]`` with ``w8`` in [−128, 127] and, per output channel, the
+    smallest such k >= 0, or None (a channel with an odd weight beyond int8, e.g. Lava's EXC mode up
+    to 255)."""
     if w.numel() == 0:
         return None
-    for k in range(63):
-        if k and bool((w & ((1 << k) - 1)).any()):
-            return None  # not a multiple of 2^k: no larger k either
-        w8 = w >> k
-        lo, hi = int(w8.min()), int(w8.max())
-        if lo >= -128 and hi <= 127:
-            n = w.shape[0]
-            return Int8Weights(w8.to(torch.int8), k, max(-lo, hi), torch.full((n,), float(1 << k)),
-                               torch.zeros(n, dtype=torch.int64))
-    return None
+    rows = w.reshape(w.shape[0], -1)
+    k = torch.zeros(rows.shape[0], dtype=torch.int64)
+    while True:
+        w8 = rows >> k[:, None]
+        fits = (w8.min(1).values >= -128) & (w8.max(1).values <= 127)
+        if bool(fits.all()):
+            break
+        k = torch.where(fits, k, k + 1)
+        if bool((rows & ((1 << k) - 1)[:, None]).any()) or int(k.max()) > 62:
+            return None  # a channel not a multiple of 2^k: no larger k either
+    w8 = w8.reshape(w.shape)
+    return Int8Weights(w8.to(torch.int8), int(w8.abs().max()), (1 << k).to(torch.float32),
+                       torch.zeros(rows.shape[0], dtype=torch.int64))
 
 
 def usable(x_lo: int, x_hi: int, w: Optional[Int8Weights]) -> bool:

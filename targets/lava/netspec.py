@@ -30,6 +30,11 @@ mantissas) when no floor follows, else into the mantissas (``c·W``, 8-bit check
 value already floored by a negative exponent has no folded form (Lava floors after the weights): it
 runs in a region process.
 
+A synapse whose output channels have exponents of their own
+(:meth:`~spikec.ir.SynapseNode.channel_groups`) is one connection per exponent, as on Loihi, except
+in a :class:`~.procs.process.ConvConnection`, which applies each channel's exponent itself (one Lava
+process standing for the connections of one weight-shared map; the resource report counts them).
+
 ``M`` is never unrolled when it holds a weight-shared map: a term through a synapse is kept
 factored, ``M = post · K · pre``, with ``K`` the synapse's kernel (a convolution, or a linear map
 applied at every leading position) and ``pre`` / ``post`` the index maps of the data movement
@@ -163,6 +168,21 @@ class SharedMap:
     def matrix(self) -> sp.csr_matrix:
         return synapse_matrix(self.node, self.in_feats, self.out_feats)
 
+    @property
+    def mantissas(self) -> np.ndarray:
+        """The kernel's 8-bit mantissas (:meth:`~spikec.ir.SynapseNode.mantissas`)."""
+        return self.node.mantissas()
+
+    def out_shift(self) -> Optional[np.ndarray]:
+        """Per output element of ``K``, its channel's exponent above the common one (None: all 0)."""
+        n = self.node
+        if n.channel_exp is None:
+            return None
+        shift = n.channel_exps() - n.weight_exp
+        if self.layout == "conv":  # [C_out, *spatial]
+            return np.repeat(shift, self.n_out // len(shift))
+        return np.tile(shift, self.n_out // len(shift))  # [..., C_out]
+
     def indicator(self) -> np.ndarray:
         return (np.asarray(self.weight) != 0).astype(np.int64)
 
@@ -227,8 +247,8 @@ class ConvWeights:
 
     @property
     def data(self) -> np.ndarray:
-        """The distinct non-zero weights (what the 8-bit check and the sign mode look at)."""
-        w = np.asarray(self.core.weight)
+        """The distinct non-zero mantissas (what the 8-bit check and the sign mode look at)."""
+        w = np.asarray(self.core.mantissas)
         return np.unique(w[w != 0]).astype(np.int64)
 
     def apply(self, s: np.ndarray) -> np.ndarray:
@@ -327,16 +347,37 @@ class Term:
     def expand(self) -> list["Term"]:
         """The term as connections' terms with the factor folded in (module docstring): the sign
         into the weights, a power of two into the exponent, other magnitudes one term per set bit
-        (no floor follows) or into the weights."""
+        (no floor follows) or into the weights; then, through a synapse whose channels have
+        exponents of their own that will not stay factored, one term per exponent."""
         c = self.factor
         if c == 1:
+            terms = [self]
+        else:
+            mag, sign = abs(c), (1 if c > 0 else -1)
+            if mag & (mag - 1) == 0:
+                terms = [replace(self.times(sign), exp=self.exp + mag.bit_length() - 1)]
+            elif self.core is None or self.floored:
+                terms = [self.times(c)]
+            else:
+                terms = [replace(self.times(sign), exp=self.exp + b) for b in range(mag.bit_length()) if mag >> b & 1]
+        return [part for tm in terms for part in tm._per_channel_exponent()]
+
+    def _per_channel_exponent(self) -> list["Term"]:
+        n = None if self.core is None else self.core.node
+        if n is None or n.channel_exp is None or self._gathers() is not None:
             return [self]
-        mag, sign = abs(c), (1 if c > 0 else -1)
-        if mag & (mag - 1) == 0:
-            return [replace(self.times(sign), exp=self.exp + mag.bit_length() - 1)]
-        if self.core is None or self.floored:
-            return [self.times(c)]
-        return [replace(self.times(sign), exp=self.exp + b) for b in range(mag.bit_length()) if mag >> b & 1]
+        return [replace(self, core=SharedMap(n.replace(weight=m, weight_exp=e, channel_exp=None), self.core.in_feats,
+                                             self.core.out_feats), exp=self.exp - n.weight_exp + e)
+                for e, _, m in n.channel_groups()]
+
+    def _gathers(self) -> Optional[tuple[np.ndarray, Optional[np.ndarray]]]:
+        """(pre, post) index vectors when the term stays factored (a :class:`ConvWeights`), else None."""
+        pre = as_gather(self.matrix)
+        post = None if self.post is None else as_gather(self.post)
+        injective = pre is not None and len(np.unique(pre[pre >= 0])) == int((pre >= 0).sum())
+        if self.core.shared and injective and (self.post is None or post is not None):
+            return pre, post
+        return None
 
     def weights(self, n_src: int) -> Weights:
         """The connection matrix: sparse (no core), factored (:class:`ConvWeights`) or to be
@@ -345,10 +386,9 @@ class Term:
             w = self.matrix.tocsr()
             w.sum_duplicates()
             return w
-        pre = as_gather(self.matrix)
-        post = None if self.post is None else as_gather(self.post)
-        injective = pre is not None and len(np.unique(pre[pre >= 0])) == int((pre >= 0).sum())
-        if self.core.shared and injective and (self.post is None or post is not None):
+        gathers = self._gathers()
+        if gathers is not None:
+            pre, post = gathers
             identity = len(pre) == n_src and np.array_equal(pre, np.arange(n_src))
             return ConvWeights(self.core, None if identity else pre, post, n_src)
         return Unrolled(self.core, self.matrix, self.post)
@@ -369,6 +409,12 @@ class Connection:
     graded: bool
     delay: int = 0
     synapse: Optional[str] = None  # the synapse node folded in (None: data movement only)
+
+    @property
+    def loihi_connections(self) -> int:
+        """Loihi connections this one stands for: one per channel exponent in a ConvConnection."""
+        w = self.weights
+        return len(w.core.node.channel_groups()) if isinstance(w, ConvWeights) else 1
 
     @property
     def kind(self) -> str:

@@ -340,9 +340,11 @@ def report_lines(spec: NetSpec) -> list[str]:
                    f"{r.cores:5d}  {r.mapping}")
     total = sum(r.cores for r in rows)
     n_conv = sum(isinstance(c.weights, ConvWeights) for c in spec.connections)
+    n_loihi = sum(c.loihi_connections for c in spec.connections)
+    per_exp = f"; {n_loihi} Loihi connections, one per weight exponent" if n_loihi != len(spec.connections) else ""
     out.append(f"total: {sum(r.neurons for r in rows if r.kind != 'source')} neurons, "
                f"{sum(r.synapses for r in rows)} synapses unrolled ({sum(r.weights for r in rows)} weights stored, "
-               f"{n_conv} of {len(spec.connections)} connections convolutional), >= {total} cores; "
+               f"{n_conv} of {len(spec.connections)} connections convolutional{per_exp}), >= {total} cores; "
                f"latency {spec.latency} steps, T = {spec.T}")
     out.append(f"limits: {NEURONS_PER_CORE} neurons / {SYNAPSES_PER_CORE} synapses per core ({LIMITS_SOURCE})")
     chips = -(-total // CORES_PER_CHIP)

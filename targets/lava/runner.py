@@ -188,8 +188,10 @@ def build_network(spec: NetSpec, data: np.ndarray, steps: int, workdir: Path):
                 if isinstance(w, ConvWeights):  # the kernel, not the unrolled matrix
                     k = w.core
                     n = k.node
+                    shift = k.out_shift()  # channels with exponents of their own: one per kernel output
                     conn = ConvConnection(size_in=w.n_src, size_out=w.shape[0], layout=k.layout,
-                                          weight=np.asarray(k.weight, np.int32), weight_exp=c.exp, in_feats=k.in_feats,
+                                          weight=np.asarray(k.mantissas, np.int32),
+                                          weight_exp=c.exp if shift is None else c.exp + shift, in_feats=k.in_feats,
                                           out_feats=k.out_feats, stride=n.stride, padding=n.padding, dilation=n.dilation,
                                           groups=n.groups, pre=w.pre, post=w.post, graded=c.graded, name=c.name)
                 else:

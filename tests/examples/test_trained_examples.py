@@ -1,9 +1,7 @@
 """The README's table of trained examples, kept true: every example of ``examples/train.py`` has a
 committed checkpoint (<= 2 MB) and a row, and its held-out float and integer accuracies and top-1
-agreement are what the row states (digits: the 360 held-out images at 9 shifts, 3240).
-
-The bars below are today's measured level, not issue 13's goal (integer within 0.5 points of
-float, met by 8 of the 11): they catch a fidelity regression."""
+agreement are what the row states (digits: the 360 held-out images at 9 shifts, 3240), and the
+integer accuracy is within 0.5 points of the float one (issue 13's bar) for every example."""
 
 from __future__ import annotations
 
@@ -16,8 +14,8 @@ from examples.train import EXAMPLES, ROOT, accuracies, table_row
 from spikec.cli import main as spikec_cli
 
 HEADER, ROWS = readme_table("trained-table")
-MAX_GAP = 0.01  # |float - integer| accuracy within 1 point (issue 14's bar for the families it added)
-MIN_AGREEMENT = 0.91  # float and integer predict the same class
+MAX_GAP = 0.005  # |float - integer| accuracy within 0.5 points (issue 13)
+MIN_AGREEMENT = 0.92  # float and integer predict the same class (today's lowest: QKFormer, 92.07 %)
 
 
 def _name(row: dict) -> str:
@@ -39,7 +37,7 @@ def test_row_states_the_measured_accuracies(row):
     assert row == dict(zip(HEADER, (c.strip() for c in table_row(name, measured).strip("|").split("|")))), \
         f"README row of {name} is stale: python examples/train.py table"
     acc_float, acc_int, agreement, _ = measured
-    assert abs(acc_float - acc_int) <= MAX_GAP, f"{name}: integer {acc_int:.2%} vs float {acc_float:.2%}"
+    assert abs(acc_float - acc_int) <= MAX_GAP + 1e-9, f"{name}: integer {acc_int:.2%} vs float {acc_float:.2%}"
     assert agreement >= MIN_AGREEMENT, f"{name}: top-1 agreement {agreement:.2%}"
 
 

@@ -35,7 +35,7 @@ def test_neuron_parameter_mapping(digits):
     assert rep.threshold == 8.0 and 8.0 - 64 * rep.delta_v < rep.threshold_int <= 8.0
     assert all(s.clipped < 0.01 for s in q.quant.synapses)
     w = [n for n in q.graph.nodes if isinstance(n, ir.SynapseNode) and n.sign_mode == "mixed"]
-    assert w and all((n.weight % 2 == 0).all() and np.abs(n.weight).max() <= 254 for n in w)
+    assert w and all((m % 2 == 0).all() and np.abs(m).max() <= 254 for n in w for _, _, m in n.channel_groups())
 
 
 def test_quantize_refuses_what_it_cannot_represent(zoo_models):

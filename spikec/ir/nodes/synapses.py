@@ -149,6 +149,14 @@ class SynapseNode(Node):
         out = acc << weight_exp   if weight_exp >= 0   else   acc >> −weight_exp   (floor)
         out += bias                                   (only for host-side output layers)
 
+    ``channel_exp`` (``[C_out]`` int, or None: all ``weight_exp``) gives each output channel its own
+    Loihi weight exponent: channel ``c`` stores mantissas ``weight[c] >> (channel_exp[c] −
+    weight_exp)`` (8-bit, in the synapse's sign mode) and is delivered by a connection with exponent
+    ``channel_exp[c]`` (Loihi has one exponent per connection: :meth:`channel_groups` are the
+    connections).  ``weight`` holds them
+    shifted to the common exponent, so the arithmetic above is unchanged and exact:
+    ``⌊(m·2^(e_c − e))·x · 2^e⌋ = ⌊m·x·2^(e_c)⌋`` for ``e_c >= e``.
+
     ``layout = "conv"`` uses ``stride`` / ``padding`` / ``dilation`` / ``groups`` (PyTorch
     convolution indexing, zero padding); ``"linear"`` acts on the last feature axis."""
 
@@ -157,6 +165,7 @@ class SynapseNode(Node):
     weight_exp: int = 0
     sign_mode: str = "mixed"
     bias: Optional[np.ndarray] = None
+    channel_exp: Optional[np.ndarray] = None
     stride: tuple[int, ...] = ()
     padding: tuple[int, ...] = ()
     dilation: tuple[int, ...] = ()
@@ -181,8 +190,50 @@ class SynapseNode(Node):
         t = self._as_float_node().infer(ins)
         if self.bias is not None and self.bias.shape != (self.weight.shape[0],):
             raise self.fail(f"bias shape {self.bias.shape} != ({self.weight.shape[0]},)")
+        if self.channel_exp is not None:
+            ce = np.asarray(self.channel_exp)
+            if ce.shape != (self.weight.shape[0],) or not np.issubdtype(ce.dtype, np.integer):
+                raise self.fail(f"channel_exp must be {self.weight.shape[0]} integers, is {ce.dtype} {ce.shape}")
+            shift = ce - self.weight_exp
+            if shift.min() < 0:
+                raise self.fail(f"channel exponents {ce.min()} below the common exponent {self.weight_exp}")
+            w = np.asarray(self.weight, np.int64).reshape(len(ce), -1)
+            if np.any(w % (np.int64(1) << shift.astype(np.int64))[:, None]):
+                raise self.fail("a channel's weights are not multiples of 2^(its exponent - the common exponent)")
         return t.with_(kind=Kind.INT)
+
+    def channel_exps(self) -> np.ndarray:
+        """Each output channel's weight exponent (``[C_out]`` int64)."""
+        if self.channel_exp is None:
+            return np.full(self.weight.shape[0], self.weight_exp, np.int64)
+        return np.asarray(self.channel_exp, np.int64)
+
+    def mantissas(self) -> np.ndarray:
+        """The stored mantissas (int64): ``weight`` with each output channel shifted back by its
+        exponent's distance from the common one (``weight`` itself without ``channel_exp``)."""
+        w = np.asarray(self.weight, np.int64)
+        if self.channel_exp is None:
+            return w
+        return w >> (self.channel_exps() - self.weight_exp).reshape(-1, *([1] * (w.ndim - 1)))
+
+    def channel_groups(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """The Loihi connections of this synapse, one per distinct channel exponent:
+        ``(exponent, channels, mantissas)`` with ``mantissas`` the weight array at that exponent,
+        restricted to those output channels (the others zero).  One group without ``channel_exp``."""
+        mant = self.mantissas()
+        if self.channel_exp is None:
+            return [(self.weight_exp, np.arange(mant.shape[0]), mant)]
+        exps = self.channel_exps()
+        groups = []
+        for e in np.unique(exps):
+            chans = np.nonzero(exps == e)[0]
+            part = np.zeros_like(mant)
+            part[chans] = mant[chans]
+            groups.append((int(e), chans, part))
+        return groups
 
     def summary(self):
         shape = "x".join(map(str, self.weight.shape))
-        return f"{self.layout} w{shape} exp={self.weight_exp} {self.sign_mode}" + (" +bias" if self.bias is not None else "")
+        exp = (f"exp={self.weight_exp}" if self.channel_exp is None
+               else f"exp={int(np.min(self.channel_exp))}..{int(np.max(self.channel_exp))} ({len(self.channel_groups())} connections)")
+        return f"{self.layout} w{shape} {exp} {self.sign_mode}" + (" +bias" if self.bias is not None else "")

@@ -196,7 +196,7 @@ class PyConvConnectionModel(PyLoihiProcessModel):
             acc = conv_apply(x, p["weight"], p["stride"], p["padding"], p["dilation"], p["groups"], p["out_feats"][1:])
         else:
             acc = linear_apply(x, p["weight"])
-        self.a_buf = loihi.floor_shift(_gather(p["post"], acc.reshape(-1)), p["weight_exp"])
+        self.a_buf = _gather(p["post"], loihi.floor_shift(acc.reshape(-1), p["weight_exp"]))
 
 
 _INT32 = np.iinfo(np.int32)

@@ -96,9 +96,12 @@ class MemmapSink(AbstractProcess):
 
 
 class ConvConnection(AbstractProcess):
-    """A weight-shared connection, held as its kernel: ``a = (post · K · pre · s) << weight_exp``
+    """A weight-shared connection, held as its kernel: ``a = post · ((K · pre · s) << weight_exp)``
     (``>> −weight_exp``, floor), sent one step later, exactly Lava's fixed_pt ``Dense`` on the
     unrolled matrix ``post · K · pre`` (binary input: ``s != 0`` counts as 1; graded: the payload).
+    ``weight_exp`` is one exponent, or one per output of ``K`` when its output channels have
+    exponents of their own: then the process stands for one Loihi connection per exponent (each
+    the channels of that exponent), as many stock ``Dense`` would compute.
 
     ``K`` is a convolution (``layout "conv"``: ``weight`` ``[C_out, C_in / groups, *kernel]``, PyTorch
     indexing, 1-D or 2-D, any stride / padding / dilation / groups) or a ``[out, in]`` matrix

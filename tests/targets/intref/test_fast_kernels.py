@@ -37,11 +37,20 @@ def _spy(monkeypatch, name):
 def test_int8_split_finds_the_power_of_two():
     mixed = torch.tensor([[-256, 254, 0, 2]])  # Lava MIXED mode: even values
     w = int8.split(mixed)
-    assert w is not None and w.k == 1 and w.peak == 128
-    assert torch.equal(w.w8.long() << w.k, mixed)
+    assert w is not None and w.scales.tolist() == [2.0] and w.peak == 128
+    assert torch.equal(w.w8.long() * 2, mixed)
     shifted = int8.split(mixed << 3)  # a folded weight exponent
-    assert shifted.k == 4 and torch.equal(shifted.w8, w.w8)
+    assert shifted.scales.tolist() == [16.0] and torch.equal(shifted.w8, w.w8)
     assert int8.split(torch.tensor([[255, 1]])) is None, "odd weights beyond int8 (Lava EXC mode) have no int8 form"
+
+
+def test_int8_split_gives_each_channel_its_power_of_two():
+    """A synapse whose channels have weight exponents of their own (channel 1 three above channel 0)."""
+    w = torch.tensor([[-256, 254, 0, 2], [-256 << 3, 254 << 3, 0, 2 << 3], [3, -5, 7, 0]])
+    s = int8.split(w)
+    assert s is not None and s.scales.tolist() == [2.0, 16.0, 1.0]
+    assert torch.equal(s.w8.long() * s.scales.long()[:, None], w)
+    assert int8.split(torch.tensor([[2, 4], [255, 1]])) is None, "one channel without an int8 form: none"
 
 
 def test_int8_usable_refuses_what_it_cannot_prove():

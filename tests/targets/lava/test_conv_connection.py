@@ -127,6 +127,44 @@ def test_conv_connection_equals_lava_dense_on_unrolled_matrix(case):
     assert np.any(ref != 0)
 
 
+@pytest.mark.parametrize("case", ["2d_stride2_neg_exp", "2d_gathers_around", "linear_shared_graded"])
+def test_conv_connection_with_channel_exponents_equals_one_lava_dense_per_exponent(case):
+    """Output channels with exponents of their own: one ConvConnection (mantissas, an exponent per
+    kernel output) == the stock Dense connections Loihi would have, one per exponent, summed."""
+    w, exp, sign, graded = _case(case)
+    node = w.core.node
+    c_out = node.weight.shape[0]
+    channel_exp = exp + np.arange(c_out) % 3  # three exponents: exp, exp + 1, exp + 2
+    shifted = np.asarray(node.weight, np.int64) << (channel_exp - exp).reshape(-1, *([1] * (node.weight.ndim - 1)))
+    node = node.replace(weight=shifted.astype(np.int32), channel_exp=channel_exp)
+    w = ConvWeights(SharedMap(node, w.core.in_feats, w.core.out_feats), w.pre, w.post, w.n_src)
+    steps = 6
+    x = _inputs(w.n_src, steps, graded)
+    src = Source(data=x.astype(np.int32))
+    core = w.core
+    conv = ConvConnection(size_in=w.n_src, size_out=w.shape[0], layout=core.layout,
+                          weight=np.asarray(core.mantissas, np.int32), weight_exp=exp + core.out_shift(),
+                          in_feats=core.in_feats, out_feats=core.out_feats, stride=node.stride, padding=node.padding,
+                          dilation=node.dilation, groups=node.groups, pre=w.pre, post=w.post, graded=graded)
+    sink_c = Sink(shape=(w.shape[0],), buffer=steps)
+    src.s_out.connect(conv.s_in)
+    conv.a_out.connect(sink_c.a_in)
+    sinks = []
+    for e, _, mantissas in node.channel_groups():
+        part = ConvWeights(SharedMap(node.replace(weight=mantissas.astype(np.int32), weight_exp=e, channel_exp=None),
+                                     core.in_feats, core.out_feats), w.pre, w.post, w.n_src)
+        dense = Dense(weights=part.tocsr().toarray().astype(np.int32), weight_exp=e, num_weight_bits=8,
+                      sign_mode=SIGN[sign], num_message_bits=24 if graded else 0)
+        sinks.append(Sink(shape=(w.shape[0],), buffer=steps))
+        src.s_out.connect(dense.s_in)
+        dense.a_out.connect(sinks[-1].a_in)
+    src.run(condition=RunSteps(num_steps=steps), run_cfg=CFG)
+    got = sink_c.data.get().astype(np.int64)
+    ref = sum(sk.data.get().astype(np.int64) for sk in sinks)
+    src.stop()
+    assert len(sinks) == 3 and np.array_equal(got, ref) and np.any(ref != 0)
+
+
 def test_lava_conv_ignores_weight_exp():
     """Why spikec does not use lava.proc.conv.Conv: its fixed_pt model returns the raw convolution
     (no weight exponent, a 24-bit wrap of the sum), in (W, H, C) order with a true (flipped)
