@@ -156,16 +156,12 @@ def hand_built_run(spec, data: np.ndarray, steps: int) -> float:
     ensure_lava()
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
-    from lava.proc.dense.process import Dense
     from lava.proc.io.source import RingBuffer
     from lava.proc.lif.process import LIFReset
     from lava.proc.sparse.process import Sparse
-    from lava.utils.weightutils import SignMode
 
-    from spikec.targets.lava.netspec import ConvWeights
-    from spikec.targets.lava.procs.process import ConvConnection
+    from spikec.targets.lava.runner import connection_process
 
-    sign = {"mixed": SignMode.MIXED, "exc": SignMode.EXCITATORY, "inh": SignMode.INHIBITORY}
     graph, T = spec.graph, spec.T
     procs = {}
     for name, st in spec.stages.items():
@@ -184,25 +180,13 @@ def hand_built_run(spec, data: np.ndarray, steps: int) -> float:
             procs[name] = LIFReset(shape=(st.size,), du=4095, dv=0, vth=1, reset_interval=T, reset_offset=offset)
     inputs_of = {}  # (stage, port) -> input process of that port's size (custom stages: a LIF of its own)
     for c in spec.connections:
-        w = c.weights
-        if isinstance(w, ConvWeights):
-            k = w.core
-            kn = k.node
-            conn = ConvConnection(size_in=w.n_src, size_out=w.shape[0], layout=k.layout,
-                                  weight=np.asarray(k.weight, np.int32), weight_exp=c.exp, in_feats=k.in_feats,
-                                  out_feats=k.out_feats, stride=kn.stride, padding=kn.padding, dilation=kn.dilation,
-                                  groups=kn.groups, pre=w.pre, post=w.post, graded=c.graded)
-        else:
-            kw = dict(weight_exp=c.exp, num_weight_bits=8, sign_mode=sign[c.sign_mode],
-                      num_message_bits=24 if c.graded else 0)
-            conn = Dense(weights=w.toarray().astype(np.int32), **kw) if c.kind == "dense" \
-                else Sparse(weights=w.astype(np.int32), **kw)
+        conn = connection_process(c)  # the process spikec's network builds for it
         procs[c.src].s_out.connect(conn.s_in)
         dst = procs[c.dst]
-        if w.shape[0] != spec.stages[c.dst].size:  # a custom stage's input of another size (e.g. before a pool)
+        if c.weights.shape[0] != spec.stages[c.dst].size:  # a custom stage's input of another size (e.g. before a pool)
             key = (c.dst, c.port)
             if key not in inputs_of:
-                inputs_of[key] = LIFReset(shape=(w.shape[0],), du=4095, dv=0, vth=1, reset_interval=T,
+                inputs_of[key] = LIFReset(shape=(c.weights.shape[0],), du=4095, dv=0, vth=1, reset_interval=T,
                                           reset_offset=(1 + spec.stages[c.dst].depth) % T)
             dst = inputs_of[key]
         conn.a_out.connect(dst.a_in)

@@ -17,12 +17,16 @@ class SynapseReport:
     delta_out: float
     clipped: float  # fraction of weights clipped to the mantissa range
     rel_error: float  # rms weight rounding error / rms weight
-    max_exp: Optional[int] = None  # the highest channel exponent (None: one exponent for all channels)
+    channel_exp: Optional[tuple] = None  # each output channel's exponent (None: weight_exp for all)
     connections: int = 1  # Loihi connections: one per distinct channel exponent
 
     @property
+    def max_exp(self) -> int:
+        return self.weight_exp if self.channel_exp is None else max(self.channel_exp)
+
+    @property
     def exponents(self) -> str:
-        return str(self.weight_exp) if self.max_exp is None else f"{self.weight_exp}..{self.max_exp}"
+        return str(self.weight_exp) if self.channel_exp is None else f"{self.weight_exp}..{self.max_exp}"
 
 
 @dataclass

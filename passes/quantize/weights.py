@@ -32,23 +32,29 @@ from .domains import DOMAIN_OPS, Scales, signed_factor
 from .kernels import MATERIALISED_OPS
 from .report import SynapseReport
 
-
 CHANNEL_EXP_SPREAD = 8  # a channel's exponent is at most this far below the synapse's highest one
 
 
-def _best_exponent(ws: np.ndarray, mode: str, bits: int, min_exp: Optional[int]):
-    """(mantissas, exponent, fraction clipped) of the real weights ``ws`` on one exponent: the one of
-    {e_max, e_max − 1, e_max − 2} (at least ``min_exp``) with the least squared error."""
-    e_max = loihi.min_weight_exp(float(np.abs(ws).max()), mode, bits)
-    best = None
-    candidates = [e for e in (e_max, e_max - 1, e_max - 2) if min_exp is None or e >= min_exp] or [min_exp]
-    for e in candidates:
-        scaled = ws / 2.0 ** e
-        q, clipped = loihi.weight_mantissas(scaled, mode, bits)
-        sq_err = float(np.sum((q - scaled) ** 2) * 4.0 ** e)  # error in the same (unscaled) units
-        if best is None or sq_err < best[0]:
-            best = (sq_err, q, e, clipped)
-    return best[1], best[2], best[3]
+def _channel_exponents(rows: np.ndarray, mode: str, bits: int, floor: np.ndarray):
+    """Per row of real weights (``rows`` [C, K], every row non-zero): (mantissas, exponents, clipped
+    weights per row) on the row's own exponent, the one of {e_max, e_max − 1, e_max − 2} (at least
+    ``floor`` of the row, int64 or −huge) with the least squared error (the first on ties)."""
+    e_max = np.array([loihi.min_weight_exp(float(p), mode, bits) for p in np.abs(rows).max(1)], np.int64)
+    wmax, step = loihi.weight_mantissa_grid(mode, bits)
+    best_err, best = None, None
+    for k in range(3):
+        e = np.maximum(e_max - k, floor)  # below the floor: the floor (a repeat of another candidate)
+        scaled = rows / 2.0 ** e[:, None]
+        q, _ = loihi.weight_mantissas(scaled, mode, bits)
+        err = np.sum((q - scaled) ** 2, axis=1) * 4.0 ** e  # in the same (unscaled) units
+        clipped = np.sum(np.abs(np.round(scaled / step) * step) > wmax, axis=1)  # as weight_mantissas counts
+        if best is None:
+            best_err, best = err, [q, e, clipped]
+            continue
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        best = [np.where(better[:, None], q, best[0]), np.where(better, e, best[1]), np.where(better, clipped, best[2])]
+    return best
 
 
 def quantize_weights(w: np.ndarray, factor: float, bits: int = loihi.WEIGHT_BITS, min_exp: Optional[int] = None):
@@ -67,20 +73,20 @@ def quantize_weights(w: np.ndarray, factor: float, bits: int = loihi.WEIGHT_BITS
         return np.zeros(w.shape, np.int32), 0, mode, 0.0, 0.0, None
     rows = ws.reshape(ws.shape[0], -1)
     live = np.abs(rows).max(1) > 0
-    chosen = {c: _best_exponent(rows[c], mode, bits, min_exp) for c in np.nonzero(live)[0]}
-    lowest = max(e for _, e, _ in chosen.values()) - CHANNEL_EXP_SPREAD
-    for c, (_, e_c, _) in chosen.items():
-        if e_c < lowest:  # a nearly silent channel: the coarser exponent keeps the integers bounded
-            chosen[c] = _best_exponent(rows[c], mode, bits, lowest if min_exp is None else max(lowest, min_exp))
-    mants, exps = np.zeros_like(rows), np.zeros(len(rows), np.int64)
-    for c, (m, e_c, _) in chosen.items():
-        mants[c], exps[c] = m, e_c
-    clipped = sum(clip * rows.shape[1] for _, _, clip in chosen.values())
-    e = int(exps[live].min())
+    mants, exps, clipped = np.zeros_like(rows), np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64)
+    floor = np.full(int(live.sum()), np.iinfo(np.int64).min // 2 if min_exp is None else min_exp, np.int64)
+    mants[live], exps[live], clipped[live] = _channel_exponents(rows[live], mode, bits, floor)
+    lowest = int(exps[live].max()) - CHANNEL_EXP_SPREAD
+    low = live & (exps < lowest)  # nearly silent channels: the coarser exponent keeps the integers bounded
+    if low.any():
+        floor = np.full(int(low.sum()), lowest if min_exp is None else max(lowest, min_exp), np.int64)
+        mants[low], exps[low], clipped[low] = _channel_exponents(rows[low], mode, bits, floor)
+    live &= np.any(mants != 0, axis=1)  # a channel rounded to zero needs no exponent (nor a connection)
+    e = int(exps[live].min()) if live.any() else int(exps.max())  # all rounded away (a held exponent)
     exps[~live] = e
     err = float(np.sqrt(np.mean((mants * 2.0 ** exps[:, None] - rows) ** 2)) / np.sqrt(np.mean(rows ** 2)))
     q = (mants * 2.0 ** (exps - e)[:, None]).reshape(w.shape)
-    return (q.astype(np.int32), e, mode, clipped / rows.size, err,
+    return (q.astype(np.int32), e, mode, float(clipped.sum()) / rows.size, err,
             None if np.all(exps == e) else exps)
 
 
@@ -177,4 +183,4 @@ def quantize_synapse(graph: ir.Graph, n, q_input: str, scales: Scales, report: P
     exps = f"exp {e}" if channel_exp is None else f"exp {e}..{int(channel_exp.max())} per channel ({groups} connections)"
     report.did(where(n), f"{mode} weights, {exps}, rms rounding error {err:.2%}" + (f", {clipped:.2%} clipped" if clipped else ""))
     return s, SynapseReport(n.name, n.source, mode, e, d_in, d_out, clipped, err,
-                            None if channel_exp is None else int(channel_exp.max()), groups)
+                            None if channel_exp is None else tuple(int(v) for v in channel_exp), groups)

@@ -326,6 +326,7 @@ class Term:
     core: Optional[SharedMap] = None
     post: Optional[sp.csr_matrix] = None  # [n_value, core.n_out]; None: identity
     factor: int = 1  # an integer multiple of the whole term, folded into its weights by :meth:`expand`
+    channel_part: bool = False  # one exponent's channels of a synapse with channel exponents (a Sparse: rows empty)
 
     def is_gather(self) -> bool:
         m = self.matrix
@@ -367,7 +368,7 @@ class Term:
         if n is None or n.channel_exp is None or self._gathers() is not None:
             return [self]
         return [replace(self, core=SharedMap(n.replace(weight=m, weight_exp=e, channel_exp=None), self.core.in_feats,
-                                             self.core.out_feats), exp=self.exp - n.weight_exp + e)
+                                             self.core.out_feats), exp=self.exp - n.weight_exp + e, channel_part=True)
                 for e, _, m in n.channel_groups()]
 
     def _gathers(self) -> Optional[tuple[np.ndarray, Optional[np.ndarray]]]:
@@ -409,6 +410,7 @@ class Connection:
     graded: bool
     delay: int = 0
     synapse: Optional[str] = None  # the synapse node folded in (None: data movement only)
+    channel_part: bool = False  # the channels of one exponent of a synapse (the other rows empty)
 
     @property
     def loihi_connections(self) -> int:
@@ -421,7 +423,8 @@ class Connection:
         if isinstance(self.weights, ConvWeights):
             return "conv"
         w = self.weights
-        return "dense" if w.shape[0] * w.shape[1] <= 1 << 20 and w.nnz > 0.1 * w.shape[0] * w.shape[1] else "sparse"
+        small = w.shape[0] * w.shape[1] <= 1 << 20
+        return "dense" if small and not self.channel_part and w.nnz > 0.1 * w.shape[0] * w.shape[1] else "sparse"
 
 
 @dataclass
@@ -507,8 +510,12 @@ def _linearize(graph: ir.Graph, value: str, stages: set[str], source: str, memo:
     elif isinstance(n, ir.AddNode):
         terms = _linearize(graph, n.inputs[0], stages, source, memo) + _linearize(graph, n.inputs[1], stages, source, memo)
     elif isinstance(n, ir.ShiftNode):
-        terms = [replace(tm, exp=tm.exp + n.shift, floored=tm.floored or n.shift < 0)
-                 for tm in _linearize(graph, n.inputs[0], stages, source, memo)]
+        terms = []
+        for tm in _linearize(graph, n.inputs[0], stages, source, memo):
+            if tm.floored and n.shift > 0:  # ⌊a·2^e⌋·2^s is not ⌊a·2^(e+s)⌋
+                raise UnsupportedError(f"lava: {n.op} {n.name} ({n.source}) shifts left a value that a negative weight "
+                                       "exponent already floored; Lava applies the exponent after the weights")
+            terms.append(replace(tm, exp=tm.exp + n.shift, floored=tm.floored or n.shift < 0))
     elif isinstance(n, ir.ScaleNode):
         k = integer_factor(n)
         terms = []
@@ -778,7 +785,8 @@ def _wire(name: str, port_terms: list[list[Term]], stages: dict[str, Stage], con
         if delay > 62:
             raise UnsupportedError(f"lava: balancing {tm.producer} -> {name} needs a delay of {delay} > 62 steps")
         conn = Connection(f"{tm.producer}->{name}#{len(connections)}", tm.producer, name, p, w, tm.exp, mode,
-                          graded=stages[tm.producer].graded, delay=delay, synapse=tm.synapse)
+                          graded=stages[tm.producer].graded, delay=delay, synapse=tm.synapse,
+                          channel_part=tm.channel_part)
         connections.append(conn)
         items.append(conn)
     return depth, mixing, items

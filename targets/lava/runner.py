@@ -83,18 +83,41 @@ def _region_overflows(spec: NetSpec, procs: dict) -> dict[str, int]:
     return found
 
 
-def build_network(spec: NetSpec, data: np.ndarray, steps: int, workdir: Path):
-    """Instantiate the Lava processes; returns (processes by stage, sinks {stage: (path, size)})."""
+def connection_process(c: Connection, name: Optional[str] = None):
+    """The Lava process of a connection: a :class:`~.procs.process.ConvConnection` on the kernel's
+    8-bit mantissas (an exponent per kernel output when the channels have their own) for a factored
+    one, else a stock fixed_pt ``Dense`` / ``Sparse`` on the unrolled matrix."""
     ensure_lava()
     from lava.proc.dense.process import Dense
-    from lava.proc.io.source import RingBuffer
-    from lava.proc.lif.process import LIFReset
     from lava.proc.sparse.process import Sparse
     from lava.utils.weightutils import SignMode
 
+    from .procs.process import ConvConnection
+
+    w = c.weights
+    if isinstance(w, ConvWeights):  # the kernel, not the unrolled matrix
+        k = w.core
+        n = k.node
+        shift = k.out_shift()
+        return ConvConnection(size_in=w.n_src, size_out=w.shape[0], layout=k.layout,
+                              weight=np.asarray(k.mantissas, np.int32), weight_exp=c.exp if shift is None else c.exp + shift,
+                              in_feats=k.in_feats, out_feats=k.out_feats, stride=n.stride, padding=n.padding,
+                              dilation=n.dilation, groups=n.groups, pre=w.pre, post=w.post, graded=c.graded, name=name)
+    sign = {"mixed": SignMode.MIXED, "exc": SignMode.EXCITATORY, "inh": SignMode.INHIBITORY}[c.sign_mode]
+    kw = dict(weight_exp=c.exp, num_weight_bits=8, sign_mode=sign, num_message_bits=24 if c.graded else 0, name=name)
+    if c.kind == "dense":
+        return Dense(weights=w.toarray().astype(np.int32), **kw)
+    return Sparse(weights=w.astype(np.int32), **kw)
+
+
+def build_network(spec: NetSpec, data: np.ndarray, steps: int, workdir: Path):
+    """Instantiate the Lava processes; returns (processes by stage, sinks {stage: (path, size)})."""
+    ensure_lava()
+    from lava.proc.io.source import RingBuffer
+    from lava.proc.lif.process import LIFReset
+
     from .procs.process import (
         AddressedAccumulation,
-        ConvConnection,
         DelayRelay,
         IntMaxPool,
         IntRegion,
@@ -103,7 +126,6 @@ def build_network(spec: NetSpec, data: np.ndarray, steps: int, workdir: Path):
         SpikeAnd,
     )
 
-    sign = {"mixed": SignMode.MIXED, "exc": SignMode.EXCITATORY, "inh": SignMode.INHIBITORY}
     graph = spec.graph
     T = spec.T
     procs: dict[str, object] = {}
@@ -184,23 +206,7 @@ def build_network(spec: NetSpec, data: np.ndarray, steps: int, workdir: Path):
         for item in items:
             if isinstance(item, Connection):
                 c = item
-                w = c.weights
-                if isinstance(w, ConvWeights):  # the kernel, not the unrolled matrix
-                    k = w.core
-                    n = k.node
-                    shift = k.out_shift()  # channels with exponents of their own: one per kernel output
-                    conn = ConvConnection(size_in=w.n_src, size_out=w.shape[0], layout=k.layout,
-                                          weight=np.asarray(k.mantissas, np.int32),
-                                          weight_exp=c.exp if shift is None else c.exp + shift, in_feats=k.in_feats,
-                                          out_feats=k.out_feats, stride=n.stride, padding=n.padding, dilation=n.dilation,
-                                          groups=n.groups, pre=w.pre, post=w.post, graded=c.graded, name=c.name)
-                else:
-                    kw = dict(weight_exp=c.exp, num_weight_bits=8, sign_mode=sign[c.sign_mode],
-                              num_message_bits=24 if c.graded else 0, name=c.name)
-                    if c.kind == "dense":
-                        conn = Dense(weights=w.toarray().astype(np.int32), **kw)
-                    else:
-                        conn = Sparse(weights=w.astype(np.int32), **kw)
+                conn = connection_process(c, name=c.name)
                 delayed(c.src, c.delay).connect(conn.s_in)
                 conn.a_out.connect(in_ports[c.dst][c.port])
             else:

@@ -574,12 +574,12 @@ def quantization_metadata(report) -> dict:
     from the intref / lava pipeline), keyed by source module: value ≈ integer · scale."""
     return {
         "convention": "Loihi 2 fixed point as `spikec compile --target intref|lava` quantizes this model: "
-                      "real value = integer * scale; weights = mantissa << exp, one exp per output channel "
-                      "from weight_exp to max_weight_exp (one Loihi connection per exp)",
+                      "real value = integer * scale; weights = mantissa << exp, exp = channel_exp[output channel] "
+                      "(weight_exp for every channel when channel_exp is null; one Loihi connection per exp)",
         "input_scale": report.input_scale,
         "calibrated": report.calibrated,
         "synapses": [{"module": r.source, "node": r.name, "weight_exp": r.weight_exp,
-                      "max_weight_exp": r.weight_exp if r.max_exp is None else r.max_exp, "connections": r.connections,
+                      "channel_exp": None if r.channel_exp is None else list(r.channel_exp), "connections": r.connections,
                       "sign_mode": r.sign_mode, "scale_in": r.delta_in, "scale_out": r.delta_out} for r in report.synapses],
         "neurons": [{"module": r.source, "node": r.name, "scale_v": r.delta_v, "vth": r.vth, "dv": r.dv,
                      "threshold": r.threshold} for r in report.neurons],

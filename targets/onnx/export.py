@@ -25,7 +25,8 @@ accumulation is exact while it cannot overflow.  For an integer input ``x`` in `
 
     x = x⁺ − x⁻,   x⁺ = max(x, 0),  x⁻ = max(−x, 0)         (x⁻ only if lo < 0, x⁺ only if hi > 0)
     x± = Σ_i 256^i · d±_i,   d_i ∈ [0, 255]                  (digits: ⌈bits(max x±) / 8⌉ of them)
-    w = w⁺ − w⁻,   w± = g± · Σ_j 256^j · e±_j,  e_j ∈ [0, 255]   (g = gcd: MIXED weights halve to ≤ 128)
+    w = w⁺ − w⁻,   w± = g± · Σ_j 256^j · e±_j,  e_j ∈ [0, 255]   (g = gcd per output channel: MIXED
+                                                             weights halve to ≤ 128, a channel exponent's shift goes too)
     conv(x, w) = Σ ± g · 256^(i+j) · ConvInteger(d_i, e_j)    (the ± from the two splits)
 
 Convolution is bilinear, so the identity is exact in the integers; zero padding is zero in every
@@ -220,14 +221,19 @@ def _digits(m: int) -> int:
     return max(1, (int(m).bit_length() + 7) // 8)
 
 
-def weight_parts(w: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """``w`` as ``Σ scale · part`` with uint8 ``part`` arrays (sign, gcd and base-256 digits)."""
+def weight_parts(w: np.ndarray) -> list[tuple[int | np.ndarray, np.ndarray]]:
+    """``w`` as ``Σ scale · part`` with uint8 ``part`` arrays (sign, gcd and base-256 digits).  The gcd
+    is taken per output channel (axis 0): ``scale`` is an int, or an int64 array ``[C_out, 1, ...]``
+    when the channels' gcds differ (channels with weight exponents of their own)."""
     w = np.asarray(w, np.int64)
     parts = []
     for sign, p in ((1, np.clip(w, 0, None)), (-1, np.clip(-w, 0, None))):
         if not p.any():
             continue
-        g = int(np.gcd.reduce(p[p > 0]))
+        rows = p.reshape(p.shape[0], -1)
+        g = np.gcd.reduce(rows, axis=1)
+        g = np.where(g > 0, g, np.max(g)).astype(np.int64)  # an all-zero channel: any (the largest) gcd
+        g = int(g[0]) if np.all(g == g[0]) else g.reshape(-1, *([1] * (w.ndim - 1)))
         p = p // g
         for j in range(_digits(int(p.max()))):
             e = (p >> (8 * j)) & 255
@@ -281,8 +287,8 @@ class ConvInteger:
                 for sw, w_c, _ in self.wparts:
                     y = b.op("Cast", [b.op("ConvInteger", [du, w_c, self.zero, self.zero], **self.attrs)],
                              to=TensorProto.INT64)
-                    sc = sx * sw * DIGIT ** i
-                    terms.append(y if sc == 1 else b.op("Mul", [y, b.const(sc)]))
+                    sc = sx * sw * DIGIT ** i  # per output channel [C_out, 1, ...]: broadcast over [N, C_out, ...]
+                    terms.append(y if np.ndim(sc) == 0 and sc == 1 else b.op("Mul", [y, b.const(np.squeeze(sc, 1) if np.ndim(sc) else sc)]))
         return b.add_all(terms)
 
 

@@ -40,10 +40,13 @@ def test_each_channel_gets_its_own_exponent_and_keeps_its_mantissa_bits():
 def test_equal_channels_share_one_exponent_and_silent_ones_stay_bounded():
     rng = np.random.default_rng(1)
     assert quantize_weights(_mixed(rng, 3, 16, [1.0, 0.9, 0.8]), 1.0)[5] is None
-    w = _mixed(rng, 3, 16, [1.0, 0.5, 1e-6])
+    w = _mixed(rng, 3, 16, [1.0, 0.5, 2.0 ** -12])
     q, e, _, _, _, exps = quantize_weights(w, 1.0)
     assert exps.max() - exps.min() == CHANNEL_EXP_SPREAD, "a nearly silent channel: at most the spread below"
-    assert np.abs(q).max() <= 254 << CHANNEL_EXP_SPREAD
+    assert np.any(q[2] != 0) and np.abs(q).max() <= 254 << CHANNEL_EXP_SPREAD
+    q, e, _, _, _, exps = quantize_weights(_mixed(rng, 3, 16, [1.0, 0.5, 1e-6]), 1.0)
+    assert not q[2].any() and e == exps.min() == exps[:2].min(), "a channel rounded to zero sets no exponent"
+    assert np.abs(q).max() <= 254 << 1
     held = quantize_weights(w * 1e-3, 1.0, min_exp=0)  # a sum follows: no channel floors
     assert held[1] == 0 and (held[5] is None or held[5].min() >= 0)
 

@@ -310,6 +310,9 @@ def test_cli_compile_and_verify_nir(tmp_path, capsys, family):
     modules = {name for name, _ in model.named_modules()}
     assert quant["input_scale"] == pytest.approx(2.0 / 255)  # 8-bit input over --input-range
     assert quant["neurons"] and all(r["module"] in modules and r["scale_v"] > 0 for r in quant["neurons"])
+    per_channel = [r for r in quant["synapses"] if r["channel_exp"] is not None]  # batch-norm gains folded in
+    assert per_channel and all(min(r["channel_exp"]) == r["weight_exp"] and r["connections"] == len(set(r["channel_exp"]))
+                               for r in per_channel)
     assert set(json.loads(meta["sources"]).values()) <= modules | {"blocks.0", "blocks.0.attn", "head"}
     assert main(["verify", *args, "--target", "nir", "--input", str(tmp_path / "x.npy")]) == 0
     out = capsys.readouterr().out

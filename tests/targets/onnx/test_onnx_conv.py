@@ -120,7 +120,12 @@ def test_input_parts_and_weight_parts_reconstruct():
     np.testing.assert_array_equal(back, w)
     assert all(e.dtype == np.uint8 for _, e in E.weight_parts(w))
     mixed = _mixed_weights(rng, (8, 8))
-    assert [abs(sc) for sc, _ in E.weight_parts(mixed)] == [2, 2]  # one ConvInteger per sign, as before
+    parts = E.weight_parts(mixed)  # one ConvInteger per sign, as before, MIXED's even weights halved
+    assert len(parts) == 2 and all(np.min(np.abs(sc)) >= 2 and int(e.max()) <= 128 for sc, e in parts)
+    shifted = mixed << (np.arange(8) % 3)[:, None]  # channel exponents: the shift goes with the gcd
+    parts = E.weight_parts(shifted)
+    assert len(parts) == 2 and all(int(e.max()) <= 128 for _, e in parts)
+    np.testing.assert_array_equal(sum(sc * e.astype(np.int64) for sc, e in parts), shifted)
     assert E.input_parts((0, 1)) == [(1, 1, 1)]  # spikes: one uint8 operand
     assert E.input_parts((0, 2)) == [(1, 1, 2)]  # a sum of two spike trains
     assert E.input_parts((-128, 127)) == [(1, 1, 127), (-1, 1, 128)]
