@@ -179,7 +179,7 @@ def quantize_synapse(graph: ir.Graph, n, q_input: str, scales: Scales, report: P
                            padding=n.padding, dilation=n.dilation, groups=n.groups, **common)
     else:
         s = ir.SynapseNode(n.name, (q_input,), n.source, layout="linear", **common)
-    groups = len(s.channel_groups())
+    groups = len(np.unique(s.channel_exps()))  # Loihi connections (channel_groups)
     exps = f"exp {e}" if channel_exp is None else f"exp {e}..{int(channel_exp.max())} per channel ({groups} connections)"
     report.did(where(n), f"{mode} weights, {exps}, rms rounding error {err:.2%}" + (f", {clipped:.2%} clipped" if clipped else ""))
     return s, SynapseReport(n.name, n.source, mode, e, d_in, d_out, clipped, err,

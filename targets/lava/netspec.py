@@ -416,7 +416,7 @@ class Connection:
     def loihi_connections(self) -> int:
         """Loihi connections this one stands for: one per channel exponent in a ConvConnection."""
         w = self.weights
-        return len(w.core.node.channel_groups()) if isinstance(w, ConvWeights) else 1
+        return len(np.unique(w.core.node.channel_exps())) if isinstance(w, ConvWeights) else 1
 
     @property
     def kind(self) -> str:

@@ -235,5 +235,6 @@ class SynapseNode(Node):
     def summary(self):
         shape = "x".join(map(str, self.weight.shape))
         exp = (f"exp={self.weight_exp}" if self.channel_exp is None
-               else f"exp={int(np.min(self.channel_exp))}..{int(np.max(self.channel_exp))} ({len(self.channel_groups())} connections)")
+               else f"exp={int(np.min(self.channel_exp))}..{int(np.max(self.channel_exp))} "
+                    f"({len(np.unique(self.channel_exp))} connections)")
         return f"{self.layout} w{shape} {exp} {self.sign_mode}" + (" +bias" if self.bias is not None else "")
