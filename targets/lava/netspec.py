@@ -84,7 +84,7 @@ from typing import Optional, Union
 import numpy as np
 import scipy.sparse as sp
 
-from spikec import ir
+from spikec import ir, loihi
 from spikec.errors import SpikecError, UnsupportedError
 from spikec.ir.graph import topological_sort
 from spikec.ir.index_maps import (
@@ -411,6 +411,23 @@ class Connection:
     delay: int = 0
     synapse: Optional[str] = None  # the synapse node folded in (None: data movement only)
     channel_part: bool = False  # the channels of one exponent of a synapse (the other rows empty)
+
+    def output(self, s: np.ndarray) -> np.ndarray:
+        """What the connection process sends for the source vector ``s`` (one step, before its delay),
+        in numpy: Lava fixed_pt ``Dense``'s ``(W · s) << exp`` (``>> −exp``: floor), a binary source
+        counted as ``s != 0``; a ConvConnection floors each kernel output by its channel's exponent,
+        then gathers.  The stage's input current is the sum over its connections."""
+        s = np.asarray(s, np.int64)
+        if not self.graded:
+            s = (s != 0).astype(np.int64)
+        w = self.weights
+        if isinstance(w, ConvWeights):
+            k = w.core
+            shift = k.out_shift()
+            acc = k.apply(_gather_apply(w.pre, s), k.mantissas)
+            return _gather_apply(w.post, loihi.floor_shift(acc, self.exp if shift is None else self.exp + shift))
+        m = w.build() if isinstance(w, Unrolled) else w
+        return loihi.floor_shift(np.asarray(m @ s, np.int64), self.exp)
 
     @property
     def loihi_connections(self) -> int:
