@@ -116,7 +116,8 @@ def report_graph(graph: ir.Graph, x: np.ndarray, *, labels: Optional[np.ndarray]
         del r, ref
 
     samples = sample_count(g, x)
-    res = loihi_resources(graph, calib=calib, input_range=input_range, skip=skip, max_memory=max_memory) if cores \
+    res = loihi_resources(graph, calib=calib, input_range=input_range, skip=skip, max_memory=max_memory,
+                          compiled=compiled) if cores \
         else LoihiResources(reason="not computed (cores=False / --no-cores)")
     quant = compiled.quant_report
     w_err = {s.name: float(s.rel_error) for s in quant.synapses} if quant else {}

@@ -1,6 +1,7 @@
 """Loihi 2 cores per layer, from the Lava target's resource model (``targets/lava/resources.py``).
 
-The model is compiled with the Lava target's pipeline and quantization, and its network
+The model is compiled with the Lava target's pipeline and quantization (the report's own integer
+model when it came from the same passes: intref's does), and its network
 description (``NetSpec``) is built only when the target's memory estimate of the Lava simulation
 stays under ``max_memory`` (default: half of the machine's RAM, as ``spikec compile`` uses): the
 estimate is made before anything is unrolled.  When the target refuses (memory, or a layer it cannot
@@ -42,17 +43,31 @@ class LoihiResources:
                 "synapses": self.synapses, "host": self.host, "lines": self.lines}
 
 
+def _same_integer_model(compiled, lava) -> bool:
+    """Whether ``compiled`` (another target's result) is what the Lava target would compile: an
+    integer model from the same passes with the same options (intref and lava share them)."""
+    from spikec.passes.pipelines import resolve
+
+    t = compiled.target
+    return (compiled.quantized is not None and t is not None and resolve(t.pipeline) == resolve(lava.pipeline)
+            and (t.pass_options or {}) == (lava.pass_options or {}))
+
+
 def loihi_resources(graph: ir.Graph, *, calib=None, input_range=(0.0, 1.0), skip=(),
-                    max_memory=None) -> LoihiResources:
-    """The Loihi 2 resource model of the traced ``graph`` (see the module docstring)."""
+                    max_memory=None, compiled=None) -> LoihiResources:
+    """The Loihi 2 resource model of the traced ``graph`` (see the module docstring).  ``compiled``:
+    the result of compiling ``graph`` with the same calib / input range / skip for another target,
+    used instead of compiling again when its integer model is the Lava target's."""
     from spikec.compiler import compile_graph
     from spikec.targets import get_target
     from spikec.targets.lava import build_netspec, report_lines, resource_report
     from spikec.targets.lava.resources import default_max_memory, parse_bytes
 
     limit = default_max_memory() if max_memory is None else parse_bytes(max_memory)
+    lava = get_target(LAVA)
     try:
-        compiled = compile_graph(graph, get_target(LAVA), calib=calib, input_range=input_range, skip=skip)
+        if compiled is None or not _same_integer_model(compiled, lava):
+            compiled = compile_graph(graph, lava, calib=calib, input_range=input_range, skip=skip)
         spec = build_netspec(compiled.quantized, max_memory=limit)
     except SpikecError as e:
         return LoihiResources(reason=str(e))

@@ -281,3 +281,26 @@ def test_cli_help_and_missing_output(capsys):
     assert e.value.code == 0 and "usage: spikec report" in capsys.readouterr().out
     assert main(["report", str(CKPT), "--model", FACTORY, "--input-shape", "1,8,8", "--dataset", "digits"]) == 2
     assert "report needs -o DIR" in capsys.readouterr().err
+
+
+def test_the_report_compiles_the_model_once_for_its_integer_model_and_cores(monkeypatch):
+    """intref and lava share their passes and quantization: the cores come from the report's own
+    integer model, the same figures as compiling for Lava apart."""
+    import spikec.compiler as compiler
+    from spikec.frontend.source import model_graph, open_model
+    from spikec.reporting import report_graph
+    from spikec.reporting.resources import loihi_resources
+
+    module, x = _digits_module_and_inputs()
+    graph = model_graph(open_model(module), (1, 8, 8), None)
+    calls, compile_graph = [], compiler.compile_graph
+
+    def counted(g, target, **kw):
+        calls.append(getattr(target, "name", target))
+        return compile_graph(g, target, **kw)
+
+    monkeypatch.setattr(compiler, "compile_graph", counted)
+    rep = report_graph(graph, x[:4].numpy())
+    assert len(calls) == 1 and rep.cores is not None
+    apart = loihi_resources(graph)  # compiled for Lava itself
+    assert calls[1:] == ["lava"] and apart.cores == rep.loihi["cores"] and apart.lines == rep.loihi["lines"]
