@@ -43,14 +43,16 @@ class LoihiResources:
                 "synapses": self.synapses, "host": self.host, "lines": self.lines}
 
 
-def _same_integer_model(compiled, lava) -> bool:
-    """Whether ``compiled`` (another target's result) is what the Lava target would compile: an
-    integer model from the same passes with the same options (intref and lava share them)."""
+def _same_integer_model(compiled, lava, calib, input_range, skip) -> bool:
+    """Whether ``compiled`` (another target's result) is what the Lava target would compile with these
+    arguments: an integer model from the same passes and pass options (intref and lava share them),
+    the same calibration data, input range and skipped passes."""
     from spikec.passes.pipelines import resolve
 
     t = compiled.target
     return (compiled.quantized is not None and t is not None and resolve(t.pipeline) == resolve(lava.pipeline)
-            and (t.pass_options or {}) == (lava.pass_options or {}))
+            and (t.pass_options or {}) == (lava.pass_options or {}) and compiled.calib is calib
+            and tuple(compiled.input_range) == tuple(input_range) and tuple(compiled.skip) == tuple(skip))
 
 
 def loihi_resources(graph: ir.Graph, *, calib=None, input_range=(0.0, 1.0), skip=(),
@@ -66,7 +68,7 @@ def loihi_resources(graph: ir.Graph, *, calib=None, input_range=(0.0, 1.0), skip
     limit = default_max_memory() if max_memory is None else parse_bytes(max_memory)
     lava = get_target(LAVA)
     try:
-        if compiled is None or not _same_integer_model(compiled, lava):
+        if compiled is None or not _same_integer_model(compiled, lava, calib, input_range, skip):
             compiled = compile_graph(graph, lava, calib=calib, input_range=input_range, skip=skip)
         spec = build_netspec(compiled.quantized, max_memory=limit)
     except SpikecError as e:

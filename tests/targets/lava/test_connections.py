@@ -1,8 +1,10 @@
 """Lava connections deliver intref's input currents exactly, not only the same spikes: for every
 neuron stage, the sum of its connections' outputs (:meth:`Connection.output`, the arithmetic of the
 Lava processes, which tests/targets/lava/test_conv_connection.py and test_lava_semantics.py hold to
-Lava's own) equals intref's current, every step and sample (a spike comparison can hide a current
-that differs below the threshold).  Every Lava family; synapses whose output channels have weight
+Lava's own), given intref's values of the stages they read, equals intref's current, every step and
+sample (a spike comparison can hide a current that differs below the threshold).  What the stages
+and regions themselves compute, and the delays, are checked by the Lava runs (spikes and outputs).
+Every Lava family; synapses whose output channels have weight
 exponents of their own (one stock Sparse per exponent for a map that is not weight-shared, one
 ConvConnection for a convolution); a left shift after a floored synapse output (no folded form)."""
 
