@@ -227,13 +227,14 @@ def min_weight_exp(peak: float, mode: str, bits: int = WEIGHT_BITS) -> int:
     return math.ceil(math.log2(peak / weight_mantissa_grid(mode, bits)[0]))
 
 
-def weight_mantissas(scaled: np.ndarray, mode: str, bits: int = WEIGHT_BITS) -> tuple[np.ndarray, float]:
+def weight_mantissas(scaled: np.ndarray, mode: str, bits: int = WEIGHT_BITS, axis=None):
     """Real weights already divided by ``2^e`` → mantissas (float64 integers): rounded to the
     nearest value of the mode's grid (even for MIXED), then clipped to its range.  Returns
-    (mantissas, fraction of weights clipped)."""
+    (mantissas, fraction of weights clipped: a float, or per index of the axes not in ``axis``)."""
     wmax, step = weight_mantissa_grid(mode, bits)
     q = np.round(scaled / step) * step
-    clipped = float(np.mean(np.abs(q) > wmax))
+    clipped = np.mean(np.abs(q) > wmax, axis=axis)
+    clipped = float(clipped) if axis is None else clipped
     q = np.clip(q, -wmax if mode != "exc" else 0, wmax if mode != "inh" else 0)
     return q, clipped
 

@@ -36,18 +36,16 @@ CHANNEL_EXP_SPREAD = 8  # a channel's exponent is at most this far below the syn
 
 
 def _channel_exponents(rows: np.ndarray, mode: str, bits: int, floor: np.ndarray):
-    """Per row of real weights (``rows`` [C, K], every row non-zero): (mantissas, exponents, clipped
-    weights per row) on the row's own exponent, the one of {e_max, e_max − 1, e_max − 2} (at least
+    """Per row of real weights (``rows`` [C, K], every row non-zero): (mantissas, exponents, fraction
+    of the row clipped) on the row's own exponent, the one of {e_max, e_max − 1, e_max − 2} (at least
     ``floor`` of the row, int64 or −huge) with the least squared error (the first on ties)."""
     e_max = np.array([loihi.min_weight_exp(float(p), mode, bits) for p in np.abs(rows).max(1)], np.int64)
-    wmax, step = loihi.weight_mantissa_grid(mode, bits)
     best_err, best = None, None
     for k in range(3):
         e = np.maximum(e_max - k, floor)  # below the floor: the floor (a repeat of another candidate)
         scaled = rows / 2.0 ** e[:, None]
-        q, _ = loihi.weight_mantissas(scaled, mode, bits)
+        q, clipped = loihi.weight_mantissas(scaled, mode, bits, axis=1)
         err = np.sum((q - scaled) ** 2, axis=1) * 4.0 ** e  # in the same (unscaled) units
-        clipped = np.sum(np.abs(np.round(scaled / step) * step) > wmax, axis=1)  # as weight_mantissas counts
         if best is None:
             best_err, best = err, [q, e, clipped]
             continue
@@ -73,7 +71,7 @@ def quantize_weights(w: np.ndarray, factor: float, bits: int = loihi.WEIGHT_BITS
         return np.zeros(w.shape, np.int32), 0, mode, 0.0, 0.0, None
     rows = ws.reshape(ws.shape[0], -1)
     live = np.abs(rows).max(1) > 0
-    mants, exps, clipped = np.zeros_like(rows), np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64)
+    mants, exps, clipped = np.zeros_like(rows), np.zeros(len(rows), np.int64), np.zeros(len(rows))
     floor = np.full(int(live.sum()), np.iinfo(np.int64).min // 2 if min_exp is None else min_exp, np.int64)
     mants[live], exps[live], clipped[live] = _channel_exponents(rows[live], mode, bits, floor)
     lowest = int(exps[live].max()) - CHANNEL_EXP_SPREAD
@@ -86,7 +84,7 @@ def quantize_weights(w: np.ndarray, factor: float, bits: int = loihi.WEIGHT_BITS
     exps[~live] = e
     err = float(np.sqrt(np.mean((mants * 2.0 ** exps[:, None] - rows) ** 2)) / np.sqrt(np.mean(rows ** 2)))
     q = (mants * 2.0 ** (exps - e)[:, None]).reshape(w.shape)
-    return (q.astype(np.int32), e, mode, float(clipped.sum()) / rows.size, err,
+    return (q.astype(np.int32), e, mode, float(clipped.mean()), err,
             None if np.all(exps == e) else exps)
 
 
@@ -179,8 +177,8 @@ def quantize_synapse(graph: ir.Graph, n, q_input: str, scales: Scales, report: P
                            padding=n.padding, dilation=n.dilation, groups=n.groups, **common)
     else:
         s = ir.SynapseNode(n.name, (q_input,), n.source, layout="linear", **common)
-    groups = len(np.unique(s.channel_exps()))  # Loihi connections (channel_groups)
-    exps = f"exp {e}" if channel_exp is None else f"exp {e}..{int(channel_exp.max())} per channel ({groups} connections)"
+    srep = SynapseReport(n.name, n.source, mode, e, d_in, d_out, clipped, err,
+                         None if channel_exp is None else tuple(int(v) for v in channel_exp), s.connections())
+    exps = f"exp {e}" if channel_exp is None else f"exp {srep.exponents} per channel ({srep.connections} connections)"
     report.did(where(n), f"{mode} weights, {exps}, rms rounding error {err:.2%}" + (f", {clipped:.2%} clipped" if clipped else ""))
-    return s, SynapseReport(n.name, n.source, mode, e, d_in, d_out, clipped, err,
-                            None if channel_exp is None else tuple(int(v) for v in channel_exp), groups)
+    return s, srep

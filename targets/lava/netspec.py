@@ -178,7 +178,7 @@ class SharedMap:
         n = self.node
         if n.channel_exp is None:
             return None
-        shift = n.channel_exps() - n.weight_exp
+        shift = n.channel_shift()
         if self.layout == "conv":  # [C_out, *spatial]
             return np.repeat(shift, self.n_out // len(shift))
         return np.tile(shift, self.n_out // len(shift))  # [..., C_out]
@@ -433,7 +433,7 @@ class Connection:
     def loihi_connections(self) -> int:
         """Loihi connections this one stands for: one per channel exponent in a ConvConnection."""
         w = self.weights
-        return len(np.unique(w.core.node.channel_exps())) if isinstance(w, ConvWeights) else 1
+        return w.core.node.connections() if isinstance(w, ConvWeights) else 1
 
     @property
     def kind(self) -> str:

@@ -194,11 +194,11 @@ class SynapseNode(Node):
             ce = np.asarray(self.channel_exp)
             if ce.shape != (self.weight.shape[0],) or not np.issubdtype(ce.dtype, np.integer):
                 raise self.fail(f"channel_exp must be {self.weight.shape[0]} integers, is {ce.dtype} {ce.shape}")
-            shift = ce - self.weight_exp
+            shift = self.channel_shift()
             if shift.min() < 0:
                 raise self.fail(f"channel exponents {ce.min()} below the common exponent {self.weight_exp}")
             w = np.asarray(self.weight, np.int64).reshape(len(ce), -1)
-            if np.any(w % (np.int64(1) << shift.astype(np.int64))[:, None]):
+            if np.any(w % (np.int64(1) << shift)[:, None]):
                 raise self.fail("a channel's weights are not multiples of 2^(its exponent - the common exponent)")
         return t.with_(kind=Kind.INT)
 
@@ -208,13 +208,22 @@ class SynapseNode(Node):
             return np.full(self.weight.shape[0], self.weight_exp, np.int64)
         return np.asarray(self.channel_exp, np.int64)
 
+    def channel_shift(self) -> np.ndarray:
+        """Each output channel's exponent above the common one (``[C_out]`` int64, all 0 without
+        ``channel_exp``): ``weight[c]`` is its mantissas shifted left by it."""
+        return self.channel_exps() - self.weight_exp
+
+    def connections(self) -> int:
+        """The Loihi connections of this synapse: one per distinct channel exponent."""
+        return 1 if self.channel_exp is None else len(np.unique(self.channel_exp))
+
     def mantissas(self) -> np.ndarray:
         """The stored mantissas (int64): ``weight`` with each output channel shifted back by its
         exponent's distance from the common one (``weight`` itself without ``channel_exp``)."""
         w = np.asarray(self.weight, np.int64)
         if self.channel_exp is None:
             return w
-        return w >> (self.channel_exps() - self.weight_exp).reshape(-1, *([1] * (w.ndim - 1)))
+        return w >> self.channel_shift().reshape(-1, *([1] * (w.ndim - 1)))
 
     def channel_groups(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """The Loihi connections of this synapse, one per distinct channel exponent:
@@ -235,6 +244,5 @@ class SynapseNode(Node):
     def summary(self):
         shape = "x".join(map(str, self.weight.shape))
         exp = (f"exp={self.weight_exp}" if self.channel_exp is None
-               else f"exp={int(np.min(self.channel_exp))}..{int(np.max(self.channel_exp))} "
-                    f"({len(np.unique(self.channel_exp))} connections)")
+               else f"exp={int(np.min(self.channel_exp))}..{int(np.max(self.channel_exp))} ({self.connections()} connections)")
         return f"{self.layout} w{shape} {exp} {self.sign_mode}" + (" +bias" if self.bias is not None else "")
