@@ -105,13 +105,18 @@ def _reset(model: nn.Module) -> None:
 
 
 def build(family: str, seed: int = 0, batch: int = 16, **kw) -> tuple[nn.Module, torch.Tensor]:
-    """A prepared tiny model of ``family`` and an input batch for it."""
+    """A prepared tiny model of ``family`` and an input batch for it, the same for the same ``seed``
+    whatever the global random state: parameters that :func:`prepare` does not draw (e.g. a
+    position encoding, a convolution over time) and training-mode randomness in its forward pass
+    (e.g. STAA-SNN's step dropout) draw from torch's global generator, seeded here and restored."""
     factory, shape = FAMILIES[family]
-    model = factory(**kw)
-    g = torch.Generator().manual_seed(seed + 1)
-    T = SEQUENCE_INPUT.get(family)
-    x = torch.rand(((T,) if T else ()) + (batch, *shape), generator=g) * 2.0
-    prepare(model, x, seed=seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = factory(**kw)
+        g = torch.Generator().manual_seed(seed + 1)
+        T = SEQUENCE_INPUT.get(family)
+        x = torch.rand(((T,) if T else ()) + (batch, *shape), generator=g) * 2.0
+        prepare(model, x, seed=seed)
     return model, x
 
 
